@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Shared helpers for scripts/run, scripts/test and scripts/lint. Source it; do not run it.
+#
+# Environment:
+#   SERIALSERVER_SKIP_INSTALL=1  do not check or install Debian packages
+#   SERIALSERVER_JOBS=N          parallel build and test jobs (default 2)
+
+# The Debian 12 packages that building, testing and linting need. This is the only list.
+SERIALSERVER_APT_PACKAGES=(
+  build-essential
+  cmake
+  ninja-build
+  g++
+  libasio-dev
+  libgtest-dev
+  libgmock-dev
+  libbenchmark-dev
+  libspdlog-dev
+  libfmt-dev
+  libcli11-dev
+  libssl-dev
+  libsqlite3-dev
+  pkg-config
+  python3
+  clang-format
+  clang-tidy
+)
+
+SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"
+
+# The repository root (the parent of this file's directory).
+SERIALSERVER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+ss_log() {
+  printf '[serialserver] %s\n' "$*"
+}
+
+ss_die() {
+  printf '[serialserver] error: %s\n' "$*" >&2
+  exit 1
+}
+
+# A banner that stands out in long logs.
+ss_banner() {
+  local line='========================================================================'
+  printf '\n%s\n== %s\n%s\n' "$line" "$*" "$line"
+}
+
+# Prints the packages of SERIALSERVER_APT_PACKAGES that are not installed, one a line.
+ss_missing_packages() {
+  local pkg status
+  for pkg in "${SERIALSERVER_APT_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    if [[ "$status" != "install ok installed" ]]; then
+      printf '%s\n' "$pkg"
+    fi
+  done
+}
+
+# Installs whichever of SERIALSERVER_APT_PACKAGES are missing, with apt-get. Runs `apt-get update`
+# once, and only when something is missing. Uses sudo only when not root.
+ss_install_deps() {
+  if [[ "${SERIALSERVER_SKIP_INSTALL:-0}" == 1 ]]; then
+    ss_log "SERIALSERVER_SKIP_INSTALL=1: not checking Debian packages"
+    return 0
+  fi
+  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    ss_log "dpkg-query/apt-get not found (not Debian?): install these yourself: ${SERIALSERVER_APT_PACKAGES[*]}"
+    return 0
+  fi
+
+  local -a missing
+  mapfile -t missing < <(ss_missing_packages)
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    ss_log "all required Debian packages are installed"
+    return 0
+  fi
+
+  local -a sudo=()
+  if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || ss_die "not root and sudo not found; install: ${missing[*]}"
+    sudo=(sudo)
+  fi
+
+  ss_banner "Installing missing packages: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${missing[@]}"
+}
+
+# Configures and builds one preset of CMakePresets.json. Returns non-zero on failure (also when
+# called in a condition, where `set -e` does not apply).
+ss_configure_build() {
+  local preset="$1"
+  ( cd "$SERIALSERVER_ROOT" && cmake --preset "$preset" ) || return 1
+  ( cd "$SERIALSERVER_ROOT" && cmake --build --preset "$preset" -j"$SERIALSERVER_JOBS" ) || return 1
+}
