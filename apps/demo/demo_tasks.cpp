@@ -1,0 +1,104 @@
+#include "demo_tasks.hpp"
+
+#include <serialserver/binary_reader.hpp>
+#include <serialserver/binary_writer.hpp>
+#include <serialserver/error.hpp>
+
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <array>
+#include <numeric>
+
+namespace demo {
+
+using serialserver::Response;
+using serialserver::TaskContext;
+using serialserver::TaskError;
+
+namespace {
+
+asio::awaitable<Response> echo(TaskContext& ctx) {
+  co_return Response(co_await ctx.request().async_read_all());
+}
+
+asio::awaitable<Response> empty(TaskContext& /*ctx*/) { co_return Response(); }
+
+asio::awaitable<Response> error_code(TaskContext& ctx) {
+  std::array<std::uint8_t, 1> first{0};
+  co_await ctx.request().async_read_some(first);
+  throw TaskError(first[0]);
+}
+
+/// Reads a big-endian unsigned number of exactly sizeof(T) bytes.
+template <class T>
+asio::awaitable<T> read_number(TaskContext& ctx) {
+  std::array<std::uint8_t, sizeof(T)> raw{};
+  try {
+    co_await ctx.request().async_read_exact(raw);
+  } catch (const serialserver::EndOfMessage&) {
+    throw TaskError(kBadRequest, "request too short");
+  }
+  serialserver::BinaryReader reader(raw, serialserver::ByteOrder::big_endian);
+  if constexpr (sizeof(T) == 8) {
+    co_return reader.read_u64();
+  } else {
+    co_return reader.read_u32();
+  }
+}
+
+/// Produces `remaining` bytes, byte i being i mod 256.
+class PatternProducer final : public serialserver::ResponseProducer {
+ public:
+  explicit PatternProducer(std::uint64_t size) : remaining_(size) {}
+  asio::awaitable<std::size_t> async_produce(std::span<std::uint8_t> out) override {
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, out.size()));
+    for (std::size_t i = 0; i < n; ++i) {
+      out[i] = static_cast<std::uint8_t>(offset_ + i);
+    }
+    offset_ += n;
+    remaining_ -= n;
+    co_return n;
+  }
+
+ private:
+  std::uint64_t remaining_;
+  std::uint64_t offset_ = 0;
+};
+
+asio::awaitable<Response> produce(TaskContext& ctx) {
+  const auto size = co_await read_number<std::uint64_t>(ctx);
+  co_return Response::stream(std::unique_ptr<serialserver::ResponseProducer>(
+      std::make_unique<PatternProducer>(size)));
+}
+
+asio::awaitable<Response> sleep(TaskContext& ctx) {
+  const auto ms = co_await read_number<std::uint32_t>(ctx);
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(std::chrono::milliseconds(ms));
+  co_await timer.async_wait(asio::use_awaitable);  // cancellation aborts this wait
+  co_return Response();
+}
+
+asio::awaitable<Response> count(TaskContext& ctx) {
+  const std::uint64_t total = co_await ctx.request().async_skip_all();
+  serialserver::BinaryWriter writer(serialserver::ByteOrder::big_endian);
+  writer.write_u64(total);
+  co_return Response(writer.take());
+}
+
+}  // namespace
+
+void register_demo_tasks(serialserver::Server& server) {
+  server.register_task(1, echo, "echo");
+  server.register_task(2, empty, "empty");
+  server.register_task(3, error_code, "error");
+  server.register_task(4, produce, "produce");
+  server.register_task(5, sleep, "sleep");
+  server.register_task(6, count, "count");
+}
+
+}  // namespace demo

@@ -1,0 +1,105 @@
+// serialserver-demo: the library's demonstration server (see demo_tasks.hpp for its tasks).
+
+#include "demo_tasks.hpp"
+
+#include <serialserver/duration.hpp>
+#include <serialserver/listener.hpp>
+#include <serialserver/logger.hpp>
+#include <serialserver/server.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+namespace {
+
+/// A CLI11 validator-and-converter for Go-style durations.
+std::chrono::nanoseconds duration_option(const std::string& text, const char* flag) {
+  try {
+    return serialserver::parse_duration(text);
+  } catch (const std::invalid_argument& e) {
+    throw CLI::ValidationError(flag, e.what());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"serialserver-demo: a demonstration server for the serial protocol.\n"
+               "Tasks: 1 echo, 2 empty, 3 error(code=first byte), 4 produce N bytes (u64 BE),\n"
+               "5 sleep N ms (u32 BE), 6 count request bytes (reply u64 BE)."};
+  std::string listen = "127.0.0.1:7070";
+  std::string wait_timeout = "30m";
+  std::string read_timeout = "5s";
+  std::string write_timeout = "5s";
+  std::string grace = "5s";
+  std::string log_level = "info";
+  std::uint64_t max_request_bytes = 0;
+  unsigned threads = 0;
+  app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
+      ->capture_default_str();
+  app.add_option("--wait-timeout", wait_timeout, "longest wait for the next task code")
+      ->capture_default_str();
+  app.add_option("--read-timeout", read_timeout, "rolling read timeout within a request")
+      ->capture_default_str();
+  app.add_option("--write-timeout", write_timeout, "rolling write timeout")
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", max_request_bytes, "largest request content; 0: no limit")
+      ->capture_default_str();
+  app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
+      ->capture_default_str();
+  app.add_option("--grace", grace, "shutdown grace period")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  serialserver::ServerOptions options;
+  std::chrono::nanoseconds grace_period{};
+  try {
+    options.timeout.wait = duration_option(wait_timeout, "--wait-timeout");
+    options.timeout.read = duration_option(read_timeout, "--read-timeout");
+    options.timeout.write = duration_option(write_timeout, "--write-timeout");
+    grace_period = duration_option(grace, "--grace");
+    options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level));
+  } catch (const CLI::Error& e) {
+    return app.exit(e);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "serialserver-demo: " << e.what() << "\n";
+    return 64;
+  }
+  options.max_request_bytes = max_request_bytes;
+  options.shutdown_grace = grace_period;
+
+  // Signals are taken by this thread alone, with sigwait: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  serialserver::Server server(options);
+  demo::register_demo_tasks(server);
+  serialserver::ListenerOptions listener_options;
+  listener_options.address = listen;
+  listener_options.io_threads = threads;
+  serialserver::Listener listener(server, listener_options);
+  try {
+    listener.start();
+  } catch (const std::exception& e) {
+    std::cerr << "serialserver-demo: cannot listen on " << listen << ": " << e.what() << "\n";
+    return 1;
+  }
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  server.log()->info("signal {}: shutting down (grace {})", signal_number,
+                     serialserver::format_duration(grace_period));
+  listener.shutdown(grace_period);
+  listener.wait();
+  server.log()->info("stopped");
+  return 0;
+}

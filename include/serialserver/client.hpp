@@ -1,0 +1,126 @@
+#pragma once
+
+#include <serialserver/byte_order.hpp>
+#include <serialserver/logger.hpp>
+#include <serialserver/metrics.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/task_metadata.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace serialserver {
+
+class Server;
+
+/// One connection that a Server is handling (Go: serialserver.Client).
+///
+/// Thread-safety: every public member function may be called from any thread at any time.
+/// Lifetime: held by std::shared_ptr (Server::clients(), TaskContext::client()). The handle stays
+/// valid after the connection ends (then cancel/close/disconnect do nothing), but must not
+/// outlive the Server, nor the io_context that ran the connection.
+class Client : public std::enable_shared_from_this<Client> {
+ public:
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  virtual ~Client();
+
+  /// The byte order negotiated for this connection.
+  ByteOrder byte_order() const noexcept { return byte_order_; }
+  /// Cancels the running task, if any (its stop_token fires). Does nothing when idle or when the
+  /// task was already cancelled.
+  void cancel();
+  /// Closes the connection now, without a response; a running task is cancelled.
+  void close();
+  /// Begins a graceful disconnection (PROTOCOL.md section 7): an idle connection closes at once;
+  /// a running task may finish and send its response, then the connection closes; a task code
+  /// that arrives meanwhile is answered with Goodbye. After `grace` has passed, a task still
+  /// running is cancelled and the connection closed without a response. A second call keeps the
+  /// earlier of the two deadlines. Non-blocking.
+  void disconnect(std::chrono::nanoseconds grace);
+
+  /// The local address, as "127.0.0.1:7070", "[::1]:7070" or a Unix socket path.
+  const std::string& local_address() const noexcept { return local_address_; }
+  /// The remote address, in the same form.
+  const std::string& remote_address() const noexcept { return remote_address_; }
+  /// "remote->local", as Go's Client.String.
+  std::string to_string() const { return remote_address_ + "->" + local_address_; }
+
+  /// The logger (inherited from the server unless set_logger was called).
+  std::shared_ptr<Logger> log() const;
+  /// Replaces this client's logger.
+  void set_logger(std::shared_ptr<Logger> logger);
+  /// The metrics (inherited from the server unless set_metrics was called); may be null.
+  std::shared_ptr<Metrics> metrics() const;
+  /// Replaces this client's metrics (null: none).
+  void set_metrics(std::shared_ptr<Metrics> metrics);
+
+  /// The task being served now, or nothing when idle.
+  std::optional<TaskMetadata> metadata() const;
+  /// Every task code this connection has been assigned so far, in increasing order.
+  std::vector<TaskCode> task_codes() const;
+  /// When the server took the connection.
+  std::chrono::system_clock::time_point timestamp() const noexcept { return timestamp_; }
+  /// A number unique within the process, increasing with connection order.
+  std::uint64_t id() const noexcept { return id_; }
+  /// The server handling this connection.
+  Server& server() const noexcept { return server_; }
+  /// True once the connection has ended.
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+ protected:
+  Client(Server& server, ByteOrder byte_order, std::string local_address,
+         std::string remote_address);
+
+  // Implemented by the connection; each is called on any thread and must hop to the
+  // connection's executor itself.
+  virtual void do_cancel() = 0;
+  virtual void do_close() = 0;
+  virtual void do_disconnect(std::chrono::nanoseconds grace) = 0;
+
+  // Used by the connection (on its own executor).
+  struct Snapshot {
+    std::shared_ptr<Logger> logger;
+    std::shared_ptr<Metrics> metrics;
+    std::uint32_t client_version = ~0U;
+    std::uint32_t server_version = ~0U;
+  };
+  /// Records the start of a task; returns the current logger and metrics.
+  void begin_task(TaskCode code, const std::string* name,
+                  std::chrono::system_clock::time_point start);
+  void end_task() noexcept;
+  /// Current logger and metrics, refreshed if set_logger/set_metrics changed them.
+  void refresh(Snapshot& snapshot) const;
+  void mark_closed() noexcept { closed_.store(true, std::memory_order_release); }
+
+  std::atomic<std::uint64_t> task_bytes_read_{0};
+  std::atomic<std::uint64_t> task_bytes_written_{0};
+
+ private:
+  Server& server_;
+  const ByteOrder byte_order_;
+  const std::string local_address_;
+  const std::string remote_address_;
+  const std::chrono::system_clock::time_point timestamp_;
+  const std::uint64_t id_;
+  std::atomic<bool> closed_{false};
+  std::atomic<std::uint32_t> settings_version_{0};
+
+  mutable std::mutex mutex_;  // guards what follows
+  std::shared_ptr<Logger> logger_;
+  std::shared_ptr<Metrics> metrics_;
+  bool task_active_ = false;
+  TaskCode task_code_ = 0;
+  const std::string* task_name_ = nullptr;
+  std::chrono::system_clock::time_point task_start_;
+  std::array<std::uint64_t, 4> assigned_codes_{};  // a bit per task code
+};
+
+}  // namespace serialserver

@@ -1,0 +1,105 @@
+#pragma once
+
+#include <serialserver/byte_order.hpp>
+#include <serialserver/session_data.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace serialserver {
+
+class Server;
+
+namespace detail {
+class ListenerImpl;
+}
+
+/// The raw connection, as a handshake hook sees it before the server takes over.
+/// Thread-safety: used by one handshake at a time. Lifetime: valid during the hook only.
+class HandshakeStream {
+ public:
+  virtual ~HandshakeStream() = default;
+  /// Reads at least one byte (up to out.size()); throws std::system_error on failure or EOF.
+  virtual asio::awaitable<std::size_t> async_read_some(std::span<std::uint8_t> out) = 0;
+  /// Writes all of `data`; throws std::system_error on failure.
+  virtual asio::awaitable<void> async_write(std::span<const std::uint8_t> data) = 0;
+  /// Fills `out` completely; throws std::system_error on failure or EOF.
+  asio::awaitable<void> async_read_exact(std::span<std::uint8_t> out);
+  /// The peer's address ("127.0.0.1:5000", "[::1]:5000" or a socket path).
+  virtual std::string remote_address() const = 0;
+};
+
+/// What a handshake hook decides: the connection's byte order and its session data.
+struct HandshakeResult {
+  ByteOrder byte_order = ByteOrder::big_endian;
+  SessionData session;
+};
+
+/// A handshake hook: a coroutine over the raw stream, run on the connection's I/O thread under
+/// ListenerOptions::handshake_timeout. Throwing rejects the connection (it is logged and closed).
+using HandshakeFunction = std::function<asio::awaitable<HandshakeResult>(HandshakeStream&)>;
+
+/// Options of a Listener. Every field has a safe default.
+struct ListenerOptions {
+  /// Where to listen: "host:port", "[v6]:port" or a Unix socket path (anything with a '/').
+  /// Port 0 picks a free port (see Listener::port()).
+  std::string address = "127.0.0.1:7070";
+  /// I/O threads, each running its own io_context; 0 means the number of cores.
+  unsigned io_threads = 0;
+  /// Handshake hook; empty means none (big-endian, no session data).
+  HandshakeFunction handshake;
+  /// The longest a handshake may take.
+  std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  /// Connections served at once; a connection accepted beyond this is closed at once (and
+  /// logged). 0 means no limit.
+  std::size_t max_connections = 10000;
+  /// Connections from one remote IP address at once; beyond it, closed at once. 0: no limit.
+  std::size_t max_connections_per_address = 0;
+  /// The listen backlog.
+  int backlog = 1024;
+};
+
+/// Accepts connections for a Server (the listener helper): listens, accepts in a loop on its
+/// own I/O threads (an accept error is logged and retried after about 100 ms), runs the
+/// handshake hook, enforces the connection limits, and hands each connection to the server.
+///
+/// Thread-safety: every member function may be called from any thread.
+/// Lifetime: the Server must outlive the Listener. The destructor shuts down with no grace
+/// period and joins its threads.
+class Listener {
+ public:
+  Listener(Server& server, ListenerOptions options);
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+  ~Listener();
+
+  /// Binds, listens and starts the I/O threads. Throws std::system_error if the address cannot
+  /// be bound, std::invalid_argument if it cannot be parsed.
+  void start();
+  /// The bound address, in the form of ListenerOptions::address (with the real port).
+  std::string local_address() const;
+  /// The bound TCP port (0 for a Unix socket).
+  std::uint16_t port() const;
+  /// Graceful shutdown (PROTOCOL.md section 7): stops accepting (new connections are refused)
+  /// and disconnects every connection of this listener with `grace`. Non-blocking.
+  void shutdown(std::chrono::nanoseconds grace);
+  /// Blocks until shutdown() was called and every connection has ended; then joins the threads.
+  void wait();
+  /// Connections accepted and not yet ended (including those in their handshake).
+  std::size_t num_connections() const;
+  /// The number of I/O threads.
+  std::size_t io_thread_count() const;
+
+ private:
+  std::shared_ptr<detail::ListenerImpl> impl_;
+};
+
+}  // namespace serialserver

@@ -1,0 +1,122 @@
+#pragma once
+
+#include <asio/awaitable.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace serialserver {
+
+/// Produces a streamed response on the I/O thread (Go: the io.Reader 'out'). The server calls
+/// async_produce until it returns 0, and encodes what it gets into blocks as it goes, so a
+/// response of any size passes in constant memory. It must not block.
+/// A failure (exception) after OK went out drops the connection, as the seed says.
+/// Lifetime: destroyed once copying stops, for whatever reason (Go: io.Closer's Close).
+class ResponseProducer {
+ public:
+  virtual ~ResponseProducer() = default;
+  /// Writes the next bytes of the response to the front of `out` (never empty); returns how many,
+  /// 0 at the end.
+  virtual asio::awaitable<std::size_t> async_produce(std::span<std::uint8_t> out) = 0;
+};
+
+/// Produces a streamed response from the worker pool: produce() may block. Otherwise as
+/// ResponseProducer.
+class BlockingResponseProducer {
+ public:
+  virtual ~BlockingResponseProducer() = default;
+  /// Writes the next bytes to the front of `out`; returns how many, 0 at the end.
+  virtual std::size_t produce(std::span<std::uint8_t> out) = 0;
+};
+
+/// What an OK task function returns: nothing (the empty message), bytes, or a producer.
+/// Thread-safety: a plain movable value. Lifetime: owned by the server once returned.
+class Response {
+ public:
+  /// The empty response.
+  Response() = default;
+  /// A response made of these bytes.
+  Response(std::vector<std::uint8_t> bytes) noexcept  // NOLINT(google-explicit-constructor)
+      : bytes_(std::move(bytes)) {}
+  /// A response made of a copy of `bytes`.
+  static Response copy_of(std::span<const std::uint8_t> bytes) {
+    return Response(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+  }
+  /// A response made of a copy of `text`.
+  static Response copy_of(std::string_view text) {
+    return Response(std::vector<std::uint8_t>(text.begin(), text.end()));
+  }
+  /// A streamed response from a producer object.
+  static Response stream(std::unique_ptr<ResponseProducer> producer) noexcept {
+    Response r;
+    r.producer_ = std::move(producer);
+    return r;
+  }
+  /// A streamed response from a blocking producer object.
+  static Response stream(std::unique_ptr<BlockingResponseProducer> producer) noexcept {
+    Response r;
+    r.blocking_producer_ = std::move(producer);
+    return r;
+  }
+  /// A streamed response from a callable: either `asio::awaitable<std::size_t>(std::span<std::uint8_t>)`
+  /// (runs on the I/O thread) or `std::size_t(std::span<std::uint8_t>)` (runs on the worker pool).
+  /// The callable is moved in (it may be move-only) and destroyed when copying stops.
+  template <class F>
+  static Response stream(F producer);
+
+  const std::vector<std::uint8_t>& bytes() const noexcept { return bytes_; }
+  std::vector<std::uint8_t>& bytes() noexcept { return bytes_; }
+  ResponseProducer* producer() const noexcept { return producer_.get(); }
+  BlockingResponseProducer* blocking_producer() const noexcept { return blocking_producer_.get(); }
+
+ private:
+  std::vector<std::uint8_t> bytes_;
+  std::unique_ptr<ResponseProducer> producer_;
+  std::unique_ptr<BlockingResponseProducer> blocking_producer_;
+};
+
+namespace detail {
+template <class F>
+class CallableProducer final : public ResponseProducer {
+ public:
+  explicit CallableProducer(F f) : f_(std::move(f)) {}
+  asio::awaitable<std::size_t> async_produce(std::span<std::uint8_t> out) override {
+    return f_(out);
+  }
+
+ private:
+  F f_;
+};
+template <class F>
+class CallableBlockingProducer final : public BlockingResponseProducer {
+ public:
+  explicit CallableBlockingProducer(F f) : f_(std::move(f)) {}
+  std::size_t produce(std::span<std::uint8_t> out) override { return f_(out); }
+
+ private:
+  F f_;
+};
+}  // namespace detail
+
+template <class F>
+Response Response::stream(F producer) {
+  using Result = std::invoke_result_t<F&, std::span<std::uint8_t>>;
+  if constexpr (std::is_same_v<Result, asio::awaitable<std::size_t>>) {
+    return stream(std::unique_ptr<ResponseProducer>(
+        std::make_unique<detail::CallableProducer<F>>(std::move(producer))));
+  } else {
+    static_assert(std::is_convertible_v<Result, std::size_t>,
+                  "a producer returns asio::awaitable<std::size_t> or std::size_t");
+    return stream(std::unique_ptr<BlockingResponseProducer>(
+        std::make_unique<detail::CallableBlockingProducer<F>>(std::move(producer))));
+  }
+}
+
+}  // namespace serialserver

@@ -1,0 +1,175 @@
+#pragma once
+
+#include <serialserver/byte_order.hpp>
+#include <serialserver/client.hpp>
+#include <serialserver/logger.hpp>
+#include <serialserver/metrics.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/session_data.hpp>
+#include <serialserver/task.hpp>
+#include <serialserver/timeout.hpp>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+
+#include <array>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace serialserver {
+
+namespace detail {
+class BlockingPool;
+class ListenerImpl;
+struct TaskTable;
+template <class Stream>
+class Connection;
+}  // namespace detail
+
+/// Options of a Server. Every field has a safe default.
+struct ServerOptions {
+  /// Wait, Read and Write timeouts (PROTOCOL.md section 6).
+  Timeout timeout{};
+  /// The largest request content accepted, in bytes; 0 means no limit. A larger request is
+  /// answered with Error 254 (PROTOCOL.md section 5).
+  std::uint64_t max_request_bytes = 0;
+  /// How far past max_request_bytes the server keeps draining before it answers Error 254 and
+  /// closes the connection instead.
+  std::uint64_t max_request_drain_bytes = std::uint64_t{64} << 20;
+  /// Threads of the worker pool for blocking task functions (created on first use);
+  /// 0 means the number of cores, at least 2.
+  unsigned worker_threads = 0;
+  /// Blocking tasks that may wait for a worker beyond those running; further connections wait
+  /// (without reading) until there is room.
+  std::size_t max_queued_blocking_tasks = 1024;
+  /// Grace period of the graceful disconnection that a connection's stop_token triggers.
+  std::chrono::nanoseconds shutdown_grace = std::chrono::seconds(5);
+  /// Logger; null means stderr at info level.
+  std::shared_ptr<Logger> logger;
+  /// Metrics; null means none.
+  std::shared_ptr<Metrics> metrics;
+};
+
+/// Serves the serial protocol on connections it is handed (Go: serialserver.Server): a registry
+/// of task functions, the live connections, and their timeouts.
+///
+/// Thread-safety: every member function may be called from any thread; task functions may be
+/// registered while connections are being served.
+/// Lifetime: must outlive every connection it handles; destroy it only after wait() returned
+/// (the destructor disconnects what is left and waits).
+class Server {
+ public:
+  /// A server with the given options (Go: New).
+  explicit Server(ServerOptions options = {});
+  /// A server with the given timeouts and default options otherwise (Go: New(&Timeout{...})).
+  explicit Server(const Timeout& timeout);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  /// Registers a coroutine task function for `code` (Go: Register); a second registration
+  /// replaces the first. `name` is for logs and metrics. Throws std::invalid_argument for the
+  /// reserved codes 250..255 or an empty function.
+  void register_task(TaskCode code, TaskFunction function, std::string name = {});
+  /// Registers a blocking task function, which runs on the worker pool. As register_task.
+  void register_blocking_task(TaskCode code, BlockingTaskFunction function,
+                              std::string name = {});
+  /// The function and name registered for `code` (Go: TaskFunc), or nothing.
+  std::optional<RegisteredTask> task(TaskCode code) const;
+  /// The registered task codes, in increasing order (Go: RegisteredTaskCodes).
+  std::vector<TaskCode> registered_task_codes() const;
+
+  /// Serves an accepted, handshaken TCP connection until it ends, then closes it (Go:
+  /// HandleConnection). Runs on the socket's executor, which must be a strand or an io_context
+  /// run by one thread. `session` reaches every task function. When `stop` fires, the
+  /// connection is disconnected gracefully with options().shutdown_grace. Returns why the
+  /// connection ended: Errc::graceful_disconnect, Errc::timeout_waiting_for_task,
+  /// Errc::peer_closed, or another error.
+  asio::awaitable<std::error_code> async_handle_connection(asio::ip::tcp::socket socket,
+                                                           ByteOrder byte_order,
+                                                           SessionData session = {},
+                                                           std::stop_token stop = {});
+  /// As above, for a Unix domain socket.
+  asio::awaitable<std::error_code> async_handle_connection(
+      asio::local::stream_protocol::socket socket, ByteOrder byte_order, SessionData session = {},
+      std::stop_token stop = {});
+  /// Blocking form of async_handle_connection: the socket's io_context must be running on
+  /// another thread; this thread waits until the connection ends.
+  std::error_code handle_connection(asio::ip::tcp::socket socket, ByteOrder byte_order,
+                                    SessionData session = {}, std::stop_token stop = {});
+  /// Blocking form for a Unix domain socket.
+  std::error_code handle_connection(asio::local::stream_protocol::socket socket,
+                                    ByteOrder byte_order, SessionData session = {},
+                                    std::stop_token stop = {});
+
+  /// The connections being handled now, by increasing connect time (Go: Clients).
+  std::vector<std::shared_ptr<Client>> clients() const;
+  /// How many connections are being handled now (Go: NumClients).
+  std::size_t num_clients() const;
+  /// Calls Client::disconnect(grace) on every connection (Go: Disconnect).
+  void disconnect(std::chrono::nanoseconds grace);
+  /// Blocks until no connection is being handled (Go: Wait).
+  void wait();
+  /// As wait(), for at most `timeout`; true if no connection is left.
+  bool wait_for(std::chrono::nanoseconds timeout);
+
+  /// The server's logger (Go: Log).
+  std::shared_ptr<Logger> log() const;
+  /// Replaces the logger; connections that did not set their own pick it up (Go: SetLogger).
+  void set_logger(std::shared_ptr<Logger> logger);
+  /// The server's metrics, possibly null (Go: Metrics).
+  std::shared_ptr<Metrics> metrics() const;
+  /// Replaces the metrics (Go: SetMetrics).
+  void set_metrics(std::shared_ptr<Metrics> metrics);
+
+  /// The options the server was made with.
+  const ServerOptions& options() const noexcept { return options_; }
+
+ private:
+  friend class Client;
+  template <class Stream>
+  friend class detail::Connection;
+
+  friend class detail::ListenerImpl;
+  template <class Socket>
+  asio::awaitable<std::error_code> async_handle_socket(
+      Socket socket, ByteOrder byte_order, SessionData session, std::stop_token stop,
+      const std::atomic<std::int64_t>* stop_grace_ns = nullptr);
+  void add_client(const std::shared_ptr<Client>& client);
+  void remove_client(const Client& client) noexcept;
+  std::shared_ptr<const detail::TaskTable> task_table() const;
+  std::uint64_t task_table_version() const noexcept {
+    return table_version_.load(std::memory_order_acquire);
+  }
+  detail::BlockingPool& blocking_pool();
+  void register_entry(TaskCode code, RegisteredTask entry);
+
+  ServerOptions options_;
+
+  mutable std::mutex table_mutex_;
+  std::shared_ptr<const detail::TaskTable> table_;
+  std::atomic<std::uint64_t> table_version_{0};
+
+  mutable std::mutex clients_mutex_;
+  std::condition_variable clients_empty_;
+  std::vector<std::shared_ptr<Client>> clients_;  // by increasing id (= connect order)
+
+  mutable std::mutex settings_mutex_;
+  std::shared_ptr<Logger> logger_;
+  std::shared_ptr<Metrics> metrics_;
+  std::atomic<std::uint32_t> settings_version_{0};
+
+  std::once_flag pool_once_;
+  std::unique_ptr<detail::BlockingPool> pool_;
+};
+
+}  // namespace serialserver

@@ -1,0 +1,77 @@
+#pragma once
+
+#include <serialserver/byte_order.hpp>
+#include <serialserver/logger.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/request_reader.hpp>
+#include <serialserver/response.hpp>
+#include <serialserver/session_data.hpp>
+
+#include <asio/awaitable.hpp>
+
+#include <functional>
+#include <stop_token>
+
+namespace serialserver {
+
+class Client;
+
+/// Everything a task function receives (Go: ctx, c, in, lg, args...).
+/// Thread-safety: used by one task at a time. Lifetime: valid until the task function returns;
+/// do not keep references to it or its parts beyond that.
+class TaskContext {
+ public:
+  TaskContext(Client& client, RequestReader& request, Logger& logger, const SessionData& session,
+              TaskCode code, std::stop_token stop) noexcept
+      : client_(client),
+        request_(request),
+        logger_(logger),
+        session_(session),
+        code_(code),
+        stop_(std::move(stop)) {}
+
+  /// The connection (Go: c *Client).
+  Client& client() const noexcept { return client_; }
+  /// The request content, decoded as it arrives (Go: in).
+  RequestReader& request() const noexcept { return request_; }
+  /// The logger for feedback (Go: lg).
+  Logger& log() const noexcept { return logger_; }
+  /// The session data given to handle_connection or returned by the handshake (Go: args).
+  const SessionData& session() const noexcept { return session_; }
+  /// The connection's byte order for numbers inside messages.
+  ByteOrder byte_order() const noexcept;
+  /// The task code being served.
+  TaskCode code() const noexcept { return code_; }
+  /// Fires when the task is cancelled: server shutdown past its grace period, Client::cancel(),
+  /// the connection dying, or the request exceeding the size limit (Go: ctx.Done()).
+  /// A coroutine task function's pending asynchronous operation is also cancelled then.
+  std::stop_token stop_token() const noexcept { return stop_; }
+  /// True once the task has been cancelled.
+  bool stop_requested() const noexcept { return stop_.stop_requested(); }
+
+ private:
+  Client& client_;
+  RequestReader& request_;
+  Logger& logger_;
+  const SessionData& session_;
+  TaskCode code_;
+  std::stop_token stop_;
+};
+
+/// A coroutine task function: runs on an I/O thread and must not block. It returns the response
+/// for OK, throws TaskError for Error + code, and anything else drops the connection.
+using TaskFunction = std::function<asio::awaitable<Response>(TaskContext&)>;
+
+/// A blocking task function: runs on the server's bounded worker pool and may block; it should
+/// watch ctx.stop_token(). Outcomes as for TaskFunction.
+using BlockingTaskFunction = std::function<Response(TaskContext&)>;
+
+/// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of the
+/// two functions is set.
+struct RegisteredTask {
+  std::string name;
+  TaskFunction function;
+  BlockingTaskFunction blocking_function;
+};
+
+}  // namespace serialserver

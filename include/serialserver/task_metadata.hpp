@@ -1,0 +1,22 @@
+#pragma once
+
+#include <serialserver/protocol.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace serialserver {
+
+/// What a connection is doing now (Go: serial.TaskMetadata). Client::metadata() returns a
+/// snapshot; it is empty while the connection is idle.
+/// Thread-safety: a plain value.
+struct TaskMetadata {
+  TaskCode code = 0;
+  std::string name;  ///< the registered name (empty if none)
+  std::chrono::system_clock::time_point start;
+  std::uint64_t bytes_read = 0;     ///< request content read so far
+  std::uint64_t bytes_written = 0;  ///< response content written so far
+};
+
+}  // namespace serialserver

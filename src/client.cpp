@@ -1,0 +1,121 @@
+#include <serialserver/client.hpp>
+#include <serialserver/server.hpp>
+#include <serialserver/task.hpp>
+
+#include <bit>
+
+namespace serialserver {
+
+namespace {
+std::atomic<std::uint64_t> next_client_id{1};
+}
+
+Client::Client(Server& server, ByteOrder byte_order, std::string local_address,
+               std::string remote_address)
+    : server_(server),
+      byte_order_(byte_order),
+      local_address_(std::move(local_address)),
+      remote_address_(std::move(remote_address)),
+      timestamp_(std::chrono::system_clock::now()),
+      id_(next_client_id.fetch_add(1, std::memory_order_relaxed)) {}
+
+Client::~Client() = default;
+
+void Client::cancel() { do_cancel(); }
+void Client::close() { do_close(); }
+void Client::disconnect(std::chrono::nanoseconds grace) { do_disconnect(grace); }
+
+std::shared_ptr<Logger> Client::log() const {
+  {
+    std::lock_guard lock(mutex_);
+    if (logger_) {
+      return logger_;
+    }
+  }
+  return server_.log();
+}
+
+void Client::set_logger(std::shared_ptr<Logger> logger) {
+  std::lock_guard lock(mutex_);
+  logger_ = std::move(logger);
+  settings_version_.fetch_add(1, std::memory_order_release);
+}
+
+std::shared_ptr<Metrics> Client::metrics() const {
+  {
+    std::lock_guard lock(mutex_);
+    if (metrics_) {
+      return metrics_;
+    }
+  }
+  return server_.metrics();
+}
+
+void Client::set_metrics(std::shared_ptr<Metrics> metrics) {
+  std::lock_guard lock(mutex_);
+  metrics_ = std::move(metrics);
+  settings_version_.fetch_add(1, std::memory_order_release);
+}
+
+void Client::refresh(Snapshot& snapshot) const {
+  // Two relaxed-cost loads on the hot path; the locks are taken only when something changed.
+  const auto client_version = settings_version_.load(std::memory_order_acquire);
+  const auto server_version = server_.settings_version_.load(std::memory_order_acquire);
+  if (client_version == snapshot.client_version && server_version == snapshot.server_version) {
+    return;
+  }
+  snapshot.client_version = client_version;
+  snapshot.server_version = server_version;
+  snapshot.logger = log();
+  snapshot.metrics = metrics();
+}
+
+void Client::begin_task(TaskCode code, const std::string* name,
+                        std::chrono::system_clock::time_point start) {
+  std::lock_guard lock(mutex_);
+  task_active_ = true;
+  task_code_ = code;
+  task_name_ = name;
+  task_start_ = start;
+  assigned_codes_[code / 64] |= std::uint64_t{1} << (code % 64);
+}
+
+void Client::end_task() noexcept {
+  std::lock_guard lock(mutex_);
+  task_active_ = false;
+  task_name_ = nullptr;
+}
+
+std::optional<TaskMetadata> Client::metadata() const {
+  std::lock_guard lock(mutex_);
+  if (!task_active_) {
+    return std::nullopt;
+  }
+  TaskMetadata m;
+  m.code = task_code_;
+  if (task_name_ != nullptr) {
+    m.name = *task_name_;
+  }
+  m.start = task_start_;
+  m.bytes_read = task_bytes_read_.load(std::memory_order_relaxed);
+  m.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
+  return m;
+}
+
+std::vector<TaskCode> Client::task_codes() const {
+  std::lock_guard lock(mutex_);
+  std::vector<TaskCode> codes;
+  for (unsigned word = 0; word < assigned_codes_.size(); ++word) {
+    std::uint64_t bits = assigned_codes_[word];
+    while (bits != 0) {
+      const int bit = std::countr_zero(bits);
+      codes.push_back(static_cast<TaskCode>(word * 64 + static_cast<unsigned>(bit)));
+      bits &= bits - 1;
+    }
+  }
+  return codes;
+}
+
+ByteOrder TaskContext::byte_order() const noexcept { return client_.byte_order(); }
+
+}  // namespace serialserver

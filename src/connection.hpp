@@ -1,0 +1,828 @@
+#pragma once
+
+// The per-connection protocol state machine (PROTOCOL.md sections 2 to 7), written once over a
+// stream type so that it runs on TCP and Unix sockets, TLS streams and the in-memory test stream.
+//
+// Shape: one coroutine (serve) reads a task code, runs the task, drains what the task left of its
+// request, and appends the response to an output buffer; the output is flushed when no complete
+// request is left in the input (so pipelined requests cost one write for many responses). A
+// second, detached coroutine (the watchdog) enforces the Wait, Read and Write timeouts and the
+// disconnect deadline with one timer that is re-armed only when a deadline moves earlier.
+
+#include "blocking_pool.hpp"
+#include "byte_buffer.hpp"
+#include "stream_ops.hpp"
+#include "task_table.hpp"
+
+#include <serialserver/client.hpp>
+#include <serialserver/error.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/request_reader.hpp>
+#include <serialserver/server.hpp>
+#include <serialserver/task.hpp>
+#include <serialserver/wire/block_decoder.hpp>
+#include <serialserver/wire/block_encoder.hpp>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+namespace serialserver::detail {
+
+/// Input buffer size: enough for a burst of pipelined small requests in one read.
+inline constexpr std::size_t kInputCapacity = 16 * 1024;
+/// Output buffer size: responses accumulate up to this before a flush is forced.
+inline constexpr std::size_t kOutputCapacity = 64 * 1024;
+/// Room a streamed response needs to make progress: one full block plus the end byte.
+inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
+/// Staging buffer for response producers.
+inline constexpr std::size_t kProducerChunk = 16 * 1024;
+
+template <class Stream>
+class Connection final : public Client, public RequestSource {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Connection(Server& server, Stream stream, ByteOrder byte_order, SessionData session,
+             std::string local_address, std::string remote_address)
+      : Client(server, byte_order, std::move(local_address), std::move(remote_address)),
+        stream_(std::move(stream)),
+        executor_(stream_.get_executor()),
+        session_(std::move(session)),
+        watchdog_(executor_) {}
+
+  /// The cancellation slot that run() must be spawned with, so that a coroutine task's pending
+  /// operation can be cancelled.
+  asio::cancellation_slot task_cancellation_slot() noexcept { return task_cancel_.slot(); }
+
+  /// Serves the connection until it ends; returns why it ended. The stream is closed on return.
+  asio::awaitable<std::error_code> run() {
+    auto self = std::static_pointer_cast<Connection>(shared_from_this());
+    Server& server = this->server();
+    server.add_client(self);
+    refresh(snapshot_);
+    if (snapshot_.metrics) {
+      snapshot_.metrics->connection_opened(*this);
+    }
+    snapshot_.logger->info("connection opened: {}", to_string());
+    if constexpr (PlainSocket<Stream>) {
+      std::error_code ignored;
+      stream_.non_blocking(true, ignored);
+    }
+    watchdog_.expires_at(Clock::time_point::max());
+    asio::co_spawn(stream_.get_executor(), watchdog(self), asio::detached);
+
+    std::error_code reason;
+    try {
+      reason = co_await serve();
+    } catch (const std::exception& e) {
+      reason = close_reason_ ? close_reason_ : make_error_code(Errc::task_failed);
+      snapshot_.logger->error("{}: connection failed: {}", to_string(), e.what());
+    }
+    finished_ = true;
+    close_now();
+    watchdog_.cancel();
+    mark_closed();
+    refresh(snapshot_);
+    if (snapshot_.metrics) {
+      snapshot_.metrics->connection_closed(*this, reason);
+    }
+    snapshot_.logger->info("connection closed: {}: {}", to_string(), reason.message());
+    server.remove_client(*this);  // last: the server may be gone once its last client is
+    co_return reason;
+  }
+
+  // RequestSource
+  asio::awaitable<std::size_t> async_read_request(std::span<std::uint8_t> out) override {
+    while (!request_ended_) {
+      if (!in_.empty()) {
+        const auto step = decoder_.decode(in_.readable(), out);
+        in_.consume(step.consumed);
+        note_request_content(step.produced);
+        if (step.end) {
+          request_ended_ = true;
+          if (task_suspended_) {
+            start_monitor();
+          }
+        }
+        if (step.produced > 0 || step.end || out.empty()) {
+          co_return step.produced;
+        }
+        continue;
+      }
+      if (const auto ec = co_await read_more(Phase::reading)) {
+        throw std::system_error(ec);
+      }
+    }
+    co_return 0;
+  }
+  bool request_ended() const noexcept override { return request_ended_; }
+  std::uint64_t request_bytes_read() const noexcept override { return request_bytes_; }
+  asio::any_io_executor request_executor() const override { return executor_; }
+
+  /// For the in-memory stream tests.
+  Stream& stream() noexcept { return stream_; }
+
+ private:
+  enum class Phase : std::uint8_t { none, waiting, reading, writing };
+
+  // ---- Client hooks: hop to the connection's executor --------------------------------------
+  void do_cancel() override {
+    post_to_self([](Connection& c) { c.cancel_task(); });
+  }
+  void do_close() override {
+    post_to_self([](Connection& c) {
+      c.set_close_reason(Errc::closed_by_server);
+      c.cancel_task();
+      c.close_now();
+    });
+  }
+  void do_disconnect(std::chrono::nanoseconds grace) override {
+    post_to_self([grace](Connection& c) { c.begin_disconnect(grace); });
+  }
+  template <class F>
+  void post_to_self(F f) {
+    if (closed()) {
+      return;
+    }
+    auto self = std::static_pointer_cast<Connection>(shared_from_this());
+    asio::post(stream_.get_executor(), [self = std::move(self), f = std::move(f)]() mutable {
+      if (!self->finished_) {
+        f(*self);
+      }
+    });
+  }
+
+  void begin_disconnect(std::chrono::nanoseconds grace) {
+    disconnect_requested_ = true;
+    if (phase_ == Phase::waiting && in_.empty()) {  // idle: close at once, sending nothing
+      set_close_reason(Errc::graceful_disconnect);
+      close_now();
+      return;
+    }
+    const auto deadline = Clock::now() + std::max(grace, std::chrono::nanoseconds(0));
+    if (deadline < disconnect_deadline_) {
+      disconnect_deadline_ = deadline;
+      rearm_if_earlier(deadline);
+    }
+  }
+
+  void set_close_reason(Errc e) noexcept {
+    if (!close_reason_) {
+      close_reason_ = make_error_code(e);
+    }
+  }
+  void close_now() noexcept {
+    if (!stream_closed_) {
+      stream_closed_ = true;
+      close_stream(stream_);
+    }
+  }
+
+  void cancel_task() {
+    if (!task_running_ || task_cancelled_) {
+      return;
+    }
+    task_cancelled_ = true;
+    stop_source_.request_stop();
+    if (!task_is_blocking_) {
+      cancel_emitted_ = true;
+      task_cancel_.emit(asio::cancellation_type::terminal);
+    }
+  }
+
+  // ---- timeouts ----------------------------------------------------------------------------
+  void set_io_deadline(Phase phase, std::chrono::nanoseconds timeout) {
+    phase_ = phase;
+    io_deadline_ = Clock::now() + timeout;
+    rearm_if_earlier(io_deadline_);
+  }
+  void clear_io_deadline() noexcept {
+    phase_ = Phase::none;
+    io_deadline_ = Clock::time_point::max();
+  }
+  void rearm_if_earlier(Clock::time_point deadline) {
+    if (deadline < watchdog_.expiry()) {
+      watchdog_.expires_at(deadline);  // wakes the watchdog, which waits again
+    }
+  }
+
+  static asio::awaitable<void> watchdog(std::shared_ptr<Connection> self) {
+    Connection& c = *self;
+    for (;;) {
+      std::error_code ec;
+      co_await c.watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (c.finished_) {
+        co_return;
+      }
+      const auto now = Clock::now();
+      if (c.disconnect_deadline_ <= now) {
+        // The grace period is over: cancel what runs and close without a response.
+        c.set_close_reason(Errc::graceful_disconnect);
+        c.cancel_task();
+        c.close_now();
+        co_return;
+      }
+      if (c.io_deadline_ <= now && c.phase_ != Phase::none) {
+        c.set_close_reason(c.phase_ == Phase::waiting   ? Errc::timeout_waiting_for_task
+                           : c.phase_ == Phase::reading ? Errc::read_timeout
+                                                        : Errc::write_timeout);
+        c.cancel_task();
+        c.close_now();
+        co_return;
+      }
+      const auto next = std::min(c.io_deadline_, c.disconnect_deadline_);
+      if (c.watchdog_.expiry() != next) {
+        c.watchdog_.expires_at(next);
+      }
+    }
+  }
+
+  // ---- reading -----------------------------------------------------------------------------
+  std::error_code read_error(std::error_code ec) const {
+    if (close_reason_) {
+      return close_reason_;
+    }
+    if (ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::broken_pipe) {
+      return make_error_code(Errc::peer_closed);
+    }
+    return ec;
+  }
+
+  /// Reads more bytes into the input buffer under the phase's timeout.
+  asio::awaitable<std::error_code> read_more(Phase phase) {
+    if (stream_closed_) {
+      co_return read_error(asio::error::operation_aborted);
+    }
+    const Timeout& t = server().options().timeout;
+    const auto timeout = phase == Phase::waiting ? t.wait : t.read;
+    std::error_code ec;
+    std::size_t n = 0;
+    if constexpr (PlainSocket<Stream>) {
+      // Wait for readiness first unless the last read filled the buffer: a speculative read on
+      // an empty socket costs a syscall per request.
+      bool try_first = last_read_filled_;
+      for (;;) {
+        auto space = in_.writable();
+        if (try_first) {
+          n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+          if (ec != asio::error::would_block && ec != asio::error::try_again) {
+            last_read_filled_ = !ec && n == space.size();
+            break;
+          }
+        }
+        try_first = true;
+        set_io_deadline(phase, timeout);
+        co_await stream_.async_wait(asio::socket_base::wait_read,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+        clear_io_deadline();
+        if (ec) {
+          break;
+        }
+      }
+    } else {
+      auto space = in_.writable();
+      set_io_deadline(phase, timeout);
+      n = co_await stream_.async_read_some(asio::buffer(space.data(), space.size()),
+                                           asio::redirect_error(asio::use_awaitable, ec));
+      clear_io_deadline();
+    }
+    if (ec) {
+      co_return read_error(ec);
+    }
+    in_.commit(n);
+    co_return std::error_code{};
+  }
+
+  // ---- writing -----------------------------------------------------------------------------
+  std::error_code write_error(std::error_code ec) const { return read_error(ec); }
+
+  /// Writes out what the output buffer holds, under the rolling Write timeout.
+  asio::awaitable<std::error_code> flush() {
+    const auto timeout = server().options().timeout.write;
+    while (!out_.empty()) {
+      if (stream_closed_) {
+        co_return write_error(asio::error::operation_aborted);
+      }
+      std::error_code ec;
+      std::size_t n = 0;
+      const auto data = out_.readable();
+      if constexpr (PlainSocket<Stream>) {
+        n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          set_io_deadline(Phase::writing, timeout);
+          co_await stream_.async_wait(asio::socket_base::wait_write,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+          clear_io_deadline();
+          if (ec) {
+            co_return write_error(ec);
+          }
+          continue;
+        }
+      } else {
+        set_io_deadline(Phase::writing, timeout);
+        n = co_await stream_.async_write_some(asio::buffer(data.data(), data.size()),
+                                              asio::redirect_error(asio::use_awaitable, ec));
+        clear_io_deadline();
+      }
+      if (ec) {
+        co_return write_error(ec);
+      }
+      out_.consume(n);
+    }
+    out_.release_if_empty();
+    co_return std::error_code{};
+  }
+
+  /// Writes without waiting, as far as the socket takes it (used when a task suspends, so that
+  /// the responses before it are not held back).
+  void write_without_waiting() noexcept {
+    if constexpr (PlainSocket<Stream>) {
+      while (!out_.empty() && !stream_closed_) {
+        std::error_code ec;
+        const auto data = out_.readable();
+        const std::size_t n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
+        if (ec) {
+          return;  // would block, or an error that the next flush reports
+        }
+        out_.consume(n);
+      }
+    }
+  }
+
+  /// Makes sure the output buffer has `room` free bytes at its back, flushing if needed.
+  asio::awaitable<std::error_code> reserve_output(std::size_t room) {
+    if (out_.tail_room() < room) {
+      if (auto ec = co_await flush()) {
+        co_return ec;
+      }
+    }
+    co_return std::error_code{};
+  }
+
+  // ---- the task loop -----------------------------------------------------------------------
+  /// True if a whole request (task code and message) is waiting in the input buffer.
+  bool complete_request_buffered() const noexcept {
+    const auto data = in_.readable();
+    if (data.empty()) {
+      return false;
+    }
+    if (data[0] == kGoodbyeTaskCode) {
+      return true;
+    }
+    return wire::find_message_end(data.subspan(1)).has_value();
+  }
+
+  asio::awaitable<std::error_code> serve() {
+    for (;;) {
+      if (in_.empty()) {
+        if (auto ec = co_await flush()) {
+          co_return ec;
+        }
+        in_.release_if_empty();
+        if (disconnect_requested_) {
+          co_return make_error_code(Errc::graceful_disconnect);
+        }
+        if (auto ec = co_await read_more(Phase::waiting)) {
+          co_return ec;
+        }
+        continue;
+      }
+      const TaskCode code = in_.pop_front();
+      if (disconnect_requested_ || code == kGoodbyeTaskCode) {
+        co_return co_await say_goodbye(code);
+      }
+      if (auto ec = co_await serve_task(code)) {
+        co_return ec;
+      }
+      if (!out_.empty() &&
+          (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
+        if (auto ec = co_await flush()) {
+          co_return ec;
+        }
+      }
+    }
+  }
+
+  asio::awaitable<std::error_code> say_goodbye(TaskCode code) {
+    if (auto ec = co_await reserve_output(1)) {
+      co_return ec;
+    }
+    out_.push_back(static_cast<std::uint8_t>(ResponseCode::goodbye));
+    TaskRecord record;
+    record.code = code;
+    record.outcome = TaskOutcome::goodbye;
+    report_task(record);
+    if (auto ec = co_await flush()) {
+      co_return ec;
+    }
+    set_close_reason(Errc::graceful_disconnect);
+    co_return close_reason_;
+  }
+
+  void note_request_content(std::size_t n) {
+    request_bytes_ += n;
+    task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
+    const std::uint64_t limit = server().options().max_request_bytes;
+    if (limit != 0 && request_bytes_ > limit && !request_too_large_) {
+      request_too_large_ = true;
+      cancel_task();
+      throw TaskError(kMessageTooLargeErrorCode, "request too large");
+    }
+  }
+
+  /// Reads and discards the rest of the request. Past the drain limit, answers Error 254 and
+  /// returns an error so that the connection closes.
+  asio::awaitable<std::error_code> drain_request() {
+    const auto& options = server().options();
+    while (!request_ended_) {
+      if (in_.empty()) {
+        if (auto ec = co_await read_more(Phase::reading)) {
+          co_return ec;
+        }
+        continue;
+      }
+      const auto step = decoder_.next(in_.readable());
+      in_.consume(step.consumed);
+      request_bytes_ += step.content.size();
+      task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
+      request_ended_ = step.end;
+      if (options.max_request_bytes != 0 && request_bytes_ > options.max_request_bytes) {
+        request_too_large_ = true;
+        if (request_bytes_ - options.max_request_bytes > options.max_request_drain_bytes) {
+          co_await append_error(kMessageTooLargeErrorCode);
+          (void)co_await flush();
+          co_return make_error_code(Errc::message_too_large);
+        }
+      }
+    }
+    co_return std::error_code{};
+  }
+
+  asio::awaitable<std::error_code> append_error(ErrorCode code) {
+    if (auto ec = co_await reserve_output(2)) {
+      co_return ec;
+    }
+    out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
+    out_.push_back(code);
+    co_return std::error_code{};
+  }
+
+  void refresh_table() {
+    const auto version = server().task_table_version();
+    if (!table_ || version != table_version_) {
+      table_ = server().task_table();
+      table_version_ = version;
+    }
+  }
+
+  void begin_request() noexcept {
+    decoder_.reset();
+    request_bytes_ = 0;
+    request_ended_ = false;
+    request_too_large_ = false;
+    task_bytes_read_.store(0, std::memory_order_relaxed);
+    task_bytes_written_.store(0, std::memory_order_relaxed);
+  }
+
+  void report_task(TaskRecord& record) {
+    record.bytes_read = request_bytes_;
+    record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
+    if (snapshot_.metrics) {
+      snapshot_.metrics->task_finished(*this, record);
+    }
+    if (snapshot_.logger->enabled(LogLevel::debug)) {
+      static constexpr const char* kOutcomes[] = {"ok", "error", "dropped", "goodbye"};
+      snapshot_.logger->debug("{}: task {} ({}): {}{} in {}us, {} bytes in, {} bytes out",
+                              to_string(), record.code, record.name,
+                              kOutcomes[static_cast<int>(record.outcome)],
+                              record.outcome == TaskOutcome::error
+                                  ? fmt::format(" {}", record.error_code)
+                                  : std::string(),
+                              std::chrono::duration_cast<std::chrono::microseconds>(
+                                  record.duration)
+                                  .count(),
+                              record.bytes_read, record.bytes_written);
+    }
+  }
+
+  asio::awaitable<std::error_code> serve_task(TaskCode code) {
+    const auto started = Clock::now();
+    refresh_table();
+    refresh(snapshot_);
+    const std::shared_ptr<const RegisteredTask>& entry =
+        is_reserved_task_code(code) ? kNoTask : table_->entries[code];
+    begin_request();
+    begin_task(code, entry ? &entry->name : nullptr, std::chrono::system_clock::now());
+    struct EndTask {
+      Connection* c;
+      ~EndTask() { c->end_task(); }
+    } end_task_guard{this};
+
+    TaskRecord record;
+    record.code = code;
+    if (entry) {
+      record.name = entry->name;
+    }
+
+    if (!entry) {  // keep-alive, the unassigned reserved codes, and unregistered codes
+      if (auto ec = co_await drain_request()) {
+        record.outcome = TaskOutcome::dropped;
+        record.duration = Clock::now() - started;
+        report_task(record);
+        co_return ec;
+      }
+      if (request_too_large_) {
+        record.outcome = TaskOutcome::error;
+        record.error_code = kMessageTooLargeErrorCode;
+      } else if (code == kKeepAliveTaskCode) {
+        record.outcome = TaskOutcome::ok;
+      } else {
+        record.outcome = TaskOutcome::error;
+        record.error_code = kUnknownTaskErrorCode;
+      }
+      if (record.outcome == TaskOutcome::ok) {
+        if (auto ec = co_await reserve_output(2)) {
+          co_return ec;
+        }
+        out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
+        out_.push_back(0);
+      } else if (auto ec = co_await append_error(record.error_code)) {
+        co_return ec;
+      }
+      record.duration = Clock::now() - started;
+      report_task(record);
+      co_return std::error_code{};
+    }
+
+    // Run the task function.
+    if (stop_source_.stop_requested()) {
+      stop_source_ = std::stop_source();  // a fresh one only after the last was used
+    }
+    RequestReader reader(*this);
+    TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token());
+    Response response;
+    std::optional<ErrorCode> error_code;
+    bool failed = false;
+    std::string failure;
+    task_running_ = true;
+    task_cancelled_ = false;
+    task_suspended_ = false;
+    task_is_blocking_ = static_cast<bool>(entry->blocking_function);
+    ++task_generation_;
+    try {
+      if (task_is_blocking_) {
+        // A blocking task always suspends this coroutine: send what is pending first.
+        write_without_waiting();
+        task_suspended_ = true;
+        response = co_await server().blocking_pool().template async_run<Response>(
+            [&ctx, &fn = entry->blocking_function]() { return fn(ctx); });
+      } else {
+        schedule_probe();
+        response = co_await entry->function(ctx);
+      }
+    } catch (const TaskError& e) {
+      error_code = e.code();
+    } catch (const std::exception& e) {
+      failed = true;
+      failure = e.what();
+    } catch (...) {
+      failed = true;
+      failure = "unknown exception";
+    }
+    task_running_ = false;
+    stop_monitor();
+    if (cancel_emitted_) {
+      cancel_emitted_ = false;
+      co_await asio::this_coro::reset_cancellation_state();
+    }
+    if (request_too_large_) {  // the limit decides, whatever the task made of it
+      error_code = kMessageTooLargeErrorCode;
+      failed = false;
+    }
+    if (failed || stream_closed_ || peer_gone_) {
+      record.outcome = TaskOutcome::dropped;
+      record.duration = Clock::now() - started;
+      report_task(record);
+      if (failed && !stream_closed_ && !peer_gone_) {
+        snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection",
+                                to_string(), code, entry->name, failure);
+      }
+      if (peer_gone_) {
+        set_close_reason(Errc::peer_closed);
+      }
+      set_close_reason(Errc::task_failed);
+      co_return close_reason_;
+    }
+    if (auto ec = co_await drain_request()) {
+      record.outcome = TaskOutcome::dropped;
+      record.duration = Clock::now() - started;
+      report_task(record);
+      co_return ec;
+    }
+    if (error_code) {
+      record.outcome = TaskOutcome::error;
+      record.error_code = *error_code;
+      if (auto ec = co_await append_error(*error_code)) {
+        co_return ec;
+      }
+    } else {
+      if (auto ec = co_await write_response(response)) {
+        record.outcome = TaskOutcome::dropped;
+        record.duration = Clock::now() - started;
+        report_task(record);
+        co_return ec;
+      }
+      record.outcome = TaskOutcome::ok;
+    }
+    record.duration = Clock::now() - started;
+    report_task(record);
+    co_return std::error_code{};
+  }
+
+  /// Appends `content` block-encoded, flushing whenever the output buffer fills.
+  asio::awaitable<std::error_code> encode_content(std::span<const std::uint8_t> content) {
+    while (!content.empty()) {
+      if (auto ec = co_await reserve_output(kMinEncodeRoom)) {
+        co_return ec;
+      }
+      auto space = out_.writable();
+      // Content whose encoding surely fits: whole blocks of 256 encoded bytes per 255.
+      const std::size_t fits = (space.size() / (kMaxBlockSize + 1) - 1) * kMaxBlockSize;
+      const std::size_t n = std::min(content.size(), fits);
+      const std::size_t written = encoder_.write(content.first(n), space);
+      out_.commit(written);
+      content = content.subspan(n);
+      task_bytes_written_.fetch_add(n, std::memory_order_relaxed);
+    }
+    co_return std::error_code{};
+  }
+
+  asio::awaitable<std::error_code> write_response(Response& response) {
+    if (auto ec = co_await reserve_output(1)) {
+      co_return ec;
+    }
+    out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
+    encoder_.reset();
+    if (auto* producer = response.producer(); producer != nullptr || response.blocking_producer()) {
+      auto staging = std::make_unique_for_overwrite<std::uint8_t[]>(kProducerChunk);
+      const std::span<std::uint8_t> chunk(staging.get(), kProducerChunk);
+      for (;;) {
+        std::size_t n = 0;
+        try {
+          if (producer != nullptr) {
+            n = co_await producer->async_produce(chunk);
+          } else {
+            n = co_await server().blocking_pool().template async_run<std::size_t>(
+                [p = response.blocking_producer(), chunk]() { return p->produce(chunk); });
+          }
+        } catch (const std::exception& e) {
+          snapshot_.logger->error("{}: response producer failed after OK: {}", to_string(),
+                                  e.what());
+          co_return make_error_code(Errc::response_failed);
+        }
+        if (n == 0) {
+          break;
+        }
+        if (auto ec = co_await encode_content(chunk.first(std::min(n, chunk.size())))) {
+          co_return ec;
+        }
+      }
+    } else if (auto ec = co_await encode_content(response.bytes())) {
+      co_return ec;
+    }
+    if (auto ec = co_await reserve_output(kMaxBlockSize + 2)) {
+      co_return ec;
+    }
+    out_.commit(encoder_.finish(out_.writable()));
+    co_return std::error_code{};
+  }
+
+  // ---- noticing a suspended task -----------------------------------------------------------
+  /// Posted when a coroutine task starts. If it runs while the task is still running, the task
+  /// has suspended: the responses before it go out now, and the socket is watched so that the
+  /// task is cancelled if the peer goes away.
+  void schedule_probe() {
+    auto self = std::static_pointer_cast<Connection>(shared_from_this());
+    asio::post(stream_.get_executor(), [self = std::move(self), gen = task_generation_]() {
+      self->probe(gen);
+    });
+  }
+  void probe(std::uint64_t generation) {
+    if (!task_running_ || generation != task_generation_ || stream_closed_) {
+      return;
+    }
+    task_suspended_ = true;
+    write_without_waiting();
+    if (request_ended_) {
+      start_monitor();
+    }
+  }
+
+  void start_monitor() {
+    if constexpr (PlainSocket<Stream>) {
+      if (monitor_active_ || !task_running_ || stream_closed_ || in_.tail_room() == 0) {
+        return;
+      }
+      monitor_active_ = true;
+      auto self = std::static_pointer_cast<Connection>(shared_from_this());
+      stream_.async_wait(asio::socket_base::wait_read,
+                         asio::bind_cancellation_slot(
+                             monitor_cancel_.slot(),
+                             [self = std::move(self), gen = task_generation_](std::error_code ec) {
+                               self->on_monitor(gen, ec);
+                             }));
+    }
+  }
+  void stop_monitor() {
+    if (monitor_active_) {
+      monitor_active_ = false;
+      monitor_cancel_.emit(asio::cancellation_type::terminal);
+    }
+  }
+  void on_monitor(std::uint64_t generation, std::error_code ec) {
+    if constexpr (PlainSocket<Stream>) {
+      if (generation != task_generation_ || !monitor_active_) {
+        return;  // a stale wake-up from an earlier task
+      }
+      monitor_active_ = false;
+      if (ec || !task_running_ || stream_closed_) {
+        return;
+      }
+      auto space = in_.writable();
+      const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        start_monitor();
+        return;
+      }
+      if (ec) {  // end of stream or an error: nobody is left to answer
+        peer_gone_ = true;
+        snapshot_.logger->info("{}: peer went away while a task was running; cancelling it",
+                               to_string());
+        cancel_task();
+        return;
+      }
+      in_.commit(n);  // pipelined input: keep it, and keep watching while there is room
+      start_monitor();
+    }
+  }
+
+  inline static const std::shared_ptr<const RegisteredTask> kNoTask{};
+
+  Stream stream_;
+  asio::any_io_executor executor_;
+  SessionData session_;
+  asio::steady_timer watchdog_;
+  ByteBuffer in_{kInputCapacity};
+  ByteBuffer out_{kOutputCapacity};
+  wire::BlockDecoder decoder_;
+  wire::BlockEncoder encoder_;
+  Snapshot snapshot_;
+  std::shared_ptr<const TaskTable> table_;
+  std::uint64_t table_version_ = 0;
+
+  Clock::time_point io_deadline_ = Clock::time_point::max();
+  Clock::time_point disconnect_deadline_ = Clock::time_point::max();
+  Phase phase_ = Phase::none;
+  std::error_code close_reason_;
+  bool finished_ = false;
+  bool stream_closed_ = false;
+  bool disconnect_requested_ = false;
+  bool last_read_filled_ = false;
+
+  std::uint64_t request_bytes_ = 0;
+  bool request_ended_ = false;
+  bool request_too_large_ = false;
+
+  std::stop_source stop_source_;
+  asio::cancellation_signal task_cancel_;
+  std::uint64_t task_generation_ = 0;
+  bool task_running_ = false;
+  bool task_cancelled_ = false;
+  bool task_suspended_ = false;
+  bool task_is_blocking_ = false;
+  bool cancel_emitted_ = false;
+  bool peer_gone_ = false;
+
+  asio::cancellation_signal monitor_cancel_;
+  bool monitor_active_ = false;
+};
+
+}  // namespace serialserver::detail

@@ -1,0 +1,106 @@
+#include <serialserver/duration.hpp>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace serialserver {
+
+std::chrono::nanoseconds parse_duration(std::string_view text) {
+  const std::string original(text);
+  auto fail = [&]() -> std::invalid_argument {
+    return std::invalid_argument("invalid duration '" + original +
+                                 "' (expected e.g. 500ms, 5s, 30m, 1h30m)");
+  };
+  if (text.empty()) {
+    throw fail();
+  }
+  if (text == "0") {
+    return std::chrono::nanoseconds(0);
+  }
+  long double total = 0;
+  while (!text.empty()) {
+    std::size_t i = 0;
+    while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) {
+      ++i;
+    }
+    if (i == 0) {
+      throw fail();
+    }
+    const std::string number(text.substr(0, i));
+    if (number == "." || number.find('.') != number.rfind('.')) {
+      throw fail();
+    }
+    const long double value = std::stold(number);
+    text.remove_prefix(i);
+    std::size_t j = 0;
+    while (j < text.size() && !((text[j] >= '0' && text[j] <= '9') || text[j] == '.')) {
+      ++j;
+    }
+    const std::string_view unit = text.substr(0, j);
+    text.remove_prefix(j);
+    long double scale = 0;
+    if (unit == "ns") {
+      scale = 1;
+    } else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") {
+      scale = 1e3L;
+    } else if (unit == "ms") {
+      scale = 1e6L;
+    } else if (unit == "s") {
+      scale = 1e9L;
+    } else if (unit == "m") {
+      scale = 60e9L;
+    } else if (unit == "h") {
+      scale = 3600e9L;
+    } else {
+      throw fail();
+    }
+    total += value * scale;
+  }
+  if (total > 9.2e18L) {
+    throw fail();
+  }
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(total)));
+}
+
+std::string format_duration(std::chrono::nanoseconds d) {
+  using namespace std::chrono;
+  const auto ns = d.count();
+  if (ns == 0) {
+    return "0s";
+  }
+  const char* sign = ns < 0 ? "-" : "";
+  const auto abs_ns = ns < 0 ? -ns : ns;
+  auto trim = [](double value) {
+    std::string s = std::to_string(value);
+    while (!s.empty() && s.back() == '0') {
+      s.pop_back();
+    }
+    if (!s.empty() && s.back() == '.') {
+      s.pop_back();
+    }
+    return s;
+  };
+  if (abs_ns < 1000) {
+    return sign + std::to_string(abs_ns) + "ns";
+  }
+  if (abs_ns < 1000000) {
+    return sign + trim(static_cast<double>(abs_ns) / 1e3) + "us";
+  }
+  if (abs_ns < 1000000000) {
+    return sign + trim(static_cast<double>(abs_ns) / 1e6) + "ms";
+  }
+  const auto hours = abs_ns / 3600000000000LL;
+  const auto minutes = (abs_ns / 60000000000LL) % 60;
+  const double seconds = static_cast<double>(abs_ns % 60000000000LL) / 1e9;
+  std::string out = sign;
+  if (hours > 0) {
+    out += std::to_string(hours) + "h";
+  }
+  if (hours > 0 || minutes > 0) {
+    out += std::to_string(minutes) + "m";
+  }
+  out += trim(seconds) + "s";
+  return out;
+}
+
+}  // namespace serialserver

@@ -1,0 +1,396 @@
+#include <serialserver/error.hpp>
+#include <serialserver/listener.hpp>
+#include <serialserver/server.hpp>
+
+#include "stream_ops.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <variant>
+
+namespace serialserver {
+
+asio::awaitable<void> HandshakeStream::async_read_exact(std::span<std::uint8_t> out) {
+  while (!out.empty()) {
+    const std::size_t n = co_await async_read_some(out);
+    out = out.subspan(n);
+  }
+}
+
+namespace detail {
+
+namespace {
+
+/// A parsed listen address.
+struct ParsedAddress {
+  bool is_unix = false;
+  std::string host;  // without brackets
+  std::string port;
+  std::string path;
+};
+
+ParsedAddress parse_address(const std::string& address) {
+  ParsedAddress parsed;
+  if (address.find('/') != std::string::npos) {
+    parsed.is_unix = true;
+    parsed.path = address;
+    return parsed;
+  }
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) {
+    throw std::invalid_argument("invalid listen address '" + address +
+                                "' (expected host:port, [v6]:port or a Unix socket path)");
+  }
+  parsed.port = address.substr(colon + 1);
+  parsed.host = address.substr(0, colon);
+  if (!parsed.host.empty() && parsed.host.front() == '[') {
+    if (parsed.host.back() != ']') {
+      throw std::invalid_argument("invalid listen address '" + address + "'");
+    }
+    parsed.host = parsed.host.substr(1, parsed.host.size() - 2);
+  }
+  if (parsed.host.empty()) {
+    parsed.host = "0.0.0.0";
+  }
+  for (char ch : parsed.port) {
+    if (ch < '0' || ch > '9') {
+      throw std::invalid_argument("invalid port in listen address '" + address + "'");
+    }
+  }
+  return parsed;
+}
+
+template <class Socket>
+class SocketHandshakeStream final : public HandshakeStream {
+ public:
+  explicit SocketHandshakeStream(Socket& socket) : socket_(socket) {}
+  asio::awaitable<std::size_t> async_read_some(std::span<std::uint8_t> out) override {
+    co_return co_await socket_.async_read_some(asio::buffer(out.data(), out.size()),
+                                               asio::use_awaitable);
+  }
+  asio::awaitable<void> async_write(std::span<const std::uint8_t> data) override {
+    co_await asio::async_write(socket_, asio::buffer(data.data(), data.size()),
+                               asio::use_awaitable);
+  }
+  std::string remote_address() const override {
+    std::error_code ec;
+    auto endpoint = socket_.remote_endpoint(ec);
+    return ec ? std::string("?") : endpoint_to_string(endpoint);
+  }
+
+ private:
+  Socket& socket_;
+};
+
+}  // namespace
+
+class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
+ public:
+  ListenerImpl(Server& server, ListenerOptions options)
+      : server_(server), options_(std::move(options)) {
+    unsigned threads = options_.io_threads;
+    if (threads == 0) {
+      threads = std::max(1U, std::thread::hardware_concurrency());
+    }
+    for (unsigned i = 0; i < threads; ++i) {
+      contexts_.push_back(std::make_unique<asio::io_context>(1));
+      guards_.emplace_back(contexts_.back()->get_executor());
+    }
+  }
+
+  ~ListenerImpl() {
+    if (!unix_path_.empty()) {
+      ::unlink(unix_path_.c_str());
+    }
+  }
+
+  void start() {
+    std::lock_guard lock(mutex_);
+    if (started_) {
+      throw std::logic_error("Listener::start called twice");
+    }
+    const ParsedAddress parsed = parse_address(options_.address);
+    auto& ctx = *contexts_.front();
+    if (parsed.is_unix) {
+      struct stat st {};
+      if (::stat(parsed.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+        ::unlink(parsed.path.c_str());  // a stale socket from an earlier run
+      }
+      asio::local::stream_protocol::acceptor acceptor(ctx);
+      asio::local::stream_protocol::endpoint endpoint(parsed.path);
+      acceptor.open(endpoint.protocol());
+      acceptor.bind(endpoint);
+      acceptor.listen(options_.backlog);
+      unix_path_ = parsed.path;
+      local_address_ = parsed.path;
+      acceptor_ = std::move(acceptor);
+    } else {
+      asio::ip::tcp::resolver resolver(ctx);
+      auto results = resolver.resolve(parsed.host, parsed.port,
+                                      asio::ip::tcp::resolver::passive |
+                                          asio::ip::tcp::resolver::numeric_service);
+      if (results.empty()) {
+        throw std::system_error(make_error_code(asio::error::host_not_found),
+                                "resolve " + options_.address);
+      }
+      const auto endpoint = results.begin()->endpoint();
+      asio::ip::tcp::acceptor acceptor(ctx);
+      acceptor.open(endpoint.protocol());
+      acceptor.set_option(asio::socket_base::reuse_address(true));
+      if (endpoint.address().is_v6()) {
+        acceptor.set_option(asio::ip::v6_only(true));
+      }
+      try {
+        acceptor.bind(endpoint);
+      } catch (const std::system_error& e) {
+        throw std::system_error(e.code(), "bind " + options_.address);
+      }
+      acceptor.listen(options_.backlog);
+      const auto bound = acceptor.local_endpoint();
+      port_ = bound.port();
+      local_address_ = endpoint_to_string(bound);
+      acceptor_ = std::move(acceptor);
+    }
+    started_ = true;
+    auto self = shared_from_this();
+    std::visit(
+        [&](auto& acceptor) {
+          if constexpr (!std::is_same_v<std::decay_t<decltype(acceptor)>, std::monostate>) {
+            asio::co_spawn(ctx, accept_loop(self, acceptor), asio::detached);
+          }
+        },
+        acceptor_);
+    for (auto& context : contexts_) {
+      threads_.emplace_back([c = context.get()] { c->run(); });
+    }
+    server_.log()->info("listening on {} with {} I/O threads", local_address_, contexts_.size());
+  }
+
+  void shutdown(std::chrono::nanoseconds grace) {
+    grace_ns_.store(grace.count());
+    std::lock_guard lock(mutex_);
+    if (shutting_down_) {
+      stop_.request_stop();  // a second call with a shorter grace still applies
+      return;
+    }
+    shutting_down_ = true;
+    if (started_) {
+      asio::post(*contexts_.front(), [self = shared_from_this()] {
+        std::visit(
+            [](auto& acceptor) {
+              if constexpr (!std::is_same_v<std::decay_t<decltype(acceptor)>, std::monostate>) {
+                std::error_code ignored;
+                acceptor.close(ignored);
+              }
+            },
+            self->acceptor_);
+      });
+    }
+    stop_.request_stop();
+    for (auto& g : guards_) {
+      g.reset();  // the threads end once their connections have
+    }
+  }
+
+  void wait() {
+    std::vector<std::thread> threads;
+    {
+      std::unique_lock lock(mutex_);
+      stopped_cv_.wait(lock, [this] { return shutting_down_; });
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  }
+
+  std::string local_address() const {
+    std::lock_guard lock(mutex_);
+    return local_address_;
+  }
+  std::uint16_t port() const {
+    std::lock_guard lock(mutex_);
+    return port_;
+  }
+  std::size_t num_connections() const { return live_.load(); }
+  std::size_t io_thread_count() const { return contexts_.size(); }
+
+  void notify_shutdown() { stopped_cv_.notify_all(); }
+
+ private:
+  template <class Acceptor>
+  static asio::awaitable<void> accept_loop(std::shared_ptr<ListenerImpl> self,
+                                           Acceptor& acceptor) {
+    using Socket = typename Acceptor::protocol_type::socket;
+    std::size_t next = 0;
+    asio::steady_timer backoff(acceptor.get_executor());
+    for (;;) {
+      auto& ctx = *self->contexts_[next];
+      next = (next + 1) % self->contexts_.size();
+      std::error_code ec;
+      Socket socket = co_await acceptor.async_accept(ctx, asio::redirect_error(asio::use_awaitable, ec));
+      if (self->stop_.stop_requested() || !acceptor.is_open()) {
+        co_return;
+      }
+      if (ec) {
+        // Running out of file descriptors (or any accept error) must not end the server.
+        self->server_.log()->warn("accept on {} failed: {}; retrying in 100ms",
+                                  self->local_address_, ec.message());
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
+      }
+      std::string address_key;
+      if (!self->admit(socket, address_key)) {
+        continue;
+      }
+      asio::co_spawn(ctx, serve(self, std::move(socket), std::move(address_key)), asio::detached);
+    }
+  }
+
+  template <class Socket>
+  bool admit(Socket& socket, std::string& address_key) {
+    const auto [local, remote] = socket_addresses(socket);
+    if (options_.max_connections != 0 && live_.load() >= options_.max_connections) {
+      server_.log()->warn("refusing {}: {} connections already (max_connections)", remote,
+                          live_.load());
+      std::error_code ignored;
+      socket.close(ignored);
+      return false;
+    }
+    if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+      if (options_.max_connections_per_address != 0) {
+        std::error_code ec;
+        address_key = socket.remote_endpoint(ec).address().to_string();
+        std::lock_guard lock(mutex_);
+        auto& count = per_address_[address_key];
+        if (count >= options_.max_connections_per_address) {
+          server_.log()->warn("refusing {}: {} connections from {} already", remote, count,
+                              address_key);
+          if (count == 0) {
+            per_address_.erase(address_key);
+          }
+          std::error_code ignored;
+          socket.close(ignored);
+          address_key.clear();
+          return false;
+        }
+        ++count;
+      }
+    }
+    ++live_;
+    return true;
+  }
+
+  void release(const std::string& address_key) {
+    if (!address_key.empty()) {
+      std::lock_guard lock(mutex_);
+      auto it = per_address_.find(address_key);
+      if (it != per_address_.end() && --it->second == 0) {
+        per_address_.erase(it);
+      }
+    }
+    --live_;
+  }
+
+  template <class Socket>
+  static asio::awaitable<void> serve(std::shared_ptr<ListenerImpl> self, Socket socket,
+                                     std::string address_key) {
+    struct Release {
+      ListenerImpl* impl;
+      const std::string& key;
+      ~Release() { impl->release(key); }
+    } release{self.get(), address_key};
+    HandshakeResult handshake;
+    if (self->options_.handshake) {
+      using namespace asio::experimental::awaitable_operators;
+      SocketHandshakeStream<Socket> stream(socket);
+      asio::steady_timer timer(socket.get_executor());
+      timer.expires_after(self->options_.handshake_timeout);
+      try {
+        auto result = co_await (self->options_.handshake(stream) ||
+                                timer.async_wait(asio::use_awaitable));
+        if (result.index() == 1) {
+          self->server_.log()->warn("handshake with {} timed out", stream.remote_address());
+          co_return;
+        }
+        handshake = std::move(std::get<0>(result));
+      } catch (const std::exception& e) {
+        self->server_.log()->warn("handshake with {} failed: {}", stream.remote_address(),
+                                  e.what());
+        co_return;
+      }
+    }
+    if (self->stop_.stop_requested()) {
+      co_return;
+    }
+    co_await self->server_.async_handle_socket(std::move(socket), handshake.byte_order,
+                                               std::move(handshake.session),
+                                               self->stop_.get_token(), &self->grace_ns_);
+  }
+
+  Server& server_;
+  ListenerOptions options_;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::vector<std::thread> threads_;
+  std::variant<std::monostate, asio::ip::tcp::acceptor, asio::local::stream_protocol::acceptor>
+      acceptor_;
+  std::stop_source stop_;
+  std::atomic<std::int64_t> grace_ns_{0};
+  std::atomic<std::size_t> live_{0};
+
+  mutable std::mutex mutex_;
+  std::condition_variable stopped_cv_;
+  std::map<std::string, std::size_t> per_address_;
+  std::string local_address_;
+  std::string unix_path_;
+  std::uint16_t port_ = 0;
+  bool started_ = false;
+  bool shutting_down_ = false;
+};
+
+}  // namespace detail
+
+Listener::Listener(Server& server, ListenerOptions options)
+    : impl_(std::make_shared<detail::ListenerImpl>(server, std::move(options))) {}
+
+Listener::~Listener() {
+  shutdown(std::chrono::nanoseconds(0));
+  wait();
+}
+
+void Listener::start() { impl_->start(); }
+std::string Listener::local_address() const { return impl_->local_address(); }
+std::uint16_t Listener::port() const { return impl_->port(); }
+void Listener::shutdown(std::chrono::nanoseconds grace) {
+  impl_->shutdown(grace);
+  impl_->notify_shutdown();
+}
+void Listener::wait() { impl_->wait(); }
+std::size_t Listener::num_connections() const { return impl_->num_connections(); }
+std::size_t Listener::io_thread_count() const { return impl_->io_thread_count(); }
+
+}  // namespace serialserver
