@@ -23,7 +23,11 @@ Server::Server(ServerOptions options)
   metrics_ = options_.metrics;
 }
 
-Server::Server(const Timeout& timeout) : Server(ServerOptions{.timeout = timeout}) {}
+Server::Server(const Timeout& timeout) : Server([&] {
+  ServerOptions options;
+  options.timeout = timeout;
+  return options;
+}()) {}
 
 Server::~Server() {
   disconnect(std::chrono::nanoseconds(0));

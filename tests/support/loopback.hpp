@@ -1,0 +1,353 @@
+#pragma once
+
+// Helpers for loopback tests: a server with a listener on an ephemeral port, a raw blocking
+// client over real sockets (TCP on 127.0.0.1 or ::1, or a Unix socket), and a child process
+// runner for the real binaries. Every wait is bounded.
+
+#include <serialserver/serialserver.hpp>
+
+#include <asio/connect.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <gtest/gtest.h>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace serialserver::test {
+
+using Bytes = std::vector<std::uint8_t>;
+using namespace std::chrono_literals;
+
+/// Bytes from a list of ints, for readable expectations: bytes({0x07, 0x00}).
+inline Bytes bytes(std::initializer_list<int> list) {
+  Bytes out;
+  for (int v : list) {
+    out.push_back(static_cast<std::uint8_t>(v));
+  }
+  return out;
+}
+
+/// Block-encodes `content` with the project's encoder (255-byte blocks, remainder, end byte).
+inline Bytes encode(const Bytes& content) {
+  Bytes out(wire::encoded_size(content.size()));
+  out.resize(wire::encode_message(content, out));
+  return out;
+}
+
+/// A request: task code + the block-encoded content.
+inline Bytes request(TaskCode code, const Bytes& content = {}) {
+  Bytes out{code};
+  Bytes body = encode(content);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
+}
+
+/// Big-endian bytes of an unsigned number.
+template <class T>
+Bytes big_endian(T value) {
+  Bytes out(sizeof(T));
+  for (std::size_t i = 0; i < sizeof(T); ++i) {
+    out[sizeof(T) - 1 - i] = static_cast<std::uint8_t>(value >> (8 * i));
+  }
+  return out;
+}
+
+/// A logger that keeps every line, for tests that check what was logged.
+class CapturingLogger final : public Logger {
+ public:
+  bool enabled(LogLevel level) const noexcept override { return level >= LogLevel::debug; }
+  void write(LogLevel /*level*/, std::string_view message) noexcept override {
+    std::lock_guard lock(mutex_);
+    lines_.emplace_back(message);
+  }
+  std::vector<std::string> lines() const {
+    std::lock_guard lock(mutex_);
+    return lines_;
+  }
+  bool contains(std::string_view needle) const {
+    for (const auto& line : lines()) {
+      if (line.find(needle) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> lines_;
+};
+
+/// A Server with a Listener on an ephemeral port of 127.0.0.1 (or the given address).
+/// The demo-like tasks are not registered: each test registers what it needs.
+class TestServer {
+ public:
+  explicit TestServer(ServerOptions options = quiet_options(),
+                      ListenerOptions listener_options = default_listener_options())
+      : server_(std::move(options)), listener_options_(std::move(listener_options)) {}
+  ~TestServer() { stop(0ms); }
+
+  static ServerOptions quiet_options() {
+    ServerOptions o;
+    o.logger = std::make_shared<CapturingLogger>();
+    return o;
+  }
+  static ListenerOptions default_listener_options() {
+    ListenerOptions o;
+    o.address = "127.0.0.1:0";
+    o.io_threads = 2;
+    return o;
+  }
+
+  Server& server() { return server_; }
+  CapturingLogger* logger() { return dynamic_cast<CapturingLogger*>(server_.log().get()); }
+
+  /// Starts listening; call after registering tasks (registering later works too).
+  void start() {
+    listener_ = std::make_unique<Listener>(server_, listener_options_);
+    listener_->start();
+  }
+  Listener& listener() { return *listener_; }
+  std::uint16_t port() const { return listener_->port(); }
+  std::string address() const { return listener_->local_address(); }
+
+  /// Graceful shutdown with `grace`, then waits (bounded by the grace plus 5 s, else fails).
+  void stop(std::chrono::nanoseconds grace) {
+    if (!listener_) {
+      return;
+    }
+    listener_->shutdown(grace);
+    std::thread waiter([this] { listener_->wait(); });
+    const auto deadline = std::chrono::steady_clock::now() + grace + 5s;
+    while (listener_->num_connections() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    waiter.join();
+    listener_.reset();
+  }
+
+ private:
+  Server server_;
+  ListenerOptions listener_options_;
+  std::unique_ptr<Listener> listener_;
+};
+
+/// A raw blocking client over a real socket: writes bytes, reads exact counts with a deadline.
+class RawClient {
+ public:
+  /// Connects over TCP to host:port ("127.0.0.1" or "::1").
+  RawClient(const std::string& host, std::uint16_t port) : tcp_(io_) {
+    asio::ip::tcp::endpoint endpoint(asio::ip::make_address(host), port);
+    tcp_.connect(endpoint);
+    tcp_.set_option(asio::ip::tcp::no_delay(true));
+    fd_ = tcp_.native_handle();
+  }
+  explicit RawClient(std::uint16_t port) : RawClient("127.0.0.1", port) {}
+  /// Connects to a Unix socket path.
+  explicit RawClient(const std::string& unix_path) : tcp_(io_), unix_(io_) {
+    unix_->connect(asio::local::stream_protocol::endpoint(unix_path));
+    fd_ = unix_->native_handle();
+  }
+
+  /// Writes all of `data`.
+  void send(const Bytes& data) {
+    std::size_t off = 0;
+    while (off < data.size()) {
+      const ssize_t n = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+      if (n < 0) {
+        throw std::system_error(errno, std::generic_category(), "send");
+      }
+      off += static_cast<std::size_t>(n);
+    }
+  }
+  /// Reads exactly n bytes, or fewer if the peer closes or `timeout` passes first.
+  Bytes recv(std::size_t n, std::chrono::milliseconds timeout = 5000ms) {
+    Bytes out;
+    out.reserve(n);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (out.size() < n) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        break;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        break;
+      }
+      std::uint8_t buf[65536];
+      const ssize_t r = ::recv(fd_, buf, std::min(sizeof buf, n - out.size()), 0);
+      if (r <= 0) {
+        closed_ = true;
+        break;
+      }
+      out.insert(out.end(), buf, buf + r);
+    }
+    return out;
+  }
+  /// Sends a request and reads `response_size` bytes.
+  Bytes call(const Bytes& req, std::size_t response_size) {
+    send(req);
+    return recv(response_size);
+  }
+  /// True if the peer closes (EOF or reset) within `timeout` with no further bytes.
+  bool closed_within(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        return false;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return false;
+      }
+      std::uint8_t b;
+      const ssize_t r = ::recv(fd_, &b, 1, 0);
+      if (r <= 0) {
+        closed_ = true;
+        return true;
+      }
+      extra_.push_back(b);  // unexpected bytes: kept so that tests can report them
+    }
+  }
+  /// Bytes seen by closed_within before the close.
+  const Bytes& unexpected_bytes() const { return extra_; }
+  /// Closes the write side (the peer sees EOF) but keeps reading.
+  void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+  /// Closes the socket.
+  void close() {
+    std::error_code ignored;
+    tcp_.close(ignored);
+    if (unix_) {
+      unix_->close(ignored);
+    }
+  }
+  /// Makes close() send a reset instead of FIN.
+  void set_linger_reset() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  int fd() const { return fd_; }
+
+ private:
+  asio::io_context io_;
+  asio::ip::tcp::socket tcp_;
+  std::optional<asio::local::stream_protocol::socket> unix_;
+  int fd_ = -1;
+  bool closed_ = false;
+  Bytes extra_;
+};
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+template <class F>
+bool eventually(F condition, std::chrono::milliseconds timeout = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) {
+      return true;
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  return condition();
+}
+
+/// A child process (one of the real binaries), killed on destruction.
+class ChildProcess {
+ public:
+  /// Starts `path` with `args`; stderr goes to `log_path` if given.
+  ChildProcess(const std::string& path, const std::vector<std::string>& args,
+               const std::string& log_path = "") {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      if (!log_path.empty()) {
+        FILE* f = std::freopen(log_path.c_str(), "w", stderr);
+        (void)f;
+      }
+      std::vector<char*> argv;
+      argv.push_back(const_cast<char*>(path.c_str()));
+      for (const auto& a : args) {
+        argv.push_back(const_cast<char*>(a.c_str()));
+      }
+      argv.push_back(nullptr);
+      ::execv(path.c_str(), argv.data());
+      ::_exit(127);
+    }
+  }
+  ~ChildProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  /// Waits up to `timeout` for the exit; returns the exit status, or nullopt if still running.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return std::nullopt;
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+};
+
+/// The directory of the project's binaries (serialserver-demo and friends).
+inline std::string bin_dir() {
+#ifdef SERIALSERVER_BIN_DIR
+  return SERIALSERVER_BIN_DIR;
+#else
+  return "bin";
+#endif
+}
+
+/// Waits until a TCP port on 127.0.0.1 accepts connections (bounded).
+inline bool wait_for_port(std::uint16_t port, std::chrono::milliseconds timeout = 10000ms) {
+  return eventually(
+      [&] {
+        try {
+          RawClient c(port);
+          return true;
+        } catch (...) {
+          return false;
+        }
+      },
+      timeout);
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; fine for tests on loopback).
+inline std::uint16_t free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+}  // namespace serialserver::test
