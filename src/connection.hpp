@@ -96,7 +96,7 @@ class Connection final : public Client, public RequestSource {
       snapshot_.logger->error("{}: connection failed: {}", to_string(), e.what());
     }
     finished_ = true;
-    close_now();
+    close_gracefully();
     watchdog_.cancel();
     mark_closed();
     refresh(snapshot_);
@@ -127,6 +127,9 @@ class Connection final : public Client, public RequestSource {
         continue;
       }
       if (const auto ec = co_await read_more(Phase::reading)) {
+        if (ec == Errc::peer_closed) {
+          peer_gone_ = true;  // so the connection ends as peer_closed, not as a failed task
+        }
         throw std::system_error(ec);
       }
     }
@@ -193,6 +196,26 @@ class Connection final : public Client, public RequestSource {
       stream_closed_ = true;
       close_stream(stream_);
     }
+  }
+  /// Closing a socket whose receive queue holds unread bytes sends a reset, which can make the
+  /// peer lose the last responses (a Goodbye among them). So: end our side, discard what is
+  /// readable now, then close.
+  void close_gracefully() noexcept {
+    if constexpr (PlainSocket<Stream>) {
+      if (!stream_closed_) {
+        std::error_code ignored;
+        stream_.shutdown(asio::socket_base::shutdown_send, ignored);
+        std::uint8_t scratch[4096];
+        for (int i = 0; i < 16; ++i) {
+          std::error_code ec;
+          const std::size_t n = stream_.read_some(asio::buffer(scratch), ec);
+          if (ec || n == 0) {
+            break;
+          }
+        }
+      }
+    }
+    close_now();
   }
 
   void cancel_task() {
