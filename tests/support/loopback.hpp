@@ -350,4 +350,105 @@ inline std::uint16_t free_port() {
   return a.local_endpoint().port();
 }
 
+// ---- timing, metrics and memory helpers ------------------------------------------------------
+
+/// True when built with AddressSanitizer or ThreadSanitizer (slower: tests scale sizes down).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
+/// Slack allowed past a deadline in timing tests (the machine may be shared and sanitized).
+inline constexpr std::chrono::milliseconds kTimingSlack = kSanitized ? 1500ms : 750ms;
+
+/// Milliseconds since `start` on the steady clock.
+inline std::chrono::milliseconds elapsed_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start);
+}
+
+/// Metrics that keep every connection-closed reason and every finished task.
+class RecordingMetrics final : public Metrics {
+ public:
+  struct Task {
+    TaskCode code = 0;
+    TaskOutcome outcome = TaskOutcome::ok;
+    ErrorCode error_code = 0;
+    std::chrono::nanoseconds duration{0};
+    std::uint64_t bytes_read = 0;
+  };
+  void connection_opened(const Client& /*client*/) noexcept override {
+    std::lock_guard lock(mutex_);
+    ++opened_;
+  }
+  void connection_closed(const Client& /*client*/, std::error_code reason) noexcept override {
+    std::lock_guard lock(mutex_);
+    closed_.push_back(reason);
+  }
+  void task_finished(const Client& /*client*/, const TaskRecord& record) noexcept override {
+    std::lock_guard lock(mutex_);
+    tasks_.push_back(
+        Task{record.code, record.outcome, record.error_code, record.duration, record.bytes_read});
+  }
+  std::size_t opened() const {
+    std::lock_guard lock(mutex_);
+    return opened_;
+  }
+  std::vector<std::error_code> closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+  std::vector<Task> tasks() const {
+    std::lock_guard lock(mutex_);
+    return tasks_;
+  }
+  /// The finished tasks with this code.
+  std::vector<Task> tasks_with_code(TaskCode code) const {
+    std::vector<Task> out;
+    for (const auto& t : tasks()) {
+      if (t.code == code) {
+        out.push_back(t);
+      }
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::size_t opened_ = 0;
+  std::vector<std::error_code> closed_;
+  std::vector<Task> tasks_;
+};
+
+/// TestServer::quiet_options() with the given metrics attached.
+inline ServerOptions options_with_metrics(const std::shared_ptr<Metrics>& metrics) {
+  ServerOptions o = TestServer::quiet_options();
+  o.metrics = metrics;
+  return o;
+}
+
+/// This process's resident set size in bytes (VmRSS of /proc/self/status), 0 if unknown.
+inline std::uint64_t vm_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) {
+    return 0;
+  }
+  char line[256];
+  unsigned long kib = 0;  // NOLINT(google-runtime-int): the type %lu reads
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lu kB", &kib) == 1) {  // NOLINT(cert-err34-c)
+      break;
+    }
+  }
+  std::fclose(f);
+  return std::uint64_t{kib} * 1024;
+}
+
 }  // namespace serialserver::test
