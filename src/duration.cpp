@@ -1,6 +1,7 @@
 #include <serialserver/duration.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 
 namespace serialserver {
@@ -63,43 +64,50 @@ std::chrono::nanoseconds parse_duration(std::string_view text) {
 }
 
 std::string format_duration(std::chrono::nanoseconds d) {
-  using namespace std::chrono;
-  const auto ns = d.count();
+  const std::int64_t ns = d.count();
   if (ns == 0) {
     return "0s";
   }
-  const char* sign = ns < 0 ? "-" : "";
-  const auto abs_ns = ns < 0 ? -ns : ns;
-  auto trim = [](double value) {
-    std::string s = std::to_string(value);
-    while (!s.empty() && s.back() == '0') {
-      s.pop_back();
+  // Integer arithmetic throughout, so that every digit down to the nanosecond is exact (as Go's
+  // Duration.String) and the seconds never round up into a "60".
+  const std::uint64_t abs_ns =
+      ns < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(ns) : static_cast<std::uint64_t>(ns);
+  // `value` / 10^digits, with the fraction's trailing zeros (and a bare '.') removed.
+  auto fixed = [](std::uint64_t value, int digits) {
+    std::uint64_t scale = 1;
+    for (int i = 0; i < digits; ++i) {
+      scale *= 10;
     }
-    if (!s.empty() && s.back() == '.') {
-      s.pop_back();
+    std::string out = std::to_string(value / scale);
+    std::string fraction = std::to_string(value % scale);
+    fraction.insert(0, static_cast<std::size_t>(digits) - fraction.size(), '0');
+    while (!fraction.empty() && fraction.back() == '0') {
+      fraction.pop_back();
     }
-    return s;
+    if (!fraction.empty()) {
+      out += '.' + fraction;
+    }
+    return out;
   };
+  std::string out = ns < 0 ? "-" : "";
   if (abs_ns < 1000) {
-    return sign + std::to_string(abs_ns) + "ns";
+    return out + std::to_string(abs_ns) + "ns";
   }
   if (abs_ns < 1000000) {
-    return sign + trim(static_cast<double>(abs_ns) / 1e3) + "us";
+    return out + fixed(abs_ns, 3) + "us";
   }
   if (abs_ns < 1000000000) {
-    return sign + trim(static_cast<double>(abs_ns) / 1e6) + "ms";
+    return out + fixed(abs_ns, 6) + "ms";
   }
-  const auto hours = abs_ns / 3600000000000LL;
-  const auto minutes = (abs_ns / 60000000000LL) % 60;
-  const double seconds = static_cast<double>(abs_ns % 60000000000LL) / 1e9;
-  std::string out = sign;
+  const std::uint64_t hours = abs_ns / 3600000000000ULL;
+  const std::uint64_t minutes = (abs_ns / 60000000000ULL) % 60;
   if (hours > 0) {
     out += std::to_string(hours) + "h";
   }
   if (hours > 0 || minutes > 0) {
     out += std::to_string(minutes) + "m";
   }
-  out += trim(seconds) + "s";
+  out += fixed(abs_ns % 60000000000ULL, 9) + "s";
   return out;
 }
 
