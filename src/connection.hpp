@@ -114,12 +114,14 @@ class Connection final : public Client, public RequestSource {
       if (!in_.empty()) {
         const auto step = decoder_.decode(in_.readable(), out);
         in_.consume(step.consumed);
-        note_request_content(step.produced);
         if (step.end) {
+          // Before the size check, which may throw: the end byte has been consumed, so the
+          // drain that follows must not wait for another one.
           request_ended_ = true;
-          if (task_suspended_) {
-            start_monitor();
-          }
+        }
+        note_request_content(step.produced);
+        if (step.end && task_suspended_) {
+          start_monitor();
         }
         if (step.produced > 0 || step.end || out.empty()) {
           co_return step.produced;
@@ -370,7 +372,6 @@ class Connection final : public Client, public RequestSource {
       }
       out_.consume(n);
     }
-    out_.release_if_empty();
     co_return std::error_code{};
   }
 
@@ -419,7 +420,10 @@ class Connection final : public Client, public RequestSource {
         if (auto ec = co_await flush()) {
           co_return ec;
         }
+        // Idle now: give the buffers back. (Not in flush(), which a streamed response calls
+        // for every buffer's worth: that would free and allocate the buffer each time.)
         in_.release_if_empty();
+        out_.release_if_empty();
         if (disconnect_requested_) {
           co_return make_error_code(Errc::graceful_disconnect);
         }
