@@ -1,0 +1,541 @@
+#include "store.hpp"
+
+#include <serialserver/binary_reader.hpp>
+#include <serialserver/binary_writer.hpp>
+#include <serialserver/error.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <sqlite3.h>
+
+namespace logd {
+
+namespace detail {
+
+/// One appended request waiting for its commit. Guarded by Store::queue_mutex_.
+struct PendingAppend {
+  std::vector<Message> messages;
+  bool done = false;
+  bool failed = false;
+  std::string error;
+  std::uint64_t first_id = 0;
+};
+
+/// A reader connection with its prepared statements. Used by one thread at a time.
+struct ReaderConnection {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* read = nullptr;
+  sqlite3_stmt* tail_after = nullptr;
+  sqlite3_stmt* tail_last = nullptr;
+  sqlite3_stmt* list = nullptr;
+  ~ReaderConnection() {
+    for (sqlite3_stmt* s : {read, tail_after, tail_last, list}) {
+      sqlite3_finalize(s);
+    }
+    sqlite3_close_v2(db);
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS logs(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  count INTEGER NOT NULL DEFAULT 0,
+  last_id INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages(
+  id INTEGER PRIMARY KEY,
+  log_id INTEGER NOT NULL,
+  time INTEGER NOT NULL,
+  level INTEGER NOT NULL,
+  text TEXT NOT NULL,
+  fields BLOB
+);
+CREATE INDEX IF NOT EXISTS messages_by_log_time ON messages(log_id, time);
+CREATE INDEX IF NOT EXISTS messages_by_log ON messages(log_id);
+)sql";
+
+constexpr const char* kRecordColumns = "m.id, m.time, m.level, m.text, m.fields";
+
+[[noreturn]] void fail(sqlite3* db, const std::string& what) {
+  throw StorageError(what + ": " + (db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
+}
+
+void check(sqlite3* db, int rc, const char* what) {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    fail(db, what);
+  }
+}
+
+sqlite3_stmt* prepare(sqlite3* db, const std::string& sql) {
+  sqlite3_stmt* s = nullptr;
+  check(db, sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr),
+        ("prepare " + sql).c_str());
+  return s;
+}
+
+void exec_on(sqlite3* db, const char* sql) {
+  char* message = nullptr;
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
+  if (rc != SQLITE_OK) {
+    std::string text = message != nullptr ? message : sqlite3_errstr(rc);
+    sqlite3_free(message);
+    throw StorageError(std::string(sql).substr(0, 40) + ": " + text);
+  }
+}
+
+sqlite3* open_db(const std::string& path, bool create) {
+  sqlite3* db = nullptr;
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    throw StorageError("cannot open " + path + ": " + text);
+  }
+  sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, 10000);
+  return db;
+}
+
+void bind_text(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text) {
+  check(db, sqlite3_bind_text64(s, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8),
+        "bind");
+}
+
+/// As bind_text, but SQLite keeps its own copy (for statements that outlive the text).
+void bind_text_copy(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text) {
+  check(db, sqlite3_bind_text64(s, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
+        "bind");
+}
+
+void bind_i64(sqlite3* db, sqlite3_stmt* s, int index, std::int64_t value) {
+  check(db, sqlite3_bind_int64(s, index, value), "bind");
+}
+
+/// The u64 ids and counts of the protocol, clamped into SQLite's signed integers.
+std::int64_t to_sql(std::uint64_t value) {
+  return static_cast<std::int64_t>(
+      std::min<std::uint64_t>(value, std::numeric_limits<std::int64_t>::max()));
+}
+
+/// Reads the record in the current row (columns as kRecordColumns).
+Record row_to_record(sqlite3_stmt* s) {
+  Record r;
+  r.id = static_cast<std::uint64_t>(sqlite3_column_int64(s, 0));
+  r.time_ns = sqlite3_column_int64(s, 1);
+  r.level = static_cast<std::uint8_t>(sqlite3_column_int(s, 2));
+  const auto* text = sqlite3_column_text(s, 3);
+  r.text.assign(reinterpret_cast<const char*>(text),
+                static_cast<std::size_t>(sqlite3_column_bytes(s, 3)));
+  const auto* blob = static_cast<const std::uint8_t*>(sqlite3_column_blob(s, 4));
+  const auto blob_size = static_cast<std::size_t>(sqlite3_column_bytes(s, 4));
+  if (blob != nullptr && blob_size > 0) {
+    // Stored as the protocol's fields encoding, always big-endian.
+    serialserver::BinaryReader reader({blob, blob_size}, serialserver::ByteOrder::big_endian);
+    try {
+      r.fields = decode_fields(reader);
+    } catch (const std::exception& e) {
+      throw StorageError("message " + std::to_string(r.id) + " has corrupt fields: " + e.what());
+    }
+  }
+  return r;
+}
+
+/// Steps `s` to the end, collecting records.
+std::vector<Record> collect(sqlite3* db, sqlite3_stmt* s) {
+  std::vector<Record> out;
+  for (;;) {
+    const int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      out.push_back(row_to_record(s));
+    } else if (rc == SQLITE_DONE) {
+      break;
+    } else {
+      sqlite3_reset(s);
+      fail(db, "step");
+    }
+  }
+  sqlite3_reset(s);
+  return out;
+}
+
+/// Resets a statement when leaving a scope.
+struct ResetOnExit {
+  sqlite3_stmt* s;
+  ~ResetOnExit() {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+};
+
+}  // namespace
+
+// ---- ReadCursor ---------------------------------------------------------------------------------
+
+ReadCursor::ReadCursor(Store& store, std::unique_ptr<detail::ReaderConnection> connection)
+    : store_(store), connection_(std::move(connection)), statement_(connection_->read) {}
+
+ReadCursor::~ReadCursor() {
+  sqlite3_reset(statement_);
+  sqlite3_clear_bindings(statement_);
+  store_.release_reader(std::move(connection_));
+}
+
+bool ReadCursor::next(Record& out) {
+  const int rc = sqlite3_step(statement_);
+  if (rc == SQLITE_ROW) {
+    out = row_to_record(statement_);
+    return true;
+  }
+  if (rc == SQLITE_DONE) {
+    return false;
+  }
+  fail(connection_->db, "read step");
+}
+
+// ---- Store --------------------------------------------------------------------------------------
+
+Store::Store(StoreOptions options) : options_(std::move(options)) {
+  writer_ = open_db(options_.path, true);
+  try {
+    exec("PRAGMA journal_mode=WAL");
+    exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    exec(kSchema);
+    insert_message_ = prepare(writer_,
+                              "INSERT INTO messages(log_id, time, level, text, fields) "
+                              "VALUES(?1, ?2, ?3, ?4, ?5)");
+    insert_log_ = prepare(writer_, "INSERT OR IGNORE INTO logs(name) VALUES(?1)");
+    select_log_ = prepare(writer_, "SELECT id FROM logs WHERE name = ?1");
+    update_log_ = prepare(
+        writer_, "UPDATE logs SET count = count + ?2, last_id = max(last_id, ?3) WHERE id = ?1");
+    // Check that WAL mode took (it does not on some file systems).
+    sqlite3_stmt* mode = prepare(writer_, "PRAGMA journal_mode");
+    std::string journal;
+    if (sqlite3_step(mode) == SQLITE_ROW) {
+      journal = reinterpret_cast<const char*>(sqlite3_column_text(mode, 0));
+    }
+    sqlite3_finalize(mode);
+    if (journal != "wal") {
+      throw StorageError("cannot use WAL mode on " + options_.path + " (journal mode " + journal +
+                         ")");
+    }
+  } catch (...) {
+    for (sqlite3_stmt* s : {insert_message_, insert_log_, select_log_, update_log_}) {
+      sqlite3_finalize(s);
+    }
+    sqlite3_close_v2(writer_);
+    throw;
+  }
+  writer_thread_ = std::thread([this] { writer_loop(); });
+}
+
+Store::~Store() {
+  close();
+  for (sqlite3_stmt* s : {insert_message_, insert_log_, select_log_, update_log_}) {
+    sqlite3_finalize(s);
+  }
+  readers_.clear();
+  sqlite3_close_v2(writer_);
+}
+
+void Store::close() {
+  {
+    std::lock_guard lock(queue_mutex_);
+    closing_ = true;
+  }
+  queue_cv_.notify_all();
+  {
+    std::lock_guard lock(commit_mutex_);
+    tail_closing_ = true;
+  }
+  commit_cv_.notify_all();
+  if (writer_thread_.joinable()) {
+    writer_thread_.join();
+  }
+}
+
+void Store::exec(const char* sql) { exec_on(writer_, sql); }
+
+std::uint64_t Store::append(std::vector<Message> messages) {
+  auto pending = std::make_shared<detail::PendingAppend>();
+  pending->messages = std::move(messages);
+  std::unique_lock lock(queue_mutex_);
+  if (closing_) {
+    throw StoreClosed();
+  }
+  queue_.push_back(pending);
+  queue_cv_.notify_one();
+  done_cv_.wait(lock, [&] { return pending->done; });
+  if (pending->failed) {
+    throw StorageError(pending->error);
+  }
+  return pending->first_id;
+}
+
+void Store::writer_loop() {
+  for (;;) {
+    std::vector<PendingPtr> group;
+    {
+      std::unique_lock lock(queue_mutex_);
+      queue_cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) {
+        return;  // closing, and everything queued has been committed
+      }
+      std::size_t messages = 0;
+      while (!queue_.empty() && (group.empty() || messages + queue_.front()->messages.size() <=
+                                                      options_.max_group_messages)) {
+        messages += queue_.front()->messages.size();
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    commit_group(group);
+    {
+      std::lock_guard lock(queue_mutex_);
+      for (auto& p : group) {
+        p->done = true;
+      }
+    }
+    done_cv_.notify_all();
+    {
+      std::lock_guard lock(commit_mutex_);
+      ++commit_seq_;
+    }
+    commit_cv_.notify_all();
+  }
+}
+
+std::int64_t Store::log_id_for(const std::string& name) {
+  if (auto it = log_ids_.find(name); it != log_ids_.end()) {
+    return it->second;
+  }
+  {
+    ResetOnExit reset{insert_log_};
+    bind_text(writer_, insert_log_, 1, name);
+    check(writer_, sqlite3_step(insert_log_), "insert log");
+  }
+  ResetOnExit reset{select_log_};
+  bind_text(writer_, select_log_, 1, name);
+  if (sqlite3_step(select_log_) != SQLITE_ROW) {
+    fail(writer_, "select log");
+  }
+  const std::int64_t id = sqlite3_column_int64(select_log_, 0);
+  log_ids_.emplace(name, id);
+  return id;
+}
+
+void Store::commit_group(std::vector<PendingPtr>& group) {
+  // Results are written into the PendingAppends here without the queue mutex: their waiters
+  // only look at them after `done`, which is set under the mutex afterwards.
+  auto fail_all = [&](const std::string& why) {
+    for (auto& p : group) {
+      if (!p->failed) {
+        p->failed = true;
+        p->error = why;
+      }
+    }
+    log_ids_.clear();
+  };
+  try {
+    exec("BEGIN IMMEDIATE");
+  } catch (const StorageError& e) {
+    fail_all(e.what());
+    return;
+  }
+  struct Touched {
+    std::int64_t count = 0;
+    std::int64_t last_id = 0;
+  };
+  std::map<std::int64_t, Touched> touched;
+  serialserver::BinaryWriter fields(serialserver::ByteOrder::big_endian);
+  const bool savepoints = group.size() > 1;
+  try {
+    for (auto& p : group) {
+      std::map<std::int64_t, Touched> mine;
+      try {
+        if (savepoints) {
+          exec("SAVEPOINT append");
+        }
+        for (std::size_t i = 0; i < p->messages.size(); ++i) {
+          const Message& m = p->messages[i];
+          const std::int64_t log_id = log_id_for(m.log);
+          ResetOnExit reset{insert_message_};
+          bind_i64(writer_, insert_message_, 1, log_id);
+          bind_i64(writer_, insert_message_, 2, m.time_ns);
+          bind_i64(writer_, insert_message_, 3, m.level);
+          bind_text(writer_, insert_message_, 4, m.text);
+          if (!m.fields.empty()) {
+            fields.clear();
+            encode_fields(fields, m.fields);
+            check(writer_,
+                  sqlite3_bind_blob64(insert_message_, 5, fields.data().data(),
+                                      fields.data().size(), SQLITE_STATIC),
+                  "bind");
+          }
+          check(writer_, sqlite3_step(insert_message_), "insert message");
+          const std::int64_t id = sqlite3_last_insert_rowid(writer_);
+          if (i == 0) {
+            p->first_id = static_cast<std::uint64_t>(id);
+          }
+          auto& t = mine[log_id];
+          ++t.count;
+          t.last_id = std::max(t.last_id, id);
+        }
+        if (savepoints) {
+          exec("RELEASE append");
+        }
+        for (const auto& [log_id, t] : mine) {
+          auto& all = touched[log_id];
+          all.count += t.count;
+          all.last_id = std::max(all.last_id, t.last_id);
+        }
+      } catch (const StorageError& e) {
+        if (!savepoints) {
+          throw;
+        }
+        // This request alone is undone; the others of the group go on.
+        exec("ROLLBACK TO append");
+        exec("RELEASE append");
+        p->failed = true;
+        p->error = e.what();
+        log_ids_.clear();
+      }
+    }
+    for (const auto& [log_id, t] : touched) {
+      ResetOnExit reset{update_log_};
+      bind_i64(writer_, update_log_, 1, log_id);
+      bind_i64(writer_, update_log_, 2, t.count);
+      bind_i64(writer_, update_log_, 3, t.last_id);
+      check(writer_, sqlite3_step(update_log_), "update log");
+    }
+    exec("COMMIT");
+  } catch (const StorageError& e) {
+    try {
+      exec("ROLLBACK");
+    } catch (const StorageError&) {  // the transaction may already be gone
+    }
+    fail_all(e.what());
+  }
+}
+
+std::unique_ptr<detail::ReaderConnection> Store::acquire_reader() {
+  {
+    std::lock_guard lock(readers_mutex_);
+    if (!readers_.empty()) {
+      auto c = std::move(readers_.back());
+      readers_.pop_back();
+      return c;
+    }
+  }
+  auto c = std::make_unique<detail::ReaderConnection>();
+  c->db = open_db(options_.path, false);
+  exec_on(c->db, "PRAGMA query_only=1");
+  const std::string from = std::string(" FROM messages m JOIN logs l ON l.id = m.log_id ");
+  c->read = prepare(c->db, std::string("SELECT ") + kRecordColumns + from +
+                               "WHERE l.name = ?1 AND m.time BETWEEN ?2 AND ?3 "
+                               "AND m.level BETWEEN ?4 AND ?5 ORDER BY m.time, m.id LIMIT ?6");
+  c->tail_after = prepare(c->db, std::string("SELECT ") + kRecordColumns + from +
+                                     "WHERE l.name = ?1 AND m.id > ?2 ORDER BY m.id LIMIT ?3");
+  c->tail_last = prepare(c->db, std::string("SELECT * FROM (SELECT ") + kRecordColumns + from +
+                                    "WHERE l.name = ?1 ORDER BY m.id DESC LIMIT ?2) ORDER BY 1");
+  c->list = prepare(c->db, "SELECT name, count, last_id FROM logs ORDER BY name");
+  return c;
+}
+
+void Store::release_reader(std::unique_ptr<detail::ReaderConnection> connection) noexcept {
+  try {
+    std::lock_guard lock(readers_mutex_);
+    readers_.push_back(std::move(connection));
+  } catch (...) {  // out of memory: the connection is closed instead of pooled
+  }
+}
+
+std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
+  auto c = acquire_reader();
+  sqlite3* db = c->db;
+  sqlite3_stmt* s = c->read;
+  std::unique_ptr<ReadCursor> cursor(new ReadCursor(*this, std::move(c)));
+  bind_text_copy(db, s, 1, q.log);
+  bind_i64(db, s, 2, q.since_ns);
+  bind_i64(db, s, 3, q.until_ns);
+  bind_i64(db, s, 4, q.min_level);
+  bind_i64(db, s, 5, q.max_level);
+  bind_i64(db, s, 6, q.limit == 0 ? -1 : static_cast<std::int64_t>(q.limit));
+  return cursor;
+}
+
+std::vector<Record> Store::tail_once(const TailQuery& q) {
+  auto c = acquire_reader();
+  struct Release {
+    Store* store;
+    std::unique_ptr<detail::ReaderConnection>& c;
+    ~Release() { store->release_reader(std::move(c)); }
+  } release{this, c};
+  sqlite3_stmt* s = q.after_id == kTailLast ? c->tail_last : c->tail_after;
+  ResetOnExit reset{s};
+  bind_text(c->db, s, 1, q.log);
+  if (q.after_id == kTailLast) {
+    bind_i64(c->db, s, 2, q.limit);
+  } else {
+    bind_i64(c->db, s, 2, to_sql(q.after_id));
+    bind_i64(c->db, s, 3, q.limit);
+  }
+  return collect(c->db, s);
+}
+
+std::vector<Record> Store::tail(const TailQuery& q, std::stop_token stop) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(q.wait_ms);
+  for (;;) {
+    std::uint64_t seen = 0;
+    {
+      std::lock_guard lock(commit_mutex_);
+      seen = commit_seq_;
+    }
+    auto records = tail_once(q);
+    if (!records.empty() || std::chrono::steady_clock::now() >= deadline) {
+      return records;
+    }
+    std::unique_lock lock(commit_mutex_);
+    const bool woke = commit_cv_.wait_until(lock, stop, deadline,
+                                            [&] { return commit_seq_ != seen || tail_closing_; });
+    if (!woke || tail_closing_) {
+      return {};
+    }
+  }
+}
+
+std::vector<LogInfo> Store::list() {
+  auto c = acquire_reader();
+  struct Release {
+    Store* store;
+    std::unique_ptr<detail::ReaderConnection>& c;
+    ~Release() { store->release_reader(std::move(c)); }
+  } release{this, c};
+  ResetOnExit reset{c->list};
+  std::vector<LogInfo> out;
+  for (;;) {
+    const int rc = sqlite3_step(c->list);
+    if (rc == SQLITE_DONE) {
+      break;
+    }
+    if (rc != SQLITE_ROW) {
+      fail(c->db, "list");
+    }
+    LogInfo info;
+    info.name.assign(reinterpret_cast<const char*>(sqlite3_column_text(c->list, 0)),
+                     static_cast<std::size_t>(sqlite3_column_bytes(c->list, 0)));
+    info.count = static_cast<std::uint64_t>(sqlite3_column_int64(c->list, 1));
+    info.last_id = static_cast<std::uint64_t>(sqlite3_column_int64(c->list, 2));
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+}  // namespace logd
