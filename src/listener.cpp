@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -315,6 +316,23 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     --live_;
   }
 
+  /// What the handshake hook produced: its result, or the exception it threw.
+  struct HandshakeOutcome {
+    HandshakeResult result;
+    std::exception_ptr error;
+  };
+  /// Runs the handshake hook; its exception becomes the outcome rather than propagating.
+  static asio::awaitable<HandshakeOutcome> guarded_handshake(const HandshakeFunction& hook,
+                                                             HandshakeStream& stream) {
+    HandshakeOutcome outcome;
+    try {
+      outcome.result = co_await hook(stream);
+    } catch (...) {
+      outcome.error = std::current_exception();
+    }
+    co_return outcome;
+  }
+
   template <class Socket>
   static asio::awaitable<void> serve(std::shared_ptr<ListenerImpl> self, Socket socket,
                                      std::string address_key) {
@@ -330,13 +348,20 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       asio::steady_timer timer(socket.get_executor());
       timer.expires_after(self->options_.handshake_timeout);
       try {
-        auto result = co_await (self->options_.handshake(stream) ||
+        // The hook's failure is caught inside the race: operator|| waits for the first
+        // *successful* branch, so a throwing hook would otherwise hold the connection until the
+        // timer fires.
+        auto result = co_await (guarded_handshake(self->options_.handshake, stream) ||
                                 timer.async_wait(asio::use_awaitable));
         if (result.index() == 1) {
           self->server_.log()->warn("handshake with {} timed out", stream.remote_address());
           co_return;
         }
-        handshake = std::move(std::get<0>(result));
+        auto& outcome = std::get<0>(result);
+        if (outcome.error) {
+          std::rethrow_exception(outcome.error);  // logged below
+        }
+        handshake = std::move(outcome.result);
       } catch (const std::exception& e) {
         self->server_.log()->warn("handshake with {} failed: {}", stream.remote_address(),
                                   e.what());
