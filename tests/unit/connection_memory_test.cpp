@@ -1,0 +1,875 @@
+// The connection state machine (detail::Connection) over the in-memory stream: PROTOCOL.md
+// sections 3, 4 and 8 under every input and output chunking, pipelining, draining, requests cut
+// off by the end of the stream, goodbye, timeouts and cancellation of a pending read, and a
+// failure injected at every single stream operation. No sockets, no threads besides the worker
+// pool of the blocking task; every run is bounded in time.
+
+#include <serialserver/serialserver.hpp>
+#include "connection.hpp"
+#include "support/memory_stream.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <gtest/gtest.h>
+
+namespace serialserver::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Bytes = std::vector<std::uint8_t>;
+using Conn = detail::Connection<MemoryStream>;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kUnlimited = MemoryStream::kUnlimited;
+
+Bytes bytes(std::initializer_list<int> list) {
+  Bytes out;
+  for (int v : list) {
+    out.push_back(static_cast<std::uint8_t>(v));
+  }
+  return out;
+}
+
+Bytes concat(std::initializer_list<Bytes> parts) {
+  Bytes out;
+  for (const auto& p : parts) {
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+std::string hex(std::span<const std::uint8_t> data, std::size_t max = 64) {
+  std::string s;
+  char buf[4];
+  for (std::size_t i = 0; i < data.size() && i < max; ++i) {
+    std::snprintf(buf, sizeof buf, "%02X ", data[i]);
+    s += buf;
+  }
+  if (data.size() > max) {
+    s += "... (" + std::to_string(data.size()) + " bytes)";
+  }
+  return s;
+}
+
+bool is_prefix(const Bytes& prefix, const Bytes& whole) {
+  return prefix.size() <= whole.size() && std::equal(prefix.begin(), prefix.end(), whole.begin());
+}
+
+// ---- an independent model of the wire format and of the test's tasks ------------------------
+
+/// Encodes content the way a sender of this project does: full 255-byte blocks, the remainder,
+/// then the end byte (written here independently of the library's encoder).
+Bytes encode_standard(const Bytes& content) {
+  Bytes out;
+  std::size_t i = 0;
+  while (i < content.size()) {
+    const std::size_t n = std::min<std::size_t>(255, content.size() - i);
+    out.push_back(static_cast<std::uint8_t>(n));
+    out.insert(out.end(), content.begin() + static_cast<std::ptrdiff_t>(i),
+               content.begin() + static_cast<std::ptrdiff_t>(i + n));
+    i += n;
+  }
+  out.push_back(0);
+  return out;
+}
+
+/// Encodes content in blocks of random sizes (a receiver must accept every split).
+Bytes encode_random_split(const Bytes& content, std::mt19937& rng) {
+  Bytes out;
+  std::size_t i = 0;
+  while (i < content.size()) {
+    const std::size_t max = std::min<std::size_t>(255, content.size() - i);
+    const std::size_t n = (rng() % 3 == 0) ? max : 1 + rng() % max;
+    out.push_back(static_cast<std::uint8_t>(n));
+    out.insert(out.end(), content.begin() + static_cast<std::ptrdiff_t>(i),
+               content.begin() + static_cast<std::ptrdiff_t>(i + n));
+    i += n;
+  }
+  out.push_back(0);
+  return out;
+}
+
+// Task codes registered by the tests.
+constexpr TaskCode kEcho = 1;          // OK with the request content
+constexpr TaskCode kEmpty = 2;         // OK with no content, reads nothing
+constexpr TaskCode kErrorTask = 3;     // Error with the content's first byte (3 if empty)
+constexpr TaskCode kProducer = 4;      // OK with a streamed response, length from the content
+constexpr TaskCode kPartial = 5;       // reads one content byte and answers it; rest drained
+constexpr TaskCode kFailing = 6;       // throws a non-coded exception: connection dropped
+constexpr TaskCode kHi = 7;            // PROTOCOL.md section 8: "hi" for 01 02 03 04, else Error 3
+constexpr TaskCode kBlockingEcho = 8;  // as kEcho, on the worker pool
+constexpr TaskCode kUnknown = 9;       // not registered
+
+/// The producer's content: `length` bytes of a pattern.
+Bytes produced_content(std::size_t length) {
+  Bytes out(length);
+  for (std::size_t i = 0; i < length; ++i) {
+    out[i] = static_cast<std::uint8_t>((i * 7 + length) & 0xFF);
+  }
+  return out;
+}
+
+std::size_t producer_length(const Bytes& content) {
+  return content.size() < 2 ? 0 : (std::size_t{content[0]} << 8) | content[1];
+}
+
+Bytes ok(const Bytes& content) { return concat({bytes({0x00}), encode_standard(content)}); }
+
+struct Request {
+  TaskCode code;
+  Bytes content;
+};
+
+/// What the server answers to `r` (PROTOCOL.md sections 3 and 4, and the test tasks).
+Bytes expected_response(const Request& r) {
+  switch (r.code) {
+    case kEcho:
+    case kBlockingEcho:
+      return ok(r.content);
+    case kEmpty:
+      return ok({});
+    case kErrorTask:
+      return bytes({0x01, r.content.empty() ? 3 : r.content[0]});
+    case kProducer:
+      return ok(produced_content(producer_length(r.content)));
+    case kPartial:
+      return r.content.empty() ? ok({}) : ok(Bytes{r.content[0]});
+    case kHi:
+      return r.content == bytes({1, 2, 3, 4}) ? ok(bytes({0x68, 0x69})) : bytes({0x01, 0x03});
+    case kKeepAliveTaskCode:
+      return bytes({0x00, 0x00});
+    case kGoodbyeTaskCode:
+      return bytes({0x02});
+    default:
+      return bytes({0x01, 0xFF});
+  }
+}
+
+/// A client's bytes and the server's expected answer to them.
+struct Workload {
+  Bytes input;
+  Bytes expected;
+  std::error_code end;  // how the connection ends once the input has been served
+};
+
+Workload make_workload(const std::vector<Request>& requests, std::mt19937& rng, bool random_split) {
+  Workload w;
+  w.end = make_error_code(Errc::peer_closed);
+  for (const auto& r : requests) {
+    w.input.push_back(r.code);
+    const Bytes body =
+        random_split ? encode_random_split(r.content, rng) : encode_standard(r.content);
+    w.input.insert(w.input.end(), body.begin(), body.end());
+    const Bytes answer = expected_response(r);
+    w.expected.insert(w.expected.end(), answer.begin(), answer.end());
+    if (r.code == kGoodbyeTaskCode) {
+      w.end = make_error_code(Errc::graceful_disconnect);
+      break;
+    }
+  }
+  return w;
+}
+
+/// PROTOCOL.md section 8, as one pipelined conversation ending with goodbye.
+Workload worked_bytes() {
+  const Bytes c300 = produced_content(300);
+  const Bytes head(c300.begin(), c300.begin() + 255);
+  const Bytes tail(c300.begin() + 255, c300.end());
+  Workload w;
+  w.input = concat({
+      bytes({0x07, 0x04, 0x01, 0x02, 0x03, 0x04, 0x00}),        // task 7, content 01 02 03 04
+      bytes({0x07, 0x03, 0x01, 0x02, 0x03, 0x01, 0x04, 0x00}),  // the same content, split
+      bytes({0x02, 0x00}),                                      // OK with no content
+      bytes({0x03, 0x01, 0x03, 0x00}),                          // Error, code 3
+      bytes({0x09, 0x00}),                                      // unknown task 9
+      bytes({0xFB, 0x00, 0xFC, 0x00, 0xFD, 0x00, 0xFE, 0x00}),  // unassigned reserved codes
+      bytes({0xFA, 0x00}),                                      // keep-alive
+      bytes({0x01, 0xFF}), head, bytes({0x2D}), tail,
+      bytes({0x00}),        // echo of 300 bytes: FF + 255, 2D + 45, 00
+      bytes({0xFF, 0x00}),  // goodbye
+      bytes({0x01, 0x00}),  // after goodbye: never read
+  });
+  w.expected = concat({
+      bytes({0x00, 0x02, 0x68, 0x69, 0x00}),
+      bytes({0x00, 0x02, 0x68, 0x69, 0x00}),
+      bytes({0x00, 0x00}),
+      bytes({0x01, 0x03}),
+      bytes({0x01, 0xFF}),
+      bytes({0x01, 0xFF, 0x01, 0xFF, 0x01, 0xFF, 0x01, 0xFF}),
+      bytes({0x00, 0x00}),
+      bytes({0x00, 0xFF}),
+      head,
+      bytes({0x2D}),
+      tail,
+      bytes({0x00}),
+      bytes({0x02}),
+  });
+  w.end = make_error_code(Errc::graceful_disconnect);
+  return w;
+}
+
+Bytes random_bytes(std::mt19937& rng, std::size_t n) {
+  Bytes out(n);
+  for (auto& b : out) {
+    b = static_cast<std::uint8_t>(rng());
+  }
+  return out;
+}
+
+/// `count` requests of every kind the model knows, with contents of assorted sizes.
+std::vector<Request> mixed_requests(std::mt19937& rng, std::size_t count, bool with_blocking) {
+  static constexpr TaskCode kCodes[] = {kEcho,    kEmpty, kErrorTask,         kProducer,
+                                        kPartial, kHi,    kKeepAliveTaskCode, kUnknown,
+                                        252,      kEcho,  kBlockingEcho};
+  const std::size_t kinds = std::size(kCodes) - (with_blocking ? 0 : 1);
+  std::vector<Request> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    Request r{kCodes[rng() % kinds], {}};
+    const unsigned size_class = rng() % 8;
+    const std::size_t size = size_class < 4   ? rng() % 4
+                             : size_class < 7 ? rng() % 300
+                                              : 255 + rng() % 1000;
+    r.content = random_bytes(rng, size);
+    if (r.code == kProducer) {
+      const std::size_t length = rng() % 3 == 0 ? 0 : rng() % 3000;
+      r.content = bytes({static_cast<int>(length >> 8), static_cast<int>(length & 0xFF)});
+    } else if (r.code == kHi && rng() % 2 == 0) {
+      r.content = bytes({1, 2, 3, 4});
+    } else if (r.code == kErrorTask && !r.content.empty()) {
+      r.content[0] = static_cast<std::uint8_t>(r.content[0] % 200);
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// ---- the harness ----------------------------------------------------------------------------
+
+ServerOptions quiet_options(Timeout timeout = {}) {
+  ServerOptions options;
+  options.logger = make_null_logger();
+  options.timeout = timeout;
+  options.worker_threads = 2;
+  return options;
+}
+
+void register_tasks(Server& server) {
+  server.register_task(
+      kEcho,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return Response(co_await ctx.request().async_read_all());
+      },
+      "echo");
+  server.register_task(
+      kEmpty, [](TaskContext&) -> asio::awaitable<Response> { co_return Response(); }, "empty");
+  server.register_task(
+      kErrorTask,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        const Bytes content = co_await ctx.request().async_read_all();
+        throw TaskError(content.empty() ? ErrorCode{3} : content[0]);
+      },
+      "error");
+  server.register_task(
+      kProducer,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        const Bytes content = co_await ctx.request().async_read_all();
+        const std::size_t length = producer_length(content);
+        auto data = std::make_shared<Bytes>(produced_content(length));
+        auto pos = std::make_shared<std::size_t>(0);
+        co_return Response::stream(
+            [data, pos](std::span<std::uint8_t> out) -> asio::awaitable<std::size_t> {
+              // Yield to the executor, as a real producer waiting for its data would.
+              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
+              const std::size_t n = std::min({out.size(), data->size() - *pos, std::size_t{777}});
+              std::copy_n(data->begin() + static_cast<std::ptrdiff_t>(*pos), n, out.begin());
+              *pos += n;
+              co_return n;
+            });
+      },
+      "producer");
+  server.register_task(
+      kPartial,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        std::uint8_t first = 0;
+        const std::size_t n = co_await ctx.request().async_read_some(std::span(&first, 1));
+        co_return n == 0 ? Response() : Response(Bytes{first});
+      },
+      "partial");
+  server.register_task(
+      kFailing,
+      [](TaskContext&) -> asio::awaitable<Response> {
+        throw std::runtime_error("task failed on purpose");
+        co_return Response();
+      },
+      "failing");
+  server.register_task(
+      kHi,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        const Bytes content = co_await ctx.request().async_read_all();
+        if (content != Bytes{1, 2, 3, 4}) {
+          throw TaskError(3);
+        }
+        co_return Response::copy_of(std::string_view("hi"));
+      },
+      "hi");
+  server.register_blocking_task(
+      kBlockingEcho, [](TaskContext& ctx) { return Response(ctx.request().read_all()); },
+      "blocking-echo");
+}
+
+struct Outcome {
+  bool finished = false;
+  bool threw = false;
+  std::error_code reason;
+  Bytes output;
+  std::uint64_t operations = 0;
+  std::uint64_t injected_failures = 0;
+  std::size_t clients_after = 0;
+};
+
+/// Called repeatedly while the connection runs (with the connection and the stream's peer);
+/// lets a test act on the running connection.
+using Poke = std::function<void(Conn&, const MemoryStream::Peer&)>;
+
+/// Serves `stream` with a fresh connection of `server` until run() returns (at most `limit`),
+/// running the io_context on this thread, then lets the connection's leftovers finish.
+Outcome serve(Server& server, asio::io_context& io, MemoryStream stream,
+              std::chrono::milliseconds limit = 5000ms, const Poke& poke = {}) {
+  const auto peer = stream.peer();
+  auto conn = std::make_shared<Conn>(server, std::move(stream), ByteOrder::big_endian,
+                                     SessionData{}, "memory", "peer");
+  auto result = std::make_shared<std::optional<std::error_code>>();
+  auto threw = std::make_shared<bool>(false);
+  asio::co_spawn(io, conn->run(),
+                 asio::bind_cancellation_slot(
+                     conn->task_cancellation_slot(),
+                     [result, threw](const std::exception_ptr& e, std::error_code ec) {
+                       *threw = e != nullptr;
+                       *result = ec;
+                     }));
+  const auto deadline = Clock::now() + limit;
+  io.restart();
+  while (!*result && Clock::now() < deadline) {
+    // One handler at a time, so that the run is seen to end at once; a wait for a timer or for
+    // the worker pool is bounded too.
+    if (io.run_one_for(2ms) == 0 && io.stopped()) {
+      break;  // no work left although run() has not returned: it never will
+    }
+    if (poke && !*result) {
+      poke(*conn, peer);
+    }
+  }
+  Outcome out;
+  out.finished = result->has_value();
+  if (!out.finished) {
+    // Hung: close the connection so that the server can be destroyed, and report it.
+    conn->close();
+    const auto hard_deadline = Clock::now() + 1000ms;
+    io.restart();
+    while (!*result && Clock::now() < hard_deadline) {
+      if (io.run_one_for(5ms) == 0 && io.stopped()) {
+        break;
+      }
+    }
+  }
+  // Let the watchdog and any posted leftovers finish.
+  const auto drain_deadline = Clock::now() + 1000ms;
+  while (Clock::now() < drain_deadline) {
+    if (io.run_one_for(2ms) == 0 && io.stopped()) {
+      break;
+    }
+  }
+  out.threw = *threw;
+  out.reason = result->value_or(std::error_code{});
+  out.output = peer.output();
+  out.operations = peer.operations();
+  out.injected_failures = peer.injected_failures();
+  out.clients_after = server.num_clients();
+  if (out.clients_after != 0) {
+    // ~Server waits for its clients: a connection that never ends would hang the test binary.
+    std::fprintf(stderr, "connection never ended; aborting rather than hanging\n");
+    std::abort();
+  }
+  return out;
+}
+
+MemoryStream make_stream(asio::io_context& io, const Bytes& input, std::size_t read_chunk,
+                         std::size_t write_chunk,
+                         MemoryStream::AtEnd at_end = MemoryStream::AtEnd::eof) {
+  MemoryStream stream(io.get_executor(), input);
+  stream.read_chunk(read_chunk).write_chunk(write_chunk).at_end(at_end);
+  return stream;
+}
+
+std::string chunk_name(std::size_t n) { return n == kUnlimited ? "unlimited" : std::to_string(n); }
+
+class ConnectionMemory : public ::testing::Test {
+ protected:
+  ConnectionMemory() : server_(quiet_options()) { register_tasks(server_); }
+
+  Outcome run(const Bytes& input, std::size_t read_chunk, std::size_t write_chunk) {
+    asio::io_context io;
+    return serve(server_, io, make_stream(io, input, read_chunk, write_chunk));
+  }
+
+  Server server_;
+};
+
+// ---- the stream itself ----------------------------------------------------------------------
+
+TEST(MemoryStream, DeliversInChunksCapturesWritesAndNeverCompletesInline) {
+  asio::io_context io;
+  MemoryStream stream(io.get_executor(), bytes({1, 2, 3, 4, 5}));
+  stream.read_chunk(2).write_chunk(3);
+  std::uint8_t buf[8];
+  std::vector<std::size_t> reads;
+  std::error_code last;
+  bool inline_completion = false;
+  std::function<void()> next = [&] {
+    bool initiating = true;
+    stream.async_read_some(asio::buffer(buf), [&](std::error_code ec, std::size_t n) {
+      inline_completion = inline_completion || initiating;
+      last = ec;
+      if (!ec) {
+        reads.push_back(n);
+        next();
+      }
+    });
+    initiating = false;
+  };
+  next();
+  io.run();
+  EXPECT_FALSE(inline_completion);
+  EXPECT_EQ(reads, (std::vector<std::size_t>{2, 2, 1}));
+  EXPECT_EQ(last, asio::error::eof);
+
+  std::size_t written = 0;
+  const Bytes data = bytes({9, 8, 7, 6, 5});
+  stream.async_write_some(asio::buffer(data), [&](std::error_code ec, std::size_t n) {
+    EXPECT_FALSE(ec);
+    written = n;
+  });
+  EXPECT_EQ(written, 0U);
+  io.restart();
+  io.run();
+  EXPECT_EQ(written, 3U);
+  EXPECT_EQ(stream.output(), bytes({9, 8, 7}));
+  EXPECT_EQ(stream.operations(), 5U);
+}
+
+TEST(MemoryStream, FailsTheNthOperationOnly) {
+  asio::io_context io;
+  MemoryStream stream(io.get_executor(), bytes({1, 2, 3}));
+  stream.read_chunk(1).fail_at(2, asio::error::connection_reset);
+  std::uint8_t buf[4];
+  std::vector<std::error_code> results;
+  for (int i = 0; i < 3; ++i) {
+    stream.async_read_some(asio::buffer(buf),
+                           [&](std::error_code ec, std::size_t) { results.push_back(ec); });
+  }
+  io.run();
+  ASSERT_EQ(results.size(), 3U);
+  EXPECT_FALSE(results[0]);
+  EXPECT_EQ(results[1], asio::error::connection_reset);
+  EXPECT_FALSE(results[2]);
+  EXPECT_EQ(stream.peer().injected_failures(), 1U);
+}
+
+TEST(MemoryStream, PendingReadIsCancelledByCloseByItsSlotAndFedByInput) {
+  asio::io_context io;
+  MemoryStream stream(io.get_executor());
+  stream.at_end(MemoryStream::AtEnd::pend);
+  const auto peer = stream.peer();
+  std::uint8_t buf[4];
+  std::optional<std::error_code> result;
+  std::size_t got = 0;
+  auto handler = [&](std::error_code ec, std::size_t n) {
+    result = ec;
+    got = n;
+  };
+
+  // Fed by input.
+  stream.async_read_some(asio::buffer(buf), handler);
+  io.run_for(10ms);
+  EXPECT_FALSE(result);
+  EXPECT_TRUE(peer.read_pending());
+  peer.append_input(bytes({7, 7}));
+  io.restart();
+  io.run_for(10ms);
+  ASSERT_TRUE(result);
+  EXPECT_FALSE(*result);
+  EXPECT_EQ(got, 2U);
+
+  // Cancelled through the handler's cancellation slot.
+  result.reset();
+  asio::cancellation_signal signal;
+  stream.async_read_some(asio::buffer(buf), asio::bind_cancellation_slot(signal.slot(), handler));
+  io.restart();
+  io.run_for(10ms);
+  EXPECT_FALSE(result);
+  signal.emit(asio::cancellation_type::terminal);
+  EXPECT_FALSE(result);  // not inline
+  io.restart();
+  io.run_for(10ms);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(*result, asio::error::operation_aborted);
+  EXPECT_FALSE(peer.read_pending());
+
+  // Aborted by close; later operations fail.
+  result.reset();
+  stream.async_read_some(asio::buffer(buf), handler);
+  io.restart();
+  io.run_for(10ms);
+  std::error_code ec;
+  stream.close(ec);
+  io.restart();
+  io.run_for(10ms);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(*result, asio::error::operation_aborted);
+  result.reset();
+  stream.async_write_some(asio::buffer(buf), handler);
+  io.restart();
+  io.run_for(10ms);
+  ASSERT_TRUE(result);
+  EXPECT_EQ(*result, asio::error::bad_descriptor);
+  EXPECT_TRUE(peer.closed());
+}
+
+// ---- the connection -------------------------------------------------------------------------
+
+TEST_F(ConnectionMemory, WorkedBytesUnderEveryChunking) {
+  const Workload w = worked_bytes();
+  for (std::size_t read_chunk :
+       {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, kUnlimited}) {
+    for (std::size_t write_chunk : {std::size_t{1}, kUnlimited}) {
+      SCOPED_TRACE("read chunk " + chunk_name(read_chunk) + ", write chunk " +
+                   chunk_name(write_chunk));
+      const Outcome o = run(w.input, read_chunk, write_chunk);
+      ASSERT_TRUE(o.finished);
+      EXPECT_FALSE(o.threw);
+      EXPECT_EQ(o.reason, make_error_code(Errc::graceful_disconnect)) << o.reason.message();
+      EXPECT_EQ(o.output, w.expected) << "got " << hex(o.output) << "\nwant " << hex(w.expected);
+    }
+  }
+  EXPECT_EQ(server_.num_clients(), 0U);
+}
+
+TEST_F(ConnectionMemory, PipelinedRequestsAreAnsweredInOrder) {
+  std::mt19937 rng(20240607);
+  const Workload w = make_workload(mixed_requests(rng, 200, /*with_blocking=*/true), rng, true);
+  const std::pair<std::size_t, std::size_t> chunkings[] = {
+      {1, kUnlimited}, {7, 5}, {3, 13}, {kUnlimited, kUnlimited}, {4096, 1000}};
+  for (const auto& [read_chunk, write_chunk] : chunkings) {
+    SCOPED_TRACE("read chunk " + chunk_name(read_chunk) + ", write chunk " +
+                 chunk_name(write_chunk));
+    const Outcome o = run(w.input, read_chunk, write_chunk);
+    ASSERT_TRUE(o.finished);
+    EXPECT_FALSE(o.threw);
+    EXPECT_EQ(o.reason, w.end) << o.reason.message();
+    ASSERT_EQ(o.output.size(), w.expected.size());
+    const auto mismatch = std::mismatch(o.output.begin(), o.output.end(), w.expected.begin());
+    EXPECT_TRUE(mismatch.first == o.output.end())
+        << "first difference at byte " << (mismatch.first - o.output.begin());
+  }
+}
+
+TEST_F(ConnectionMemory, TaskThatStopsReadingEarlyHasTheRestDrained) {
+  std::mt19937 rng(5);
+  const std::vector<Request> requests = {
+      {kPartial, random_bytes(rng, 1000)},
+      {kEcho, bytes({0x78, 0x79, 0x7A})},
+      {kPartial, {}},
+      {kPartial, random_bytes(rng, 255)},
+      {kErrorTask, bytes({42})},
+      {kPartial, random_bytes(rng, 256)},
+      {kHi, bytes({1, 2, 3, 4})},
+  };
+  for (bool split : {false, true}) {
+    const Workload w = make_workload(requests, rng, split);
+    for (std::size_t read_chunk : {std::size_t{1}, std::size_t{5}, kUnlimited}) {
+      SCOPED_TRACE("read chunk " + chunk_name(read_chunk) + (split ? ", random split" : ""));
+      const Outcome o = run(w.input, read_chunk, kUnlimited);
+      ASSERT_TRUE(o.finished);
+      EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+      EXPECT_EQ(o.output, w.expected) << "got " << hex(o.output) << "\nwant " << hex(w.expected);
+    }
+  }
+}
+
+TEST_F(ConnectionMemory, RequestCutOffByEndOfStreamGetsNoResponse) {
+  const Bytes before = bytes({kEmpty, 0x00, kEcho, 0x01, 0x41, 0x00});
+  const Bytes answered = concat({ok({}), ok(bytes({0x41}))});
+  struct Cut {
+    const char* what;
+    Bytes tail;
+  };
+  const Cut cuts[] = {
+      {"after the task code", bytes({kEcho})},
+      {"after a block length", bytes({kEcho, 0x05})},
+      {"mid-block, task reading", bytes({kEcho, 0x05, 0x61, 0x62})},
+      {"after a whole block, task reading", bytes({kEcho, 0x02, 0x61, 0x62})},
+      {"mid-block, task not reading", bytes({kEmpty, 0x05, 0x61})},
+      {"mid-block, partial reader", bytes({kPartial, 0x05, 0x61, 0x62})},
+      {"mid-block, unknown task", bytes({kUnknown, 0x05, 0x61})},
+      {"mid-block, keep-alive", bytes({kKeepAliveTaskCode, 0x03})},
+      {"mid-block, producer", bytes({kProducer, 0x02, 0x01})},
+      {"mid-block, blocking task", bytes({kBlockingEcho, 0x04, 0x61})},
+  };
+  for (const auto& cut : cuts) {
+    for (std::size_t read_chunk : {std::size_t{1}, kUnlimited}) {
+      SCOPED_TRACE(std::string(cut.what) + ", read chunk " + chunk_name(read_chunk));
+      const Outcome o = run(concat({before, cut.tail}), read_chunk, kUnlimited);
+      ASSERT_TRUE(o.finished);
+      EXPECT_FALSE(o.threw);
+      EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+      EXPECT_EQ(o.output, answered) << "got " << hex(o.output);
+    }
+  }
+  EXPECT_EQ(server_.num_clients(), 0U);
+}
+
+TEST_F(ConnectionMemory, GoodbyeAnswers02AndEndsGracefully) {
+  {
+    const Outcome o = run(bytes({0xFF, 0x00}), kUnlimited, kUnlimited);
+    ASSERT_TRUE(o.finished);
+    EXPECT_EQ(o.reason, make_error_code(Errc::graceful_disconnect)) << o.reason.message();
+    EXPECT_EQ(o.output, bytes({0x02}));
+  }
+  {
+    // Pipelined behind other tasks, with bytes after it that are never served.
+    const Bytes input = concat({bytes({kEcho, 0x01, 0x41, 0x00, 0xFA, 0x00, 0xFF, 0x00}),
+                                bytes({kEcho, 0x01, 0x42, 0x00})});
+    for (std::size_t read_chunk : {std::size_t{1}, kUnlimited}) {
+      const Outcome o = run(input, read_chunk, 1);
+      ASSERT_TRUE(o.finished);
+      EXPECT_EQ(o.reason, make_error_code(Errc::graceful_disconnect)) << o.reason.message();
+      EXPECT_EQ(o.output, concat({ok(bytes({0x41})), bytes({0x00, 0x00, 0x02})}));
+    }
+  }
+  EXPECT_EQ(server_.num_clients(), 0U);
+}
+
+TEST_F(ConnectionMemory, FailingTaskDropsTheConnectionWithoutResponse) {
+  const Outcome o =
+      run(bytes({kEmpty, 0x00, kFailing, 0x01, 0x41, 0x00, kEmpty, 0x00}), kUnlimited, kUnlimited);
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, make_error_code(Errc::task_failed)) << o.reason.message();
+  // The response to the first task may or may not have gone out before the drop (the server is
+  // free to close silently); nothing of the failed task's or the next task's may.
+  EXPECT_TRUE(is_prefix(o.output, ok({}))) << hex(o.output);
+}
+
+// ---- the pending read: timeouts, close, disconnect, cancel ---------------------------------
+
+TEST(ConnectionMemoryPending, WaitTimeoutEndsAnIdleConnection) {
+  Server server(quiet_options(Timeout{.wait = 50ms, .read = 5s, .write = 5s}));
+  register_tasks(server);
+  asio::io_context io;
+  auto stream =
+      make_stream(io, bytes({kEcho, 0x01, 0x41, 0x00}), 1, kUnlimited, MemoryStream::AtEnd::pend);
+  const Outcome o = serve(server, io, std::move(stream));
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, make_error_code(Errc::timeout_waiting_for_task)) << o.reason.message();
+  EXPECT_EQ(o.output, ok(bytes({0x41})));
+  EXPECT_EQ(server.num_clients(), 0U);
+}
+
+TEST(ConnectionMemoryPending, ReadTimeoutMidRequestDropsWithoutResponse) {
+  Server server(quiet_options(Timeout{.wait = 5s, .read = 50ms, .write = 5s}));
+  register_tasks(server);
+  for (TaskCode code : {kEcho, kEmpty, kUnknown}) {
+    SCOPED_TRACE("task " + std::to_string(code));
+    asio::io_context io;
+    auto stream = make_stream(io, bytes({kEmpty, 0x00, code, 0x03, 0x41}), kUnlimited, kUnlimited,
+                              MemoryStream::AtEnd::pend);
+    const Outcome o = serve(server, io, std::move(stream));
+    ASSERT_TRUE(o.finished);
+    EXPECT_EQ(o.reason, make_error_code(Errc::read_timeout)) << o.reason.message();
+    EXPECT_EQ(o.output, ok({}));
+  }
+  EXPECT_EQ(server.num_clients(), 0U);
+}
+
+TEST_F(ConnectionMemory, CloseAbortsThePendingRead) {
+  asio::io_context io;
+  auto stream =
+      make_stream(io, bytes({kEmpty, 0x00}), kUnlimited, kUnlimited, MemoryStream::AtEnd::pend);
+  const Outcome o =
+      serve(server_, io, std::move(stream), 5000ms, [](Conn& c, const MemoryStream::Peer& p) {
+        if (p.read_pending() && p.output().size() == 2) {
+          c.close();
+        }
+      });
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, make_error_code(Errc::closed_by_server)) << o.reason.message();
+  EXPECT_EQ(o.output, ok({}));
+}
+
+TEST_F(ConnectionMemory, DisconnectClosesAnIdleConnection) {
+  asio::io_context io;
+  auto stream = make_stream(io, bytes({kEmpty, 0x00}), 1, kUnlimited, MemoryStream::AtEnd::pend);
+  const Outcome o =
+      serve(server_, io, std::move(stream), 5000ms, [](Conn& c, const MemoryStream::Peer& p) {
+        if (p.read_pending() && p.output().size() == 2) {
+          c.disconnect(std::chrono::seconds(10));
+        }
+      });
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, make_error_code(Errc::graceful_disconnect)) << o.reason.message();
+  EXPECT_EQ(o.output, ok({}));
+}
+
+TEST_F(ConnectionMemory, CancelReachesATaskWaitingForItsRequest) {
+  // The echo task waits for the rest of its request; Client::cancel() must cancel the stream's
+  // pending read through the cancellation slot, so the connection ends instead of waiting for
+  // the Read timeout (5 s by default; the limit here is 3 s).
+  asio::io_context io;
+  auto stream = make_stream(io, bytes({kEcho, 0x05, 0x41}), kUnlimited, kUnlimited,
+                            MemoryStream::AtEnd::pend);
+  bool cancelled = false;
+  const Outcome o =
+      serve(server_, io, std::move(stream), 3000ms, [&](Conn& c, const MemoryStream::Peer& p) {
+        if (!cancelled && p.read_pending() && p.input_left() == 0) {
+          cancelled = true;
+          c.cancel();
+        }
+      });
+  EXPECT_TRUE(cancelled);
+  ASSERT_TRUE(o.finished) << "the pending read was not cancelled";
+  EXPECT_TRUE(o.reason) << "a cancelled task that fails drops the connection";
+  EXPECT_TRUE(o.output.empty()) << hex(o.output);
+}
+
+TEST_F(ConnectionMemory, InputArrivingLaterIsServed) {
+  asio::io_context io;
+  auto stream = make_stream(io, bytes({kEcho, 0x02}), 1, kUnlimited, MemoryStream::AtEnd::pend);
+  int step = 0;
+  const Outcome o =
+      serve(server_, io, std::move(stream), 5000ms, [&](Conn&, const MemoryStream::Peer& p) {
+        if (!p.read_pending()) {
+          return;
+        }
+        if (step == 0 && p.input_left() == 0) {
+          p.append_input(bytes({0x41, 0x42, 0x00, kEmpty}));
+          step = 1;
+        } else if (step == 1 && p.input_left() == 0) {
+          p.append_input(bytes({0x00}));
+          step = 2;
+        } else if (step == 2 && p.output().size() == 7) {
+          p.end_input();
+          step = 3;
+        }
+      });
+  ASSERT_TRUE(o.finished);
+  EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+  EXPECT_EQ(o.output, concat({ok(bytes({0x41, 0x42})), ok({})}));
+}
+
+// ---- a failure at every operation -----------------------------------------------------------
+
+struct FailureCase {
+  std::string name;
+  Workload workload;
+  std::size_t read_chunk;
+  std::size_t write_chunk;
+};
+
+void fail_every_operation(Server& server, const FailureCase& c, std::error_code error) {
+  SCOPED_TRACE(c.name + ", read chunk " + chunk_name(c.read_chunk) + ", write chunk " +
+               chunk_name(c.write_chunk) + ", error " + error.message());
+  Outcome clean;
+  {
+    asio::io_context io;
+    clean = serve(server, io, make_stream(io, c.workload.input, c.read_chunk, c.write_chunk));
+  }
+  ASSERT_TRUE(clean.finished);
+  ASSERT_EQ(clean.reason, c.workload.end) << clean.reason.message();
+  ASSERT_EQ(clean.output, c.workload.expected);
+  ASSERT_GT(clean.operations, 0U);
+
+  for (std::uint64_t n = 1; n <= clean.operations + 2; ++n) {
+    SCOPED_TRACE("failing operation " + std::to_string(n) + " of " +
+                 std::to_string(clean.operations));
+    asio::io_context io;
+    auto stream = make_stream(io, c.workload.input, c.read_chunk, c.write_chunk);
+    stream.fail_at(n, error);
+    const Outcome o = serve(server, io, std::move(stream), 3000ms);
+    ASSERT_TRUE(o.finished) << "hung";
+    EXPECT_FALSE(o.threw);
+    EXPECT_EQ(o.clients_after, 0U);
+    EXPECT_TRUE(is_prefix(o.output, clean.output))
+        << "wrote bytes that are not a prefix of the clean transcript: " << hex(o.output);
+    if (n <= clean.operations) {
+      EXPECT_EQ(o.injected_failures, 1U);
+      EXPECT_TRUE(o.reason) << "a failed operation must end the connection with an error";
+      EXPECT_EQ(o.operations, n) << "operations after the failure";
+    } else {
+      EXPECT_EQ(o.injected_failures, 0U);
+      EXPECT_EQ(o.reason, clean.reason) << o.reason.message();
+      EXPECT_EQ(o.output, clean.output);
+      EXPECT_EQ(o.operations, clean.operations);
+    }
+    if (::testing::Test::HasFatalFailure()) {
+      return;
+    }
+  }
+}
+
+TEST_F(ConnectionMemory, FailureAtEveryOperationEndsCleanly) {
+  std::mt19937 rng(77);
+  std::vector<FailureCase> cases;
+  cases.push_back({"worked bytes", worked_bytes(), 3, kUnlimited});
+  cases.push_back({"worked bytes", worked_bytes(), kUnlimited, 2});
+  {
+    // Producer responses longer than a write chunk, a partial reader, pipelining, EOF at the end.
+    std::vector<Request> requests = {
+        {kEcho, random_bytes(rng, 40)},    {kProducer, bytes({0x03, 0x10})},
+        {kPartial, random_bytes(rng, 30)}, {kErrorTask, bytes({9})},
+        {kKeepAliveTaskCode, {}},          {kUnknown, bytes({1, 2})},
+        {kEcho, random_bytes(rng, 300)},   {kEmpty, bytes({5})},
+    };
+    cases.push_back({"mixed", make_workload(requests, rng, true), 17, 64});
+    cases.push_back({"mixed", make_workload(requests, rng, false), kUnlimited, 100});
+  }
+  {
+    // A mix with the blocking task, ending with goodbye.
+    std::vector<Request> requests = mixed_requests(rng, 8, /*with_blocking=*/true);
+    requests.push_back({kBlockingEcho, random_bytes(rng, 20)});
+    requests.push_back({kGoodbyeTaskCode, {}});
+    cases.push_back({"mixed with blocking, goodbye", make_workload(requests, rng, true), 29, 50});
+  }
+  const std::error_code errors[] = {asio::error::connection_reset, asio::error::network_down};
+  std::size_t i = 0;
+  for (const auto& c : cases) {
+    fail_every_operation(server_, c, errors[i++ % std::size(errors)]);
+    if (HasFatalFailure()) {
+      return;
+    }
+  }
+  EXPECT_EQ(server_.num_clients(), 0U);
+}
+
+}  // namespace
+}  // namespace serialserver::test
