@@ -1,0 +1,114 @@
+#include <utility>
+
+#include <serialclient/pool.hpp>
+
+namespace serialclient {
+
+Pool::Pool(std::string address, PoolOptions options)
+    : address_(std::move(address)), options_(std::move(options)), work_(io_.get_executor()) {
+  const unsigned threads = options_.io_threads == 0 ? 1 : options_.io_threads;
+  threads_.reserve(threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { io_.run(); });
+  }
+}
+
+Pool::~Pool() {
+  close();
+  work_.reset();
+  for (auto& thread : threads_) {
+    thread.join();
+  }
+}
+
+std::unique_ptr<Client> Pool::acquire(std::error_code& ec) {
+  {
+    std::unique_lock lock(mutex_);
+    available_.wait(lock,
+                    [&] { return closed_ || !idle_.empty() || open_ < options_.max_connections; });
+    if (closed_) {
+      ec = make_error_code(Errc::connection_closed);
+      return nullptr;
+    }
+    if (!idle_.empty()) {
+      auto client = std::move(idle_.back());
+      idle_.pop_back();
+      return client;
+    }
+    ++open_;  // reserve the slot, then connect without holding the lock
+  }
+  auto client = std::make_unique<Client>(io_, options_.connection);
+  client->connect(address_, ec);
+  if (ec) {
+    std::lock_guard lock(mutex_);
+    --open_;
+    available_.notify_one();
+    return nullptr;
+  }
+  return client;
+}
+
+void Pool::release(std::unique_ptr<Client> client) {
+  std::unique_ptr<Client> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    if (client->is_open() && !closed_) {
+      idle_.push_back(std::move(client));
+    } else {
+      dropped = std::move(client);
+      --open_;
+    }
+  }
+  available_.notify_one();
+  // dropped is destroyed here, outside the lock: its destructor posts the close.
+}
+
+Result Pool::call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec) {
+  ec.clear();
+  if (serialserver::is_reserved_task_code(code)) {
+    ec = make_error_code(Errc::reserved_task_code);
+    return {};
+  }
+  auto client = acquire(ec);
+  if (!client) {
+    return {};
+  }
+  Result result = client->call(code, request, ec);
+  release(std::move(client));
+  return result;
+}
+
+std::vector<Result> Pool::call_batch(std::span<const Call> calls, std::error_code& ec) {
+  ec.clear();
+  auto client = acquire(ec);
+  if (!client) {
+    return {};
+  }
+  auto results = client->call_batch(calls, ec);
+  release(std::move(client));
+  return results;
+}
+
+std::size_t Pool::size() const {
+  std::lock_guard lock(mutex_);
+  return open_;
+}
+
+std::size_t Pool::idle() const {
+  std::lock_guard lock(mutex_);
+  return idle_.size();
+}
+
+void Pool::close() {
+  std::vector<std::unique_ptr<Client>> idle;
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    idle.swap(idle_);
+    open_ -= idle.size();
+  }
+  available_.notify_all();
+  idle.clear();
+}
+
+}  // namespace serialclient
