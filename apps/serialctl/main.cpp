@@ -1,0 +1,385 @@
+// serialctl: calls a task on a serial-protocol server from the command line.
+//
+// Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
+
+#include <serialserver/duration.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <serialclient/client.hpp>
+#include <serialclient/error.hpp>
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitGoodbye = 2;
+constexpr int kExitTransport = 3;
+constexpr int kExitUsage = 64;
+
+/// A usage mistake found after parsing (bad hex, bad duration, reserved task code).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::vector<std::uint8_t> parse_hex(const std::string& text) {
+  std::vector<std::uint8_t> out;
+  int high = -1;
+  std::string_view rest(text);
+  if (rest.starts_with("0x") || rest.starts_with("0X")) {
+    rest.remove_prefix(2);
+  }
+  for (char ch : rest) {
+    int value = -1;
+    if (ch >= '0' && ch <= '9') {
+      value = ch - '0';
+    } else if (ch >= 'a' && ch <= 'f') {
+      value = ch - 'a' + 10;
+    } else if (ch >= 'A' && ch <= 'F') {
+      value = ch - 'A' + 10;
+    } else if (ch == ' ' || ch == ':' || ch == '-' || ch == '\t' || ch == '\n') {
+      if (high >= 0) {
+        throw UsageError("--data: separators must fall between whole bytes");
+      }
+      continue;
+    } else {
+      throw UsageError(std::string("--data: not a hex digit: '") + ch + "'");
+    }
+    if (high < 0) {
+      high = value;
+    } else {
+      out.push_back(static_cast<std::uint8_t>(high * 16 + value));
+      high = -1;
+    }
+  }
+  if (high >= 0) {
+    throw UsageError("--data: odd number of hex digits");
+  }
+  return out;
+}
+
+/// Writes all of `data` to `fd`; throws std::system_error.
+void write_all(int fd, std::span<const std::uint8_t> data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      throw std::system_error(errno, std::generic_category(), "write");
+    }
+    data = data.subspan(static_cast<std::size_t>(n));
+  }
+}
+
+/// A hex dump in the style of `xxd`: offset, 16 bytes in hex, the printable characters.
+class HexDumper {
+ public:
+  explicit HexDumper(std::FILE* out) : out_(out) {}
+  void add(std::span<const std::uint8_t> data) {
+    for (std::uint8_t b : data) {
+      line_[fill_++] = b;
+      if (fill_ == line_.size()) {
+        emit();
+      }
+    }
+  }
+  void finish() {
+    if (fill_ != 0) {
+      emit();
+    }
+  }
+
+ private:
+  void emit() {
+    std::fprintf(out_, "%08llx:", static_cast<unsigned long long>(offset_));
+    for (std::size_t i = 0; i < line_.size(); ++i) {
+      if (i % 2 == 0) {
+        std::fputc(' ', out_);
+      }
+      if (i < fill_) {
+        std::fprintf(out_, "%02x", line_[i]);
+      } else {
+        std::fputs("  ", out_);
+      }
+    }
+    std::fputs("  ", out_);
+    for (std::size_t i = 0; i < fill_; ++i) {
+      std::fputc(line_[i] >= 0x20 && line_[i] < 0x7f ? line_[i] : '.', out_);
+    }
+    std::fputc('\n', out_);
+    offset_ += fill_;
+    fill_ = 0;
+  }
+
+  std::FILE* out_;
+  std::array<std::uint8_t, 16> line_{};
+  std::size_t fill_ = 0;
+  std::uint64_t offset_ = 0;
+};
+
+struct CommonArgs {
+  std::string address;
+  std::string timeout = "10m";
+};
+
+serialclient::Options make_options(const CommonArgs& args) {
+  serialclient::Options options;
+  try {
+    options.response_timeout = serialserver::parse_duration(args.timeout);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--timeout: ") + e.what());
+  }
+  if (options.response_timeout > std::chrono::nanoseconds::zero() &&
+      options.response_timeout < options.connect_timeout) {
+    options.connect_timeout = options.response_timeout;
+  }
+  return options;
+}
+
+int transport_failure(const std::error_code& ec, const std::string& what) {
+  std::cerr << "serialctl: " << what << ": " << ec.message() << "\n";
+  return kExitTransport;
+}
+
+struct CallArgs {
+  CommonArgs common;
+  int task = -1;
+  std::optional<std::string> data;
+  std::optional<std::string> file;
+  bool from_stdin = false;
+  std::optional<std::string> out;
+};
+
+int run_call(const CallArgs& args) {
+  if (args.task < 0 || args.task > 255) {
+    throw UsageError("TASK must be 0..249");
+  }
+  const auto task = static_cast<serialclient::TaskCode>(args.task);
+  if (serialserver::is_reserved_task_code(task)) {
+    throw UsageError(
+        "task codes 250..255 are reserved: use `serialctl keepalive` or "
+        "`serialctl goodbye`");
+  }
+  std::vector<std::uint8_t> data;
+  if (args.data) {
+    data = parse_hex(*args.data);
+  }
+  int in_fd = -1;
+  if (args.file) {
+    in_fd = ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC);
+    if (in_fd < 0) {
+      std::cerr << "serialctl: cannot open " << *args.file << ": " << std::strerror(errno) << "\n";
+      return kExitUsage;
+    }
+  } else if (args.from_stdin) {
+    in_fd = STDIN_FILENO;
+  }
+  int out_fd = STDOUT_FILENO;
+  if (args.out) {
+    out_fd = ::open(args.out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out_fd < 0) {
+      std::cerr << "serialctl: cannot create " << *args.out << ": " << std::strerror(errno) << "\n";
+      return kExitUsage;
+    }
+  }
+  // Raw bytes into a file or pipe; a terminal gets a readable dump instead.
+  const bool dump = !args.out && ::isatty(STDOUT_FILENO) == 1;
+
+  serialclient::Client client(make_options(args.common));
+  std::error_code ec;
+  client.connect(args.common.address, ec);
+  if (ec) {
+    return transport_failure(ec, "connect " + args.common.address);
+  }
+  // Stream both ways: a large file or pipe goes out as it is read, and the response reaches
+  // its destination as it arrives, in constant memory.
+  const serialclient::BlockingProducer producer = [&](serialclient::BlockingRequestWriter& w) {
+    if (in_fd < 0) {
+      w.write(data);
+      return;
+    }
+    std::vector<std::uint8_t> buffer(64 * 1024);
+    for (;;) {
+      const ssize_t n = ::read(in_fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0) {
+        throw std::runtime_error(std::string("read input: ") + std::strerror(errno));
+      }
+      if (n == 0) {
+        return;
+      }
+      w.write(std::span(buffer).first(static_cast<std::size_t>(n)));
+    }
+  };
+  HexDumper dumper(stdout);
+  std::uint64_t received = 0;
+  const serialclient::BlockingConsumer consumer = [&](serialclient::BlockingResponseReader& r) {
+    std::vector<std::uint8_t> buffer(64 * 1024);
+    for (;;) {
+      const std::size_t n = r.read_some(buffer);
+      if (n == 0) {
+        return;
+      }
+      received += n;
+      const auto chunk = std::span(buffer).first(n);
+      if (dump) {
+        dumper.add(chunk);
+      } else {
+        write_all(out_fd, chunk);
+      }
+    }
+  };
+  serialclient::Result result;
+  try {
+    result = client.call(task, producer, consumer, ec);
+  } catch (const std::exception& e) {
+    std::cerr << "serialctl: " << e.what() << "\n";
+    return kExitTransport;
+  }
+  if (ec) {
+    return transport_failure(ec, "call task " + std::to_string(args.task));
+  }
+  switch (result.status) {
+    case serialclient::Status::ok:
+      if (dump) {
+        dumper.finish();
+        std::fflush(stdout);
+        std::cerr << "OK, " << received << " bytes\n";
+      }
+      if (args.out && ::close(out_fd) != 0) {
+        std::cerr << "serialctl: write " << *args.out << ": " << std::strerror(errno) << "\n";
+        return kExitTransport;
+      }
+      return kExitOk;
+    case serialclient::Status::error:
+      std::cerr << "error code " << static_cast<unsigned>(result.error_code) << "\n";
+      return kExitError;
+    case serialclient::Status::goodbye:
+      std::cerr << "goodbye: the server is closing the connection; the task was not run\n";
+      return kExitGoodbye;
+  }
+  return kExitTransport;
+}
+
+int run_keep_alive(const CommonArgs& args) {
+  serialclient::Client client(make_options(args));
+  std::error_code ec;
+  client.connect(args.address, ec);
+  if (ec) {
+    return transport_failure(ec, "connect " + args.address);
+  }
+  const auto result = client.keep_alive(ec);
+  if (ec) {
+    return transport_failure(ec, "keep-alive");
+  }
+  if (result.is_goodbye()) {
+    std::cerr << "goodbye: the server is closing the connection\n";
+    return kExitGoodbye;
+  }
+  if (result.is_error()) {
+    std::cerr << "error code " << static_cast<unsigned>(result.error_code) << "\n";
+    return kExitError;
+  }
+  std::cout << "OK\n";
+  return kExitOk;
+}
+
+int run_goodbye(const CommonArgs& args) {
+  serialclient::Client client(make_options(args));
+  std::error_code ec;
+  client.connect(args.address, ec);
+  if (ec) {
+    return transport_failure(ec, "connect " + args.address);
+  }
+  const auto result = client.goodbye(ec);
+  if (ec) {
+    return transport_failure(ec, "goodbye");
+  }
+  if (result.is_goodbye()) {
+    std::cout << "goodbye\n";  // the answer asked for: success
+    return kExitOk;
+  }
+  std::cerr << "serialctl: the server did not answer Goodbye\n";
+  return result.is_error() ? kExitError : kExitTransport;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"serialctl: call tasks on a serial-protocol server."};
+  app.require_subcommand(1);
+  app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 5s, 1m30s.
+
+Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
+
+Examples:
+  serialctl call 127.0.0.1:7070 1 --data 68656c6c6f         echo "hello" (hex dump on a terminal)
+  serialctl call 127.0.0.1:7070 1 --data 'de ad be ef' | xxd   raw bytes into a pipe
+  serialctl call [::1]:7070 6 --file big.bin                 stream a file as the request
+  tar c dir | serialctl call /run/app.sock 1 --stdin --out copy.tar
+  serialctl call 127.0.0.1:7070 5 --data 000003e8 --timeout 500ms   fails with status 3
+  serialctl keepalive 127.0.0.1:7070
+  serialctl goodbye 127.0.0.1:7070)");
+
+  CallArgs call_args;
+  auto* call = app.add_subcommand("call", "call TASK with a request; print the response");
+  call->add_option("ADDR", call_args.common.address, "server address")->required();
+  call->add_option("TASK", call_args.task, "task code, 0..249")->required();
+  auto* data = call->add_option("--data", call_args.data, "request content as hex ('0a1b2c')");
+  auto* file = call->add_option("--file", call_args.file, "request content from a file");
+  auto* in = call->add_flag("--stdin", call_args.from_stdin, "request content from stdin");
+  data->excludes(file, in);
+  file->excludes(in);
+  call->add_option("--out", call_args.out, "write the response content into this file");
+  call->add_option("--timeout", call_args.common.timeout, "longest wait for the response")
+      ->capture_default_str();
+
+  CommonArgs keep_alive_args;
+  auto* keep_alive = app.add_subcommand("keepalive", "send the keep-alive task (250)");
+  keep_alive->add_option("ADDR", keep_alive_args.address, "server address")->required();
+  keep_alive->add_option("--timeout", keep_alive_args.timeout, "longest wait for the response")
+      ->capture_default_str();
+
+  CommonArgs goodbye_args;
+  auto* goodbye = app.add_subcommand("goodbye", "send the goodbye task (255); exit 0 on Goodbye");
+  goodbye->add_option("ADDR", goodbye_args.address, "server address")->required();
+  goodbye->add_option("--timeout", goodbye_args.timeout, "longest wait for the response")
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);
+    return status == 0 ? 0 : kExitUsage;
+  }
+  // Without this a server that closes while a request is being written would kill us.
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    if (call->parsed()) {
+      return run_call(call_args);
+    }
+    if (keep_alive->parsed()) {
+      return run_keep_alive(keep_alive_args);
+    }
+    return run_goodbye(goodbye_args);
+  } catch (const UsageError& e) {
+    std::cerr << "serialctl: " << e.what() << "\n";
+    return kExitUsage;
+  }
+}
