@@ -1,0 +1,725 @@
+// serialbench: a closed-loop load generator for serial-protocol servers, in the spirit of
+// redis-benchmark. Each connection keeps --pipeline requests in flight; every response is
+// validated (an echo must carry back the very request it answers: each request holds its
+// connection number and sequence number), and latencies go into a histogram.
+//
+// It must not be the bottleneck, so each thread runs an epoll loop over non-blocking sockets:
+// one read() of up to 256 KiB per readable socket, responses parsed in place by a streaming
+// state machine (nothing is buffered or allocated per request), and one write() per socket per
+// loop turn carrying every request that the read freed room for.
+
+#include <serialserver/duration.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/wire/block_decoder.hpp>
+#include <serialserver/wire/block_encoder.hpp>
+#include "histogram.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <serialclient/address.hpp>
+
+namespace serialbench {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitErrors = 1;
+constexpr int kExitConnect = 3;
+constexpr int kExitUsage = 64;
+
+constexpr std::size_t kReadBufferSize = 256 * 1024;
+// The per-request sequence stamp: connection number in the top 24 bits, sequence below.
+constexpr unsigned kSeqBits = 40;
+constexpr std::size_t kStampBytes = 8;
+
+enum class Expect { echo, empty, error, any };
+
+struct Config {
+  serialclient::Address address;
+  std::size_t connections = 1;
+  std::size_t pipeline = 1;
+  std::size_t size = 0;
+  serialserver::TaskCode task = 2;
+  Expect expect = Expect::empty;
+  std::optional<std::chrono::nanoseconds> duration;
+  std::optional<std::uint64_t> requests;
+  std::chrono::nanoseconds warmup{0};
+  unsigned threads = 1;
+  bool json = false;
+  bool progress = false;
+};
+
+inline std::uint64_t now_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+/// Phases that the main thread announces to the workers.
+enum Phase : int { kWarmup = 0, kMeasure = 1, kStop = 2 };
+
+/// One connection: its request template, its place in the sequence, and the state of the
+/// response being parsed (which may span any number of reads).
+struct Conn {
+  int fd = -1;
+  std::uint64_t id = 0;
+  std::size_t index = 0;  // in its worker's list: the epoll key
+  bool alive = true;
+  bool want_out = false;  // EPOLLOUT registered: a write is pending
+  // Requests: `batch` holds `pipeline` copies of the encoded request; a batch of k requests is
+  // the first k copies with their stamps rewritten, sent with one write().
+  std::vector<std::uint8_t> batch;
+  std::size_t write_pos = 0;  // a partly written batch: [write_pos, write_end) is pending
+  std::size_t write_end = 0;
+  std::size_t owed = 0;         // requests that may go out once the pending write is done
+  std::uint64_t quota = ~0ULL;  // requests still to send (requests mode)
+  std::uint64_t next_seq = 0;
+  std::uint64_t expect_seq = 0;
+  std::size_t inflight = 0;
+  std::vector<std::uint64_t> sent_at;  // by seq % pipeline
+  // Response parsing.
+  enum class State : std::uint8_t { code, error_code, content } state = State::code;
+  serialserver::wire::BlockDecoder decoder;
+  std::size_t content_offset = 0;
+  bool content_bad = false;
+  bool response_ok = false;
+  std::vector<std::uint8_t> expected;  // the content of the request being answered
+};
+
+/// Per-thread counters; the progress line reads the atomics.
+struct Stats {
+  Histogram histogram;
+  std::uint64_t completed = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t end_ns = 0;
+  std::atomic<std::uint64_t> live_completed{0};
+  std::atomic<std::uint64_t> live_errors{0};
+  std::atomic<bool> done{false};
+};
+
+class Worker {
+ public:
+  Worker(const Config& config, const std::atomic<int>& phase)
+      : config_(config), phase_(phase), read_buffer_(kReadBufferSize) {}
+
+  void add(std::unique_ptr<Conn> conn) {
+    conn->index = conns_.size();
+    conns_.push_back(std::move(conn));
+  }
+  Stats& stats() { return stats_; }
+
+  void run() {
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    for (std::size_t i = 0; i < conns_.size(); ++i) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = i;
+      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, conns_[i]->fd, &ev);
+    }
+    int seen_phase = phase_.load(std::memory_order_acquire);
+    const std::uint64_t start = now_ns();
+    for (auto& c : conns_) {
+      send(*c, config_.pipeline, start);
+    }
+    std::vector<epoll_event> events(512);
+    for (;;) {
+      const int phase = phase_.load(std::memory_order_acquire);
+      if (phase != seen_phase) {
+        if (phase == kMeasure) {
+          // Warm-up is over: what came before does not count.
+          stats_.histogram.clear();
+          stats_.completed = stats_.errors = 0;
+        }
+        seen_phase = phase;
+      }
+      if (seen_phase == kStop) {
+        break;  // responses still in flight are not counted: the window has closed
+      }
+      if (active_ == 0) {
+        break;  // requests mode: every quota is done (or every connection is lost)
+      }
+      const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 20);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        std::perror("serialbench: epoll_wait");
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        Conn& c = *conns_[events[static_cast<std::size_t>(i)].data.u64];
+        if (!c.alive) {
+          continue;
+        }
+        if (events[static_cast<std::size_t>(i)].events & EPOLLOUT) {
+          flush(c);
+        }
+        if (events[static_cast<std::size_t>(i)].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+          on_readable(c);
+        }
+      }
+      stats_.live_completed.store(stats_.completed, std::memory_order_relaxed);
+      stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
+    }
+    stats_.end_ns = now_ns();
+    stats_.live_completed.store(stats_.completed, std::memory_order_relaxed);
+    stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
+    stats_.done.store(true, std::memory_order_release);
+    for (auto& c : conns_) {
+      ::close(c->fd);
+    }
+    ::close(epoll_);
+  }
+
+  /// Connections that still owe requests (requests mode) or are alive (duration mode).
+  void set_active(std::size_t n) { active_ = n; }
+
+ private:
+  void lose(Conn& c) {
+    if (!c.alive) {
+      return;
+    }
+    c.alive = false;
+    ++stats_.errors;
+    ++stats_.lost;
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+    --active_;
+  }
+
+  /// Sends up to k more requests (fewer if the quota runs out), or owes them while an earlier
+  /// write is pending.
+  void send(Conn& c, std::uint64_t k, std::uint64_t now) {
+    k = std::min(k, c.quota);
+    if (k == 0 || !c.alive) {
+      return;
+    }
+    c.quota -= k;
+    c.owed += k;
+    if (c.write_pos == c.write_end) {
+      emit(c, now);
+    }
+  }
+
+  /// Writes every owed request in one write(), stamped with its sequence number and `now`.
+  void emit(Conn& c, std::uint64_t now) {
+    const std::uint64_t k = c.owed;
+    c.owed = 0;
+    const std::size_t request_size = c.batch.size() / config_.pipeline;
+    const std::size_t stamp_bytes = std::min(kStampBytes, config_.size);
+    for (std::uint64_t i = 0; i < k; ++i) {
+      const std::uint64_t seq = c.next_seq++;
+      c.sent_at[seq % config_.pipeline] = now;
+      if (stamp_bytes != 0) {
+        stamp(&c.batch[i * request_size + 2], stamp_bytes, c.id, seq);
+      }
+    }
+    c.inflight += k;
+    c.write_pos = 0;
+    c.write_end = k * request_size;
+    flush(c);
+  }
+
+  static void stamp(std::uint8_t* at, std::size_t n, std::uint64_t id, std::uint64_t seq) {
+    const std::uint64_t value = (id << kSeqBits) | (seq & ((1ULL << kSeqBits) - 1));
+    for (std::size_t i = 0; i < n; ++i) {
+      at[i] = static_cast<std::uint8_t>(value >> (8 * (kStampBytes - 1 - i)));
+    }
+  }
+
+  void flush(Conn& c) {
+    while (c.write_pos < c.write_end) {
+      const ssize_t n = ::write(c.fd, c.batch.data() + c.write_pos, c.write_end - c.write_pos);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno == EAGAIN) {
+          break;
+        }
+        lose(c);
+        return;
+      }
+      c.write_pos += static_cast<std::size_t>(n);
+    }
+    const bool pending = c.write_pos < c.write_end;
+    if (pending != c.want_out) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (pending ? EPOLLOUT : 0U);
+      ev.data.u64 = c.index;
+      ::epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.want_out = pending;
+    }
+    if (!pending) {
+      c.write_pos = c.write_end = 0;
+      if (c.owed != 0 && c.alive) {
+        emit(c, now_ns());
+      }
+    }
+  }
+
+  void on_readable(Conn& c) {
+    const ssize_t n = ::read(c.fd, read_buffer_.data(), read_buffer_.size());
+    if (n <= 0) {
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        return;
+      }
+      lose(c);  // the server closed (or reset) the connection
+      return;
+    }
+    const std::uint64_t now = now_ns();
+    const std::uint64_t freed =
+        parse(c, std::span(read_buffer_).first(static_cast<std::size_t>(n)), now);
+    if (!c.alive) {
+      return;
+    }
+    if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
+      ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+      c.alive = false;
+      --active_;
+      return;
+    }
+    if (phase_.load(std::memory_order_relaxed) != kStop) {
+      send(c, freed, now);
+    }
+  }
+
+  /// Parses responses out of `data`; returns how many completed.
+  std::uint64_t parse(Conn& c, std::span<const std::uint8_t> data, std::uint64_t now) {
+    std::uint64_t completed = 0;
+    std::size_t pos = 0;
+    while (pos < data.size()) {
+      switch (c.state) {
+        case Conn::State::code: {
+          if (c.inflight == 0) {
+            lose(c);  // bytes nobody asked for
+            return completed;
+          }
+          const auto code = static_cast<serialserver::ResponseCode>(data[pos++]);
+          if (code == serialserver::ResponseCode::ok) {
+            c.state = Conn::State::content;
+            c.decoder.reset();
+            c.content_offset = 0;
+            c.content_bad = false;
+            if (config_.expect == Expect::echo) {
+              stamp(c.expected.data(), std::min(kStampBytes, config_.size), c.id, c.expect_seq);
+            }
+          } else if (code == serialserver::ResponseCode::error) {
+            c.state = Conn::State::error_code;
+          } else {
+            lose(c);  // Goodbye, or not a response code: the stream cannot go on
+            return completed;
+          }
+          break;
+        }
+        case Conn::State::error_code:
+          ++pos;
+          complete(c, config_.expect == Expect::error || config_.expect == Expect::any, now);
+          ++completed;
+          c.state = Conn::State::code;
+          break;
+        case Conn::State::content: {
+          const auto chunk = c.decoder.next(data.subspan(pos));
+          pos += chunk.consumed;
+          if (!chunk.content.empty()) {
+            check_content(c, chunk.content);
+          }
+          if (chunk.end) {
+            bool valid = !c.content_bad;
+            if (config_.expect == Expect::echo) {
+              valid = valid && c.content_offset == config_.size;
+            } else if (config_.expect == Expect::empty) {
+              valid = valid && c.content_offset == 0;
+            } else if (config_.expect == Expect::error) {
+              valid = false;
+            }
+            complete(c, valid, now);
+            ++completed;
+            c.state = Conn::State::code;
+          }
+          break;
+        }
+      }
+    }
+    return completed;
+  }
+
+  void check_content(Conn& c, std::span<const std::uint8_t> content) {
+    if (config_.expect == Expect::echo) {
+      const std::size_t offset = c.content_offset;
+      if (offset + content.size() > config_.size ||
+          std::memcmp(c.expected.data() + offset, content.data(), content.size()) != 0) {
+        c.content_bad = true;
+      }
+    }
+    c.content_offset += content.size();
+  }
+
+  void complete(Conn& c, bool valid, std::uint64_t now) {
+    const std::uint64_t sent = c.sent_at[c.expect_seq % config_.pipeline];
+    ++c.expect_seq;
+    --c.inflight;
+    stats_.histogram.record(now - sent);
+    ++stats_.completed;
+    if (!valid) {
+      ++stats_.errors;
+    }
+  }
+
+  const Config& config_;
+  const std::atomic<int>& phase_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+  std::vector<std::uint8_t> read_buffer_;
+  int epoll_ = -1;
+  std::size_t active_ = 0;
+  Stats stats_;
+};
+
+/// Connects one blocking socket, then makes it non-blocking. Returns -1 with errno set.
+int connect_socket(const serialclient::Address& address) {
+  int fd = -1;
+  if (address.is_unix) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (address.path.size() >= sizeof sa.sun_path) {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+    std::memcpy(sa.sun_path, address.path.c_str(), address.path.size() + 1);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      const int saved = errno;
+      if (fd >= 0) {
+        ::close(fd);
+      }
+      errno = saved;
+      return -1;
+    }
+  } else {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* list = nullptr;
+    if (::getaddrinfo(address.host.c_str(), address.port.c_str(), &hints, &list) != 0) {
+      errno = EHOSTUNREACH;
+      return -1;
+    }
+    int saved = ECONNREFUSED;
+    for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+      fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd >= 0 && ::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        break;
+      }
+      saved = errno;
+      if (fd >= 0) {
+        ::close(fd);
+      }
+      fd = -1;
+    }
+    ::freeaddrinfo(list);
+    if (fd < 0) {
+      errno = saved;
+      return -1;
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
+/// Builds connection `id`: its request template, repeated `pipeline` times.
+std::unique_ptr<Conn> make_conn(const Config& config, int fd, std::uint64_t id) {
+  auto c = std::make_unique<Conn>();
+  c->fd = fd;
+  c->id = id;
+  // Bytes after the stamp vary per connection, so a response routed to the wrong connection
+  // is caught as well as a swapped one.
+  std::vector<std::uint8_t> content(config.size);
+  for (std::size_t i = 0; i < content.size(); ++i) {
+    content[i] = static_cast<std::uint8_t>(i * 131 + id * 7 + 1);
+  }
+  std::vector<std::uint8_t> request(1 + serialserver::wire::encoded_size(content.size()));
+  request[0] = config.task;
+  serialserver::wire::encode_message(content, std::span(request).subspan(1));
+  c->batch.reserve(request.size() * config.pipeline);
+  for (std::size_t i = 0; i < config.pipeline; ++i) {
+    c->batch.insert(c->batch.end(), request.begin(), request.end());
+  }
+  c->expected = std::move(content);
+  c->sent_at.assign(config.pipeline, 0);
+  return c;
+}
+
+double to_us(std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+    }
+    out += ch;
+  }
+  return out;
+}
+
+int run(const Config& config) {
+  std::signal(SIGPIPE, SIG_IGN);
+  const std::size_t thread_count =
+      std::max<std::size_t>(1, std::min<std::size_t>(config.threads, config.connections));
+  std::atomic<int> phase{config.warmup.count() > 0 && config.duration ? kWarmup : kMeasure};
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (std::size_t t = 0; t < thread_count; ++t) {
+    workers.push_back(std::make_unique<Worker>(config, phase));
+  }
+  std::vector<std::size_t> per_worker(thread_count, 0);
+  for (std::size_t i = 0; i < config.connections; ++i) {
+    const int fd = connect_socket(config.address);
+    if (fd < 0) {
+      std::fprintf(stderr, "serialbench: cannot connect to %s: %s\n",
+                   config.address.to_string().c_str(), std::strerror(errno));
+      return kExitConnect;
+    }
+    auto conn = make_conn(config, fd, i);
+    if (config.requests) {
+      conn->quota = *config.requests / config.connections +
+                    (i < *config.requests % config.connections ? 1 : 0);
+      if (conn->quota == 0) {
+        ::close(fd);
+        continue;
+      }
+    }
+    workers[i % thread_count]->add(std::move(conn));
+    ++per_worker[i % thread_count];
+  }
+  for (std::size_t t = 0; t < thread_count; ++t) {
+    workers[t]->set_active(per_worker[t]);
+  }
+
+  const std::uint64_t start = now_ns();
+  std::vector<std::thread> threads;
+  for (auto& w : workers) {
+    threads.emplace_back([&w] { w->run(); });
+  }
+  std::uint64_t measure_start = start;
+  std::uint64_t measure_end = 0;
+  bool warm = phase.load() == kWarmup;
+  const auto live = [&](std::uint64_t& completed, std::uint64_t& errors) {
+    completed = errors = 0;
+    for (auto& w : workers) {
+      completed += w->stats().live_completed.load(std::memory_order_relaxed);
+      errors += w->stats().live_errors.load(std::memory_order_relaxed);
+    }
+  };
+  std::uint64_t last_completed = 0;
+  std::uint64_t last_tick = start;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const std::uint64_t now = now_ns();
+    if (warm && now - start >= static_cast<std::uint64_t>(config.warmup.count())) {
+      phase.store(kMeasure, std::memory_order_release);
+      measure_start = now;
+      warm = false;
+      last_completed = 0;
+      last_tick = now;
+    }
+    if (config.duration && !warm &&
+        now - measure_start >= static_cast<std::uint64_t>(config.duration->count())) {
+      phase.store(kStop, std::memory_order_release);
+      measure_end = now;
+      break;
+    }
+    bool all_done = config.requests.has_value();
+    for (auto& w : workers) {
+      all_done = all_done && w->stats().done.load(std::memory_order_acquire);
+    }
+    if (config.progress && now - last_tick >= 1000000000ULL) {
+      std::uint64_t completed = 0;
+      std::uint64_t errors = 0;
+      live(completed, errors);
+      const double rate = static_cast<double>(completed - last_completed) * 1e9 /
+                          static_cast<double>(now - last_tick);
+      std::fprintf(
+          stderr, "\r\033[K%s%.1fs  %.0f requests/s  %" PRIu64 " requests  %" PRIu64 " errors",
+          warm ? "warm-up " : "", static_cast<double>(now - start) / 1e9, rate, completed, errors);
+      last_completed = completed;
+      last_tick = now;
+    }
+    if (all_done) {
+      break;
+    }
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  if (config.progress) {
+    std::fputs("\r\033[K", stderr);
+  }
+  if (!config.duration) {
+    measure_end = 0;
+    for (auto& w : workers) {
+      measure_end = std::max(measure_end, w->stats().end_ns);
+    }
+  }
+  Histogram histogram;
+  std::uint64_t completed = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t lost = 0;
+  for (auto& w : workers) {
+    histogram.merge(w->stats().histogram);
+    completed += w->stats().completed;
+    errors += w->stats().errors;
+    lost += w->stats().lost;
+  }
+  const double seconds = static_cast<double>(measure_end - measure_start) / 1e9;
+  const double rps = seconds > 0 ? static_cast<double>(completed) / seconds : 0.0;
+  const double p50 = to_us(histogram.quantile(0.50));
+  const double p90 = to_us(histogram.quantile(0.90));
+  const double p99 = to_us(histogram.quantile(0.99));
+  const double p999 = to_us(histogram.quantile(0.999));
+  const double max = to_us(histogram.max());
+  if (config.json) {
+    std::printf(
+        "{\"address\":\"%s\",\"task\":%u,\"size\":%zu,\"connections\":%zu,\"pipeline\":%zu,"
+        "\"threads\":%zu,\"seconds\":%.3f,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
+        ",\"connections_lost\":%" PRIu64
+        ",\"requests_per_second\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
+        "\"p99_9\":%.1f,\"max\":%.1f}}\n",
+        json_escape(config.address.to_string()).c_str(), static_cast<unsigned>(config.task),
+        config.size, config.connections, config.pipeline, thread_count, seconds, completed, errors,
+        lost, rps, p50, p90, p99, p999, max);
+  } else {
+    std::printf(
+        "serialbench %s: task %u, %zu-byte requests, %zu connections, pipeline %zu, "
+        "%zu thread%s\n",
+        config.address.to_string().c_str(), static_cast<unsigned>(config.task), config.size,
+        config.connections, config.pipeline, thread_count, thread_count == 1 ? "" : "s");
+    std::printf("  requests      %" PRIu64 " in %.3f s\n", completed, seconds);
+    std::printf("  throughput    %.0f requests/s\n", rps);
+    std::printf("  errors        %" PRIu64 " (connections lost: %" PRIu64 ")\n", errors, lost);
+    std::printf("  latency (us)  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", p50, p90,
+                p99, p999, max);
+  }
+  return errors == 0 && completed > 0 ? kExitOk : kExitErrors;
+}
+
+std::chrono::nanoseconds duration_arg(const std::string& text, const char* flag) {
+  try {
+    return serialserver::parse_duration(text);
+  } catch (const std::invalid_argument& e) {
+    throw CLI::ValidationError(flag, e.what());
+  }
+}
+
+}  // namespace
+}  // namespace serialbench
+
+int main(int argc, char** argv) {
+  using serialbench::Config;
+  using serialbench::Expect;
+  CLI::App app{
+      "serialbench: a load generator for serial-protocol servers.\n"
+      "Every response is validated; latencies are measured per request."};
+  app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 10s, 1m.
+Exit status: 0 no errors, 1 errors (or nothing completed), 3 cannot connect, 64 usage.
+
+Examples:
+  serialbench 127.0.0.1:7070 --connections 50 --duration 10s            ping (task 2)
+  serialbench 127.0.0.1:7070 -c 50 -P 16 --task 1 --size 4096 -n 1000000 echo, pipelined
+  serialbench /tmp/app.sock -c 8 --threads 2 --duration 5s --json)");
+  std::string address;
+  std::string duration;
+  std::string warmup = "0s";
+  std::string expect;
+  std::uint64_t requests = 0;
+  unsigned task = 2;
+  Config config;
+  app.add_option("ADDR", address, "server address")->required();
+  app.add_option("-c,--connections", config.connections, "connections")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
+  app.add_option("-P,--pipeline", config.pipeline, "requests in flight per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65536}));
+  app.add_option("-s,--size", config.size, "request content bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, std::size_t{64} << 20));
+  app.add_option("-t,--task", task, "task code, 0..249 (1 echo, 2 ping on the demo server)")
+      ->capture_default_str()
+      ->check(CLI::Range(0U, 249U));
+  auto* d = app.add_option("-d,--duration", duration, "measure for this long");
+  auto* n = app.add_option("-n,--requests", requests, "send exactly this many requests");
+  d->excludes(n);
+  app.add_option("-w,--warmup", warmup, "unmeasured warm-up before --duration")
+      ->capture_default_str();
+  app.add_option("-x,--expect", expect,
+                 "expected answer: echo, empty, error or any (default: echo for task 1, empty "
+                 "for task 2, any otherwise)")
+      ->check(CLI::IsMember({"echo", "empty", "error", "any"}));
+  app.add_option("-T,--threads", config.threads, "event-loop threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1U, 256U));
+  app.add_flag("--json", config.json, "machine-readable summary on stdout");
+  bool quiet = false;
+  app.add_flag("-q,--quiet", quiet, "no progress line");
+  try {
+    app.parse(argc, argv);
+    config.address = serialclient::parse_address(address);
+    if (!duration.empty()) {
+      config.duration = serialbench::duration_arg(duration, "--duration");
+    } else if (n->count() != 0) {
+      if (requests == 0) {
+        throw CLI::ValidationError("--requests", "must be at least 1");
+      }
+      config.requests = requests;
+    } else {
+      config.duration = std::chrono::seconds(10);
+    }
+    config.warmup = serialbench::duration_arg(warmup, "--warmup");
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);
+    return status == 0 ? 0 : serialbench::kExitUsage;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "serialbench: %s\n", e.what());
+    return serialbench::kExitUsage;
+  }
+  config.task = static_cast<serialserver::TaskCode>(task);
+  if (expect == "echo") {
+    config.expect = Expect::echo;
+  } else if (expect == "empty") {
+    config.expect = Expect::empty;
+  } else if (expect == "error") {
+    config.expect = Expect::error;
+  } else if (expect == "any") {
+    config.expect = Expect::any;
+  } else {
+    config.expect = task == 1 ? Expect::echo : task == 2 ? Expect::empty : Expect::any;
+  }
+  config.progress = !quiet && !config.json && ::isatty(STDERR_FILENO) == 1;
+  return serialbench::run(config);
+}
