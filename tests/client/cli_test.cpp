@@ -1,0 +1,299 @@
+// serialctl and serialbench, the real binaries, against the real demo server (and raw servers
+// for the answers the demo never gives): output and exit statuses.
+
+#include <serialserver/wire/block_encoder.hpp>
+#include "raw_server.hpp"
+#include "support/loopback.hpp"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace serialclient::test {
+namespace {
+
+using namespace std::chrono_literals;
+using serialserver::test::bin_dir;
+using serialserver::test::ChildProcess;
+using serialserver::test::free_port;
+using serialserver::test::wait_for_port;
+
+struct Run {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::filesystem::path scratch(const std::string& name) {
+  return std::filesystem::temp_directory_path() /
+         ("serialclient-cli-" + std::to_string(::getpid()) + "-" + name);
+}
+
+/// Runs bin_dir()/`program` with `args`, stdin from `in` (or /dev/null), bounded by 60 s.
+Run run(const std::string& program, const std::vector<std::string>& args,
+        const std::string& in = "/dev/null") {
+  const auto out_path = scratch("stdout");
+  const auto err_path = scratch("stderr");
+  const std::string path = bin_dir() + "/" + program;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int in_fd = ::open(in.c_str(), O_RDONLY);
+    const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(in_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    std::vector<char*> argv{const_cast<char*>(path.c_str())};
+    for (const auto& a : args) {
+      argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    argv.push_back(nullptr);
+    ::execv(path.c_str(), argv.data());
+    ::_exit(127);
+  }
+  Run result;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  result.out = slurp(out_path);
+  result.err = slurp(err_path);
+  std::filesystem::remove(out_path);
+  std::filesystem::remove(err_path);
+  return result;
+}
+
+/// The real demo server on a free port.
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = free_port();
+    address_ = "127.0.0.1:" + std::to_string(port_);
+    demo_ = std::make_unique<ChildProcess>(
+        bin_dir() + "/serialserver-demo",
+        std::vector<std::string>{"--listen", address_, "--log-level", "warn", "--threads", "2"});
+    ASSERT_TRUE(wait_for_port(port_)) << "the demo server did not start";
+  }
+  void TearDown() override {
+    demo_->signal(SIGTERM);
+    demo_->wait_exit(10s);
+  }
+
+  std::uint16_t port_ = 0;
+  std::string address_;
+  std::unique_ptr<ChildProcess> demo_;
+};
+
+TEST_F(Cli, CallOkPrintsRawBytesIntoAPipe) {
+  const auto r = run("serialctl", {"call", address_, "1", "--data", "68 65 6c 6c 6f"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "hello");
+}
+
+TEST_F(Cli, CallErrorExitsOneWithTheCode) {
+  auto r = run("serialctl", {"call", address_, "3", "--data", "07"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("error code 7"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  r = run("serialctl", {"call", address_, "9"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("error code 255"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, FileAndStdinInOutFile) {
+  const auto in = scratch("in.bin");
+  const auto out = scratch("out.bin");
+  {
+    std::ofstream f(in, std::ios::binary);
+    for (int i = 0; i < 300000; ++i) {
+      f.put(static_cast<char>(i * 7 + i / 256));
+    }
+  }
+  auto r = run("serialctl", {"call", address_, "1", "--file", in.string(), "--out", out.string()});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(slurp(out), slurp(in));
+  r = run("serialctl", {"call", address_, "1", "--stdin"}, in.string());
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, slurp(in));
+  std::filesystem::remove(in);
+  std::filesystem::remove(out);
+}
+
+TEST_F(Cli, KeepAliveAndGoodbye) {
+  auto r = run("serialctl", {"keepalive", address_});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "OK\n");
+  r = run("serialctl", {"goodbye", address_});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "goodbye\n");
+}
+
+TEST_F(Cli, TimeoutIsATransportFailure) {
+  const auto r =
+      run("serialctl", {"call", address_, "5", "--data", "000007d0", "--timeout", "200ms"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_NE(r.err.find("timeout waiting for response"), std::string::npos) << r.err;
+}
+
+TEST(CliRaw, GoodbyeExitsTwo) {
+  RawServer raw([](int fd) {
+    if (RawServer::read_request(fd)) {
+      RawServer::send_all(fd, {0x02});
+    }
+  });
+  const auto r = run("serialctl", {"call", raw.address(), "1", "--data", "00"});
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("goodbye"), std::string::npos) << r.err;
+}
+
+TEST(CliRaw, TransportFailuresExitThree) {
+  const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
+  auto r = run("serialctl", {"call", nobody, "1"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_FALSE(r.err.empty());
+  r = run("serialctl", {"keepalive", nobody});
+  EXPECT_EQ(r.status, 3);
+  RawServer closes_mid_response([](int fd) {
+    if (RawServer::read_request(fd)) {
+      RawServer::send_all(fd, {0x00, 0x09, 'x'});
+    }
+  });
+  r = run("serialctl", {"call", closes_mid_response.address(), "1"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_NE(r.err.find("connection closed"), std::string::npos) << r.err;
+}
+
+TEST(CliUsage, MistakesExitSixtyFour) {
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"call"},
+      {"call", "127.0.0.1:1"},
+      {"call", "127.0.0.1:1", "250"},
+      {"call", "127.0.0.1:1", "255"},
+      {"call", "127.0.0.1:1", "1", "--data", "abc"},
+      {"call", "127.0.0.1:1", "1", "--data", "zz"},
+      {"call", "127.0.0.1:1", "1", "--data", "00", "--stdin"},
+      {"call", "127.0.0.1:1", "1", "--timeout", "soon"},
+      {"frobnicate"},
+  };
+  for (const auto& args : cases) {
+    const auto r = run("serialctl", args);
+    std::string joined;
+    for (const auto& a : args) {
+      joined += a + " ";
+    }
+    EXPECT_EQ(r.status, 64) << joined << "\n" << r.err;
+  }
+  const auto help = run("serialctl", {"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("Examples"), std::string::npos);
+  const auto call_help = run("serialctl", {"call", "--help"});
+  EXPECT_EQ(call_help.status, 0);
+  EXPECT_NE(call_help.out.find("--data"), std::string::npos);
+}
+
+TEST_F(Cli, BenchEchoValidatedJson) {
+  const auto r = run("serialbench", {address_, "--connections", "4", "--pipeline", "8", "--size",
+                                     "300", "--task", "1", "--requests", "4000", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":4000,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"p99_9\":"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, BenchDurationSummary) {
+  const auto r = run("serialbench", {address_, "-c", "3", "-d", "300ms", "--threads", "2"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("requests/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("p99.9"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("errors        0"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, BenchCountsWrongAnswers) {
+  // Task 3 answers Error; an echo was expected.
+  const auto r = run("serialbench",
+                     {address_, "-t", "3", "-s", "1", "--expect", "echo", "-n", "50", "--json"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":50,"), std::string::npos) << r.out;
+}
+
+TEST(CliRaw, BenchCatchesSwappedAnswers) {
+  // Echoes two pipelined requests in the wrong order: both answers are well-formed, and only
+  // the sequence numbers inside them tell.
+  RawServer swapper([](int fd) {
+    for (;;) {
+      auto first = RawServer::read_request(fd);
+      auto second = RawServer::read_request(fd);
+      if (!first || !second) {
+        return;
+      }
+      for (const auto* r : {&*second, &*first}) {
+        std::vector<std::uint8_t> out{0x00};
+        std::vector<std::uint8_t> body(serialserver::wire::encoded_size(r->second.size()));
+        serialserver::wire::encode_message(r->second, body);
+        out.insert(out.end(), body.begin(), body.end());
+        RawServer::send_all(fd, out);
+      }
+    }
+  });
+  const auto r = run("serialbench", {swapper.address(), "-c", "1", "-P", "2", "-t", "1", "-s", "16",
+                                     "-n", "2", "--json"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":2,"), std::string::npos) << r.out;
+}
+
+TEST(CliRaw, BenchOverAUnixSocket) {
+  const auto path = scratch("bench.sock");
+  ChildProcess demo(bin_dir() + "/serialserver-demo",
+                    {"--listen", path.string(), "--log-level", "warn", "--threads", "1"});
+  ASSERT_TRUE(serialserver::test::eventually([&] { return std::filesystem::exists(path); }, 10s));
+  const auto r = run("serialbench", {path.string(), "-c", "2", "-P", "4", "-t", "1", "-s", "20",
+                                     "-n", "1000", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  demo.signal(SIGTERM);
+  demo.wait_exit(10s);
+}
+
+TEST(CliUsage, BenchExitStatuses) {
+  EXPECT_EQ(run("serialbench", {}).status, 64);
+  EXPECT_EQ(run("serialbench", {"127.0.0.1:1", "-d", "1s", "-n", "5"}).status, 64);
+  EXPECT_EQ(run("serialbench", {"127.0.0.1:1", "-t", "250"}).status, 64);
+  EXPECT_EQ(run("serialbench", {"127.0.0.1:1", "-d", "later"}).status, 64);
+  EXPECT_EQ(run("serialbench", {"nonsense", "-n", "1"}).status, 64);
+  const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
+  EXPECT_EQ(run("serialbench", {nobody, "-n", "1"}).status, 3);
+  const auto help = run("serialbench", {"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("Examples"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace serialclient::test
