@@ -61,7 +61,9 @@ std::string level_name(std::uint8_t level) {
   if (level <= kMaxLevel) {
     return std::string(kLevelNames[level]);
   }
-  return "L" + std::to_string(level);
+  std::string name = "L";  // not "L" + to_string(): GCC 12 warns falsely (-Wrestrict) at -O2
+  name += std::to_string(level);
+  return name;
 }
 
 std::optional<std::uint8_t> parse_level(std::string_view text) {
