@@ -51,7 +51,10 @@ class BlockingPool {
               error = std::current_exception();
             }
             auto ex = work.get_executor();
-            asio::dispatch(ex, [handler = std::move(handler), error,
+            // The error moves along with the result: the worker keeps no reference, so the
+            // exception is destroyed on the caller's executor, never here after the caller
+            // has read it.
+            asio::dispatch(ex, [handler = std::move(handler), error = std::move(error),
                                 result = std::move(result)]() mutable {
               std::move(handler)(error, std::move(result));
             });
