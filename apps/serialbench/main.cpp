@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -71,6 +72,18 @@ struct Config {
   bool json = false;
   bool progress = false;
 };
+
+/// CPU time (user + system) of the whole process so far, in nanoseconds: the generator's own
+/// cost, which tells whether it could have been the bottleneck.
+std::uint64_t process_cpu_ns() noexcept {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto ns = [](const timeval& tv) {
+    return static_cast<std::uint64_t>(tv.tv_sec) * 1000000000ULL +
+           static_cast<std::uint64_t>(tv.tv_usec) * 1000ULL;
+  };
+  return ns(usage.ru_utime) + ns(usage.ru_stime);
+}
 
 inline std::uint64_t now_ns() noexcept {
   timespec ts;
@@ -528,6 +541,7 @@ int run(const Config& config) {
   }
   std::uint64_t measure_start = start;
   std::uint64_t measure_end = 0;
+  std::uint64_t cpu_start = process_cpu_ns();
   bool warm = phase.load() == kWarmup;
   const auto live = [&](std::uint64_t& completed, std::uint64_t& errors) {
     completed = errors = 0;
@@ -544,6 +558,7 @@ int run(const Config& config) {
     if (warm && now - start >= static_cast<std::uint64_t>(config.warmup.count())) {
       phase.store(kMeasure, std::memory_order_release);
       measure_start = now;
+      cpu_start = process_cpu_ns();
       warm = false;
       last_completed = 0;
       last_tick = now;
@@ -577,6 +592,7 @@ int run(const Config& config) {
   for (auto& t : threads) {
     t.join();
   }
+  const std::uint64_t cpu_used = process_cpu_ns() - cpu_start;
   if (config.progress) {
     std::fputs("\r\033[K", stderr);
   }
@@ -603,16 +619,18 @@ int run(const Config& config) {
   const double p99 = to_us(histogram.quantile(0.99));
   const double p999 = to_us(histogram.quantile(0.999));
   const double max = to_us(histogram.max());
+  const double cpu_percent =
+      seconds > 0 ? static_cast<double>(cpu_used) / 1e9 / seconds * 100.0 : 0.0;
   if (config.json) {
     std::printf(
         "{\"address\":\"%s\",\"task\":%u,\"size\":%zu,\"connections\":%zu,\"pipeline\":%zu,"
         "\"threads\":%zu,\"seconds\":%.3f,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
         ",\"connections_lost\":%" PRIu64
         ",\"requests_per_second\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
-        "\"p99_9\":%.1f,\"max\":%.1f}}\n",
+        "\"p99_9\":%.1f,\"max\":%.1f},\"cpu_percent\":%.1f}\n",
         json_escape(config.address.to_string()).c_str(), static_cast<unsigned>(config.task),
         config.size, config.connections, config.pipeline, thread_count, seconds, completed, errors,
-        lost, rps, p50, p90, p99, p999, max);
+        lost, rps, p50, p90, p99, p999, max, cpu_percent);
   } else {
     std::printf(
         "serialbench %s: task %u, %zu-byte requests, %zu connections, pipeline %zu, "
@@ -622,6 +640,7 @@ int run(const Config& config) {
     std::printf("  requests      %" PRIu64 " in %.3f s\n", completed, seconds);
     std::printf("  throughput    %.0f requests/s\n", rps);
     std::printf("  errors        %" PRIu64 " (connections lost: %" PRIu64 ")\n", errors, lost);
+    std::printf("  own CPU       %.0f %% of one core\n", cpu_percent);
     std::printf("  latency (us)  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", p50, p90,
                 p99, p999, max);
   }

@@ -1,9 +1,12 @@
 #include "connection_state.hpp"
 
+#include <future>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 #include <asio/co_spawn.hpp>
-#include <asio/use_future.hpp>
+#include <asio/detached.hpp>
 #include <serialclient/client.hpp>
 
 namespace serialclient {
@@ -33,9 +36,44 @@ Client::~Client() {
 
 template <class T, class F>
 T Client::run(F make_awaitable) {
-  // co_spawn keeps the lambda (and so what it captured by reference) alive until the coroutine
-  // ends, and this thread waits for it: references to the caller's data stay valid.
-  return asio::co_spawn(strand_, std::move(make_awaitable), asio::use_future).get();
+  // The step runs on the strand and this thread waits for it, so references to the caller's
+  // data stay valid. Errors come back as values rather than through std::future's
+  // exception_ptr: cheaper, and freeing an exception on another thread is what the
+  // uninstrumented libstdc++ reports as a race under ThreadSanitizer.
+  using Value = std::conditional_t<std::is_void_v<T>, bool, T>;
+  std::optional<Value> value;
+  std::error_code ec;
+  std::exception_ptr other;
+  auto done = std::make_shared<std::promise<void>>();
+  auto finished = done->get_future();
+  asio::co_spawn(
+      strand_,
+      [&, done]() -> asio::awaitable<void> {
+        try {
+          if constexpr (std::is_void_v<T>) {
+            co_await make_awaitable();
+            value.emplace(true);
+          } else {
+            value.emplace(co_await make_awaitable());
+          }
+        } catch (const std::system_error& e) {
+          ec = e.code();
+        } catch (...) {
+          other = std::current_exception();
+        }
+        done->set_value();
+      },
+      asio::detached);
+  finished.wait();
+  if (other) {
+    std::rethrow_exception(other);
+  }
+  if (ec) {
+    throw std::system_error(ec);
+  }
+  if constexpr (!std::is_void_v<T>) {
+    return std::move(*value);
+  }
 }
 
 std::shared_ptr<ConnectionState> Client::current() const {
