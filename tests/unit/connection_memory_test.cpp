@@ -447,8 +447,9 @@ TEST(MemoryStream, DeliversInChunksCapturesWritesAndNeverCompletesInline) {
   std::vector<std::size_t> reads;
   std::error_code last;
   bool inline_completion = false;
+  bool initiating = false;  // true while async_read_some is being called
   std::function<void()> next = [&] {
-    bool initiating = true;
+    initiating = true;
     stream.async_read_some(asio::buffer(buf), [&](std::error_code ec, std::size_t n) {
       inline_completion = inline_completion || initiating;
       last = ec;
