@@ -9,6 +9,7 @@
 // direction). Loopback only; plain blocking sockets, 1 MiB buffers, so the tool is not the limit.
 
 #include <serialserver/wire/block_decoder.hpp>
+#include <serialserver/wire/block_encoder.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
