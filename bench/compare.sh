@@ -17,7 +17,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/serialserver-compare/$STAMP}
 mkdir -p "$OUTDIR"
-BIN=$ROOT/build/release/bin
+BIN=${BIN:-$ROOT/build/release/bin}
 PEERS_BIN=${PEERS_BIN:-${TMPDIR:-/tmp}/serial-peers-bin}
 mkdir -p "$PEERS_BIN"
 

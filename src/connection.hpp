@@ -651,6 +651,10 @@ class Connection final : public Client, public RequestSource {
       if (failed && !stream_closed_ && !peer_gone_) {
         snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection",
                                 to_string(), code, entry->name, failure);
+        // The responses to the requests before this one were earned: send them before the
+        // drop (under the Write timeout), so a pipelining peer loses only what failed.
+        set_close_reason(Errc::task_failed);
+        (void)co_await flush();
       }
       if (peer_gone_) {
         set_close_reason(Errc::peer_closed);

@@ -2,6 +2,7 @@
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
 
+#include "cores.hpp"
 #include "stream_ops.hpp"
 
 #include <asio/co_spawn.hpp>
@@ -111,7 +112,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       : server_(server), options_(std::move(options)) {
     unsigned threads = options_.io_threads;
     if (threads == 0) {
-      threads = std::max(1U, std::thread::hardware_concurrency());
+      threads = available_cores();
     }
     for (unsigned i = 0; i < threads; ++i) {
       contexts_.push_back(std::make_unique<asio::io_context>(1));

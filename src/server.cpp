@@ -1,4 +1,5 @@
 #include "blocking_pool.hpp"
+#include "cores.hpp"
 #include "connection.hpp"
 #include "stream_ops.hpp"
 #include "task_table.hpp"
@@ -92,7 +93,7 @@ detail::BlockingPool& Server::blocking_pool() {
   std::call_once(pool_once_, [this] {
     unsigned threads = options_.worker_threads;
     if (threads == 0) {
-      threads = std::max(2U, std::thread::hardware_concurrency());
+      threads = std::max(2U, detail::available_cores());
     }
     pool_ = std::make_unique<detail::BlockingPool>(threads, options_.max_queued_blocking_tasks);
   });

@@ -55,11 +55,11 @@ class Client : public std::enable_shared_from_this<Client> {
 
   /// The logger (inherited from the server unless set_logger was called).
   std::shared_ptr<Logger> log() const;
-  /// Replaces this client's logger.
+  /// Replaces this client's logger (null: inherit the server's again).
   void set_logger(std::shared_ptr<Logger> logger);
   /// The metrics (inherited from the server unless set_metrics was called); may be null.
   std::shared_ptr<Metrics> metrics() const;
-  /// Replaces this client's metrics (null: none).
+  /// Replaces this client's metrics (null: inherit the server's again).
   void set_metrics(std::shared_ptr<Metrics> metrics);
 
   /// The task being served now, or nothing when idle.

@@ -52,7 +52,8 @@ struct ListenerOptions {
   /// Where to listen: "host:port", "[v6]:port" or a Unix socket path (anything with a '/').
   /// Port 0 picks a free port (see Listener::port()).
   std::string address = "127.0.0.1:7070";
-  /// I/O threads, each running its own io_context; 0 means the number of cores.
+  /// I/O threads, each running its own io_context; 0 means the number of cores this process may
+  /// run on (its CPU affinity).
   unsigned io_threads = 0;
   /// Handshake hook; empty means none (big-endian, no session data).
   HandshakeFunction handshake;
