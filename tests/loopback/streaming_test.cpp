@@ -31,9 +31,9 @@ constexpr bool kThreadSanitized = false;
 #endif
 /// The streamed request: 1 GiB (256 MiB under ThreadSanitizer, which slows every byte down).
 constexpr std::uint64_t kRequestSize = kThreadSanitized ? kGiB / 4 : kGiB;
-/// The streamed response: 1 GiB (256 MiB under AddressSanitizer and 128 MiB under
-/// ThreadSanitizer: producing and checking it is byte by byte).
-constexpr std::uint64_t kResponseSize = kThreadSanitized ? kGiB / 8 : kSanitized ? kGiB / 4 : kGiB;
+/// The streamed response: 1 GiB (128 MiB under ThreadSanitizer: producing and checking it is
+/// byte by byte).
+constexpr std::uint64_t kResponseSize = kThreadSanitized ? kGiB / 8 : kGiB;
 /// How much the process may grow while streaming.
 constexpr std::uint64_t kMaxGrowth = std::uint64_t{64} << 20;
 
