@@ -130,10 +130,10 @@ if command -v strace >/dev/null; then
   timeout 60 strace -c -f -q -e trace=write,writev,sendto,sendmsg -p "$SPID" -o "$out" &
   STPID=$!
   sleep 1
-  res=$("$PEERS_BIN/loadgen" -h 127.0.0.1 -p "$PORT" -c 50 -P 16 -s 0 -t 2 -d 3 -w 0.5 -q | grep '^RESULT')
+  res=$("$PEERS_BIN/loadgen" -h 127.0.0.1 -p "$PORT" -c 50 -P 16 -s 0 -t 2 -d 3 -w 0.5 -q | grep '^RESULT' | tail -1)
   kill -INT "$STPID" 2>/dev/null || true; wait "$STPID" 2>/dev/null || true
   calls=$(awk '$NF ~ /^(write|writev|sendto|sendmsg)$/ {s += $4} END {print s + 0}' "$out")
-  validated=$(sed -n 's/.* validated=\([0-9]*\).*/\1/p' <<<"$res")
+  validated=$(grep -o ' validated=[0-9]*' <<<"$res" | head -1 | cut -d= -f2)
   {
     echo "| measurement | value |"
     echo "|---|---:|"
