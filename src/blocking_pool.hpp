@@ -2,6 +2,12 @@
 
 #include "unique_function.hpp"
 
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <utility>
+
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
@@ -10,12 +16,6 @@
 #include <asio/post.hpp>
 #include <asio/thread_pool.hpp>
 #include <asio/use_awaitable.hpp>
-
-#include <cstddef>
-#include <deque>
-#include <exception>
-#include <mutex>
-#include <utility>
 
 namespace serialserver::detail {
 
@@ -78,11 +78,10 @@ class BlockingPool {
             return;
           }
           auto work = asio::make_work_guard(asio::get_associated_executor(handler));
-          waiters_.emplace_back(
-              [handler = std::move(handler), work = std::move(work)]() mutable {
-                auto ex = work.get_executor();
-                asio::post(ex, std::move(handler));
-              });
+          waiters_.emplace_back([handler = std::move(handler), work = std::move(work)]() mutable {
+            auto ex = work.get_executor();
+            asio::post(ex, std::move(handler));
+          });
         },
         asio::use_awaitable);
   }

@@ -9,11 +9,6 @@
 // second, detached coroutine (the watchdog) enforces the Wait, Read and Write timeouts and the
 // disconnect deadline with one timer that is re-armed only when a deadline moves earlier.
 
-#include "blocking_pool.hpp"
-#include "byte_buffer.hpp"
-#include "stream_ops.hpp"
-#include "task_table.hpp"
-
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>
 #include <serialserver/protocol.hpp>
@@ -22,16 +17,10 @@
 #include <serialserver/task.hpp>
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
-
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/post.hpp>
-#include <asio/redirect_error.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
+#include "blocking_pool.hpp"
+#include "byte_buffer.hpp"
+#include "stream_ops.hpp"
+#include "task_table.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -42,6 +31,16 @@
 #include <stop_token>
 #include <string>
 #include <utility>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 
 namespace serialserver::detail {
 
@@ -439,8 +438,7 @@ class Connection final : public Client, public RequestSource {
       if (auto ec = co_await serve_task(code)) {
         co_return ec;
       }
-      if (!out_.empty() &&
-          (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
+      if (!out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
         if (auto ec = co_await flush()) {
           co_return ec;
         }
@@ -537,16 +535,13 @@ class Connection final : public Client, public RequestSource {
     }
     if (snapshot_.logger->enabled(LogLevel::debug)) {
       static constexpr const char* kOutcomes[] = {"ok", "error", "dropped", "goodbye"};
-      snapshot_.logger->debug("{}: task {} ({}): {}{} in {}us, {} bytes in, {} bytes out",
-                              to_string(), record.code, record.name,
-                              kOutcomes[static_cast<int>(record.outcome)],
-                              record.outcome == TaskOutcome::error
-                                  ? fmt::format(" {}", record.error_code)
-                                  : std::string(),
-                              std::chrono::duration_cast<std::chrono::microseconds>(
-                                  record.duration)
-                                  .count(),
-                              record.bytes_read, record.bytes_written);
+      snapshot_.logger->debug(
+          "{}: task {} ({}): {}{} in {}us, {} bytes in, {} bytes out", to_string(), record.code,
+          record.name, kOutcomes[static_cast<int>(record.outcome)],
+          record.outcome == TaskOutcome::error ? fmt::format(" {}", record.error_code)
+                                               : std::string(),
+          std::chrono::duration_cast<std::chrono::microseconds>(record.duration).count(),
+          record.bytes_read, record.bytes_written);
     }
   }
 
@@ -649,8 +644,8 @@ class Connection final : public Client, public RequestSource {
       record.duration = Clock::now() - started;
       report_task(record);
       if (failed && !stream_closed_ && !peer_gone_) {
-        snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection",
-                                to_string(), code, entry->name, failure);
+        snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
+                                code, entry->name, failure);
         // The responses to the requests before this one were earned: send them before the
         // drop (under the Write timeout), so a pipelining peer loses only what failed.
         set_close_reason(Errc::task_failed);
@@ -752,9 +747,8 @@ class Connection final : public Client, public RequestSource {
   /// task is cancelled if the peer goes away.
   void schedule_probe() {
     auto self = std::static_pointer_cast<Connection>(shared_from_this());
-    asio::post(stream_.get_executor(), [self = std::move(self), gen = task_generation_]() {
-      self->probe(gen);
-    });
+    asio::post(stream_.get_executor(),
+               [self = std::move(self), gen = task_generation_]() { self->probe(gen); });
   }
   void probe(std::uint64_t generation) {
     if (!task_running_ || generation != task_generation_ || stream_closed_) {
@@ -774,12 +768,11 @@ class Connection final : public Client, public RequestSource {
       }
       monitor_active_ = true;
       auto self = std::static_pointer_cast<Connection>(shared_from_this());
-      stream_.async_wait(asio::socket_base::wait_read,
-                         asio::bind_cancellation_slot(
-                             monitor_cancel_.slot(),
-                             [self = std::move(self), gen = task_generation_](std::error_code ec) {
-                               self->on_monitor(gen, ec);
-                             }));
+      stream_.async_wait(
+          asio::socket_base::wait_read,
+          asio::bind_cancellation_slot(monitor_cancel_.slot(),
+                                       [self = std::move(self), gen = task_generation_](
+                                           std::error_code ec) { self->on_monitor(gen, ec); }));
     }
   }
   void stop_monitor() {

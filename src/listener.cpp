@@ -1,9 +1,19 @@
 #include <serialserver/error.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
-
 #include "cores.hpp"
 #include "stream_ops.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <variant>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -18,17 +28,6 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
-
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <exception>
-#include <map>
-#include <mutex>
-#include <stdexcept>
-#include <thread>
-#include <variant>
 
 namespace serialserver {
 
@@ -148,9 +147,9 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       acceptor_ = std::move(acceptor);
     } else {
       asio::ip::tcp::resolver resolver(ctx);
-      auto results = resolver.resolve(parsed.host, parsed.port,
-                                      asio::ip::tcp::resolver::passive |
-                                          asio::ip::tcp::resolver::numeric_service);
+      auto results = resolver.resolve(
+          parsed.host, parsed.port,
+          asio::ip::tcp::resolver::passive | asio::ip::tcp::resolver::numeric_service);
       if (results.empty()) {
         throw std::system_error(make_error_code(asio::error::host_not_found),
                                 "resolve " + options_.address);
@@ -243,8 +242,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
 
  private:
   template <class Acceptor>
-  static asio::awaitable<void> accept_loop(std::shared_ptr<ListenerImpl> self,
-                                           Acceptor& acceptor) {
+  static asio::awaitable<void> accept_loop(std::shared_ptr<ListenerImpl> self, Acceptor& acceptor) {
     using Socket = typename Acceptor::protocol_type::socket;
     std::size_t next = 0;
     asio::steady_timer backoff(acceptor.get_executor());
@@ -252,7 +250,8 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       auto& ctx = *self->contexts_[next];
       next = (next + 1) % self->contexts_.size();
       std::error_code ec;
-      Socket socket = co_await acceptor.async_accept(ctx, asio::redirect_error(asio::use_awaitable, ec));
+      Socket socket =
+          co_await acceptor.async_accept(ctx, asio::redirect_error(asio::use_awaitable, ec));
       if (self->stop_.stop_requested() || !acceptor.is_open()) {
         co_return;
       }

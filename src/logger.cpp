@@ -1,9 +1,9 @@
 #include <serialserver/logger.hpp>
 
+#include <stdexcept>
+
 #include <spdlog/logger.h>
 #include <spdlog/sinks/stdout_sinks.h>
-
-#include <stdexcept>
 
 namespace serialserver {
 

@@ -28,8 +28,7 @@ asio::awaitable<std::vector<std::uint8_t>> RequestReader::async_read_all() {
     if (size == data.size()) {
       data.resize(data.size() * 2);
     }
-    const std::size_t n =
-        co_await source_->async_read_request(std::span(data).subspan(size));
+    const std::size_t n = co_await source_->async_read_request(std::span(data).subspan(size));
     if (n == 0) {
       break;
     }

@@ -1,20 +1,19 @@
+#include <serialserver/server.hpp>
 #include "blocking_pool.hpp"
-#include "cores.hpp"
 #include "connection.hpp"
+#include "cores.hpp"
 #include "stream_ops.hpp"
 #include "task_table.hpp"
 
-#include <serialserver/server.hpp>
+#include <algorithm>
+#include <stdexcept>
+#include <thread>
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
-
-#include <algorithm>
-#include <stdexcept>
-#include <thread>
 
 namespace serialserver {
 
@@ -24,11 +23,12 @@ Server::Server(ServerOptions options)
   metrics_ = options_.metrics;
 }
 
-Server::Server(const Timeout& timeout) : Server([&] {
-  ServerOptions options;
-  options.timeout = timeout;
-  return options;
-}()) {}
+Server::Server(const Timeout& timeout)
+    : Server([&] {
+        ServerOptions options;
+        options.timeout = timeout;
+        return options;
+      }()) {}
 
 Server::~Server() {
   disconnect(std::chrono::nanoseconds(0));
@@ -101,10 +101,9 @@ detail::BlockingPool& Server::blocking_pool() {
 }
 
 template <class Socket>
-asio::awaitable<std::error_code> Server::async_handle_socket(Socket socket, ByteOrder byte_order,
-                                                             SessionData session,
-                                                             std::stop_token stop,
-                                                             const std::atomic<std::int64_t>* stop_grace_ns) {
+asio::awaitable<std::error_code> Server::async_handle_socket(
+    Socket socket, ByteOrder byte_order, SessionData session, std::stop_token stop,
+    const std::atomic<std::int64_t>* stop_grace_ns) {
   auto [local, remote] = detail::socket_addresses(socket);
   auto executor = socket.get_executor();
   auto connection = std::make_shared<detail::Connection<Socket>>(
@@ -115,9 +114,8 @@ asio::awaitable<std::error_code> Server::async_handle_socket(Socket socket, Byte
   if (stop.stop_possible()) {
     on_stop.emplace(stop, [weak = std::weak_ptr<Client>(connection), this, stop_grace_ns] {
       if (auto c = weak.lock()) {
-        c->disconnect(stop_grace_ns != nullptr
-                          ? std::chrono::nanoseconds(stop_grace_ns->load())
-                          : options_.shutdown_grace);
+        c->disconnect(stop_grace_ns != nullptr ? std::chrono::nanoseconds(stop_grace_ns->load())
+                                               : options_.shutdown_grace);
       }
     });
   }
@@ -127,9 +125,9 @@ asio::awaitable<std::error_code> Server::async_handle_socket(Socket socket, Byte
 }
 
 asio::awaitable<std::error_code> Server::async_handle_connection(asio::ip::tcp::socket socket,
-                                                                ByteOrder byte_order,
-                                                                SessionData session,
-                                                                std::stop_token stop) {
+                                                                 ByteOrder byte_order,
+                                                                 SessionData session,
+                                                                 std::stop_token stop) {
   return async_handle_socket(std::move(socket), byte_order, std::move(session), std::move(stop));
 }
 
@@ -184,9 +182,8 @@ void Server::remove_client(const Client& client) noexcept {
 std::vector<std::shared_ptr<Client>> Server::clients() const {
   std::lock_guard lock(clients_mutex_);
   auto result = clients_;
-  std::stable_sort(result.begin(), result.end(), [](const auto& a, const auto& b) {
-    return a->timestamp() < b->timestamp();
-  });
+  std::stable_sort(result.begin(), result.end(),
+                   [](const auto& a, const auto& b) { return a->timestamp() < b->timestamp(); });
   return result;
 }
 

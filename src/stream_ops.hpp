@@ -1,11 +1,11 @@
 #pragma once
 
-#include <asio/ip/tcp.hpp>
-#include <asio/local/stream_protocol.hpp>
-
 #include <concepts>
 #include <string>
 #include <system_error>
+
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
 
 namespace serialserver::detail {
 
@@ -14,7 +14,7 @@ namespace serialserver::detail {
 /// async_write_some path for everything else (TLS, the in-memory test stream).
 template <class Stream>
 concept PlainSocket = std::same_as<Stream, asio::ip::tcp::socket> ||
-                      std::same_as<Stream, asio::local::stream_protocol::socket>;
+    std::same_as<Stream, asio::local::stream_protocol::socket>;
 
 /// Closes a stream (or the socket under it), ignoring errors.
 template <class Stream>

@@ -4,13 +4,13 @@
 #include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
 
-#include <asio/steady_timer.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
-
 #include <algorithm>
 #include <array>
 #include <numeric>
+
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
 
 namespace demo {
 
@@ -54,8 +54,7 @@ class PatternProducer final : public serialserver::ResponseProducer {
  public:
   explicit PatternProducer(std::uint64_t size) : remaining_(size) {}
   asio::awaitable<std::size_t> async_produce(std::span<std::uint8_t> out) override {
-    const std::size_t n =
-        static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, out.size()));
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, out.size()));
     for (std::size_t i = 0; i < n; ++i) {
       out[i] = static_cast<std::uint8_t>(offset_ + i);
     }
@@ -71,8 +70,8 @@ class PatternProducer final : public serialserver::ResponseProducer {
 
 asio::awaitable<Response> produce(TaskContext& ctx) {
   const auto size = co_await read_number<std::uint64_t>(ctx);
-  co_return Response::stream(std::unique_ptr<serialserver::ResponseProducer>(
-      std::make_unique<PatternProducer>(size)));
+  co_return Response::stream(
+      std::unique_ptr<serialserver::ResponseProducer>(std::make_unique<PatternProducer>(size)));
 }
 
 asio::awaitable<Response> sleep(TaskContext& ctx) {

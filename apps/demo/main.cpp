@@ -1,18 +1,17 @@
 // serialserver-demo: the library's demonstration server (see demo_tasks.hpp for its tasks).
 
-#include "demo_tasks.hpp"
-
 #include <serialserver/duration.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/logger.hpp>
 #include <serialserver/server.hpp>
-
-#include <CLI/CLI.hpp>
+#include "demo_tasks.hpp"
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <thread>
+
+#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -28,9 +27,10 @@ std::chrono::nanoseconds duration_option(const std::string& text, const char* fl
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"serialserver-demo: a demonstration server for the serial protocol.\n"
-               "Tasks: 1 echo, 2 empty, 3 error(code=first byte), 4 produce N bytes (u64 BE),\n"
-               "5 sleep N ms (u32 BE), 6 count request bytes (reply u64 BE)."};
+  CLI::App app{
+      "serialserver-demo: a demonstration server for the serial protocol.\n"
+      "Tasks: 1 echo, 2 empty, 3 error(code=first byte), 4 produce N bytes (u64 BE),\n"
+      "5 sleep N ms (u32 BE), 6 count request bytes (reply u64 BE)."};
   std::string listen = "127.0.0.1:7070";
   std::string wait_timeout = "30m";
   std::string read_timeout = "5s";
@@ -45,8 +45,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--read-timeout", read_timeout, "rolling read timeout within a request")
       ->capture_default_str();
-  app.add_option("--write-timeout", write_timeout, "rolling write timeout")
-      ->capture_default_str();
+  app.add_option("--write-timeout", write_timeout, "rolling write timeout")->capture_default_str();
   app.add_option("--max-request-bytes", max_request_bytes, "largest request content; 0: no limit")
       ->capture_default_str();
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")

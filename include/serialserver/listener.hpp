@@ -3,9 +3,6 @@
 #include <serialserver/byte_order.hpp>
 #include <serialserver/session_data.hpp>
 
-#include <asio/any_io_executor.hpp>
-#include <asio/awaitable.hpp>
-
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +10,9 @@
 #include <memory>
 #include <span>
 #include <string>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
 
 namespace serialserver {
 

@@ -1,10 +1,10 @@
 #pragma once
 
-#include <fmt/format.h>
-
 #include <memory>
 #include <string_view>
 #include <utility>
+
+#include <fmt/format.h>
 
 namespace spdlog {
 class logger;

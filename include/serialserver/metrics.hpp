@@ -13,10 +13,10 @@ class Client;
 
 /// How a task ended.
 enum class TaskOutcome : std::uint8_t {
-  ok,         ///< OK and the response were sent
-  error,      ///< Error + code was sent
-  dropped,    ///< the connection was dropped without a response
-  goodbye,    ///< Goodbye was sent instead of running the task
+  ok,       ///< OK and the response were sent
+  error,    ///< Error + code was sent
+  dropped,  ///< the connection was dropped without a response
+  goodbye,  ///< Goodbye was sent instead of running the task
 };
 
 /// One finished task, as reported to Metrics::task_finished.

@@ -1,12 +1,12 @@
 #pragma once
 
-#include <asio/any_io_executor.hpp>
-#include <asio/awaitable.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
 
 namespace serialserver {
 

@@ -1,7 +1,5 @@
 #pragma once
 
-#include <asio/awaitable.hpp>
-
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +9,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <asio/awaitable.hpp>
 
 namespace serialserver {
 
@@ -65,9 +65,10 @@ class Response {
     r.blocking_producer_ = std::move(producer);
     return r;
   }
-  /// A streamed response from a callable: either `asio::awaitable<std::size_t>(std::span<std::uint8_t>)`
-  /// (runs on the I/O thread) or `std::size_t(std::span<std::uint8_t>)` (runs on the worker pool).
-  /// The callable is moved in (it may be move-only) and destroyed when copying stops.
+  /// A streamed response from a callable: either
+  /// `asio::awaitable<std::size_t>(std::span<std::uint8_t>)` (runs on the I/O thread) or
+  /// `std::size_t(std::span<std::uint8_t>)` (runs on the worker pool). The callable is moved in (it
+  /// may be move-only) and destroyed when copying stops.
   template <class F>
   static Response stream(F producer);
 

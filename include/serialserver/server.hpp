@@ -9,10 +9,6 @@
 #include <serialserver/task.hpp>
 #include <serialserver/timeout.hpp>
 
-#include <asio/awaitable.hpp>
-#include <asio/ip/tcp.hpp>
-#include <asio/local/stream_protocol.hpp>
-
 #include <array>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +20,10 @@
 #include <string>
 #include <system_error>
 #include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
 
 namespace serialserver {
 
@@ -81,8 +81,7 @@ class Server {
   /// reserved codes 250..255 or an empty function.
   void register_task(TaskCode code, TaskFunction function, std::string name = {});
   /// Registers a blocking task function, which runs on the worker pool. As register_task.
-  void register_blocking_task(TaskCode code, BlockingTaskFunction function,
-                              std::string name = {});
+  void register_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name = {});
   /// The function and name registered for `code` (Go: TaskFunc), or nothing.
   std::optional<RegisteredTask> task(TaskCode code) const;
   /// The registered task codes, in increasing order (Go: RegisteredTaskCodes).

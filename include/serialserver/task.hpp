@@ -7,10 +7,10 @@
 #include <serialserver/response.hpp>
 #include <serialserver/session_data.hpp>
 
-#include <asio/awaitable.hpp>
-
 #include <functional>
 #include <stop_token>
+
+#include <asio/awaitable.hpp>
 
 namespace serialserver {
 

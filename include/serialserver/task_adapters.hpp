@@ -13,12 +13,12 @@
 #include <serialserver/client.hpp>
 #include <serialserver/task.hpp>
 
-#include <asio/awaitable.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <stop_token>
 #include <vector>
+
+#include <asio/awaitable.hpp>
 
 namespace serialserver::adapters {
 
