@@ -266,7 +266,10 @@ class Worker {
 
   void flush(Conn& c) {
     while (c.write_pos < c.write_end) {
-      const ssize_t n = ::write(c.fd, c.batch.data() + c.write_pos, c.write_end - c.write_pos);
+      // send()/recv() rather than write()/read(): the socket calls skip the VFS layer, and
+      // MSG_NOSIGNAL keeps a reset peer from raising SIGPIPE even where it is not ignored.
+      const ssize_t n =
+          ::send(c.fd, c.batch.data() + c.write_pos, c.write_end - c.write_pos, MSG_NOSIGNAL);
       if (n < 0) {
         if (errno == EINTR) {
           continue;
@@ -296,7 +299,7 @@ class Worker {
   }
 
   void on_readable(Conn& c) {
-    const ssize_t n = ::read(c.fd, read_buffer_.data(), read_buffer_.size());
+    const ssize_t n = ::recv(c.fd, read_buffer_.data(), read_buffer_.size(), 0);
     if (n <= 0) {
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         return;
