@@ -6,8 +6,8 @@
 // Shape: one coroutine (serve) reads a task code, runs the task, drains what the task left of its
 // request, and appends the response to an output buffer; the output is flushed when no complete
 // request is left in the input (so pipelined requests cost one write for many responses). A
-// second, detached coroutine (the watchdog) enforces the Wait, Read and Write timeouts and the
-// disconnect deadline with one timer that is re-armed only when a deadline moves earlier.
+// timer handler (the watchdog) enforces the Wait, Read and Write timeouts and the disconnect
+// deadline with one timer that is re-armed only when a deadline moves earlier.
 
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>
@@ -23,6 +23,7 @@
 #include "task_table.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -48,6 +49,10 @@ namespace serialserver::detail {
 inline constexpr std::size_t kInputCapacity = 16 * 1024;
 /// Output buffer size: responses accumulate up to this before a flush is forced.
 inline constexpr std::size_t kOutputCapacity = 64 * 1024;
+/// The inline buffer that the first read of a request goes into while the input buffer is
+/// given back (an idle connection): enough for small requests in one read, small enough to
+/// keep idle connections cheap.
+inline constexpr std::size_t kIdleReadBytes = 128;
 /// Room a streamed response needs to make progress: one full block plus the end byte.
 inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
 /// Staging buffer for response producers.
@@ -85,7 +90,7 @@ class Connection final : public Client, public RequestSource {
       stream_.non_blocking(true, ignored);
     }
     watchdog_.expires_at(Clock::time_point::max());
-    asio::co_spawn(stream_.get_executor(), watchdog(self), asio::detached);
+    arm_watchdog(self);
 
     std::error_code reason;
     try {
@@ -247,35 +252,42 @@ class Connection final : public Client, public RequestSource {
     }
   }
 
-  static asio::awaitable<void> watchdog(std::shared_ptr<Connection> self) {
+  /// The watchdog is a plain completion handler on the timer, not a coroutine: a coroutine
+  /// would keep a spawned frame chain (about a KiB) alive for every idle connection.
+  /// The handler holds a reference, so the connection lives until the watchdog has stopped.
+  void arm_watchdog(std::shared_ptr<Connection> self) {
+    watchdog_.async_wait(
+        [self = std::move(self)](std::error_code) mutable { on_watchdog(std::move(self)); });
+  }
+
+  /// Runs when the timer fires or its expiry moves (rearm_if_earlier): enforces the deadline
+  /// that has passed, or waits again until the earliest one.
+  static void on_watchdog(std::shared_ptr<Connection> self) {
     Connection& c = *self;
-    for (;;) {
-      std::error_code ec;
-      co_await c.watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (c.finished_) {
-        co_return;
-      }
-      const auto now = Clock::now();
-      if (c.disconnect_deadline_ <= now) {
-        // The grace period is over: cancel what runs and close without a response.
-        c.set_close_reason(Errc::graceful_disconnect);
-        c.cancel_task();
-        c.close_now();
-        co_return;
-      }
-      if (c.io_deadline_ <= now && c.phase_ != Phase::none) {
-        c.set_close_reason(c.phase_ == Phase::waiting   ? Errc::timeout_waiting_for_task
-                           : c.phase_ == Phase::reading ? Errc::read_timeout
-                                                        : Errc::write_timeout);
-        c.cancel_task();
-        c.close_now();
-        co_return;
-      }
-      const auto next = std::min(c.io_deadline_, c.disconnect_deadline_);
-      if (c.watchdog_.expiry() != next) {
-        c.watchdog_.expires_at(next);
-      }
+    if (c.finished_) {
+      return;
     }
+    const auto now = Clock::now();
+    if (c.disconnect_deadline_ <= now) {
+      // The grace period is over: cancel what runs and close without a response.
+      c.set_close_reason(Errc::graceful_disconnect);
+      c.cancel_task();
+      c.close_now();
+      return;
+    }
+    if (c.io_deadline_ <= now && c.phase_ != Phase::none) {
+      c.set_close_reason(c.phase_ == Phase::waiting   ? Errc::timeout_waiting_for_task
+                         : c.phase_ == Phase::reading ? Errc::read_timeout
+                                                      : Errc::write_timeout);
+      c.cancel_task();
+      c.close_now();
+      return;
+    }
+    const auto next = std::min(c.io_deadline_, c.disconnect_deadline_);
+    if (c.watchdog_.expiry() != next) {
+      c.watchdog_.expires_at(next);
+    }
+    c.arm_watchdog(std::move(self));
   }
 
   // ---- reading -----------------------------------------------------------------------------
@@ -298,36 +310,28 @@ class Connection final : public Client, public RequestSource {
     const Timeout& t = server().options().timeout;
     const auto timeout = phase == Phase::waiting ? t.wait : t.read;
     std::error_code ec;
-    std::size_t n = 0;
-    if constexpr (PlainSocket<Stream>) {
-      // Wait for readiness first unless the last read filled the buffer: a speculative read on
-      // an empty socket costs a syscall per request.
-      bool try_first = last_read_filled_;
-      for (;;) {
-        auto space = in_.writable();
-        if (try_first) {
-          n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
-          if (ec != asio::error::would_block && ec != asio::error::try_again) {
-            last_read_filled_ = !ec && n == space.size();
-            break;
-          }
-        }
-        try_first = true;
-        set_io_deadline(phase, timeout);
-        co_await stream_.async_wait(asio::socket_base::wait_read,
-                                    asio::redirect_error(asio::use_awaitable, ec));
-        clear_io_deadline();
-        if (ec) {
-          break;
-        }
-      }
-    } else {
-      auto space = in_.writable();
-      set_io_deadline(phase, timeout);
-      n = co_await stream_.async_read_some(asio::buffer(space.data(), space.size()),
-                                           asio::redirect_error(asio::use_awaitable, ec));
+    // asio's reactor reads at once only when the last read filled its buffer; otherwise it
+    // queues the read on the socket's edge-triggered registration and reads when epoll reports
+    // data. That is one recv per request and no more: a readiness wait (async_wait) would
+    // re-arm the registration with an epoll_ctl on every request.
+    set_io_deadline(phase, timeout);
+    if (!in_.has_storage()) {
+      // Idle (or between requests): read into the small inline buffer, so that a connection
+      // waiting for its next request holds no input buffer. A longer request takes a second
+      // read straight into the input buffer.
+      const std::size_t n = co_await stream_.async_read_some(
+          asio::buffer(idle_in_), asio::redirect_error(asio::use_awaitable, ec));
       clear_io_deadline();
+      if (ec) {
+        co_return read_error(ec);
+      }
+      in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
+      co_return std::error_code{};
     }
+    auto space = in_.writable();
+    const std::size_t n = co_await stream_.async_read_some(
+        asio::buffer(space.data(), space.size()), asio::redirect_error(asio::use_awaitable, ec));
+    clear_io_deadline();
     if (ec) {
       co_return read_error(ec);
     }
@@ -390,15 +394,10 @@ class Connection final : public Client, public RequestSource {
     }
   }
 
-  /// Makes sure the output buffer has `room` free bytes at its back, flushing if needed.
-  asio::awaitable<std::error_code> reserve_output(std::size_t room) {
-    if (out_.tail_room() < room) {
-      if (auto ec = co_await flush()) {
-        co_return ec;
-      }
-    }
-    co_return std::error_code{};
-  }
+  /// True if `room` bytes fit at the back of the output buffer without a flush. The callers
+  /// flush only when this is false (a flush empties the buffer, whose capacity exceeds every
+  /// room asked for): checked inline, since a coroutine call costs a frame per response.
+  bool output_fits(std::size_t room) const noexcept { return out_.tail_room() >= room; }
 
   // ---- the task loop -----------------------------------------------------------------------
   /// True if a whole request (task code and message) is waiting in the input buffer.
@@ -416,8 +415,12 @@ class Connection final : public Client, public RequestSource {
   asio::awaitable<std::error_code> serve() {
     for (;;) {
       if (in_.empty()) {
-        if (auto ec = co_await flush()) {
-          co_return ec;
+        // Most responses go out here without a coroutine call; flush() waits if need be.
+        write_without_waiting();
+        if (!out_.empty()) {
+          if (auto ec = co_await flush()) {
+            co_return ec;
+          }
         }
         // Idle now: give the buffers back. (Not in flush(), which a streamed response calls
         // for every buffer's worth: that would free and allocate the buffer each time.)
@@ -439,16 +442,21 @@ class Connection final : public Client, public RequestSource {
         co_return ec;
       }
       if (!out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
-        if (auto ec = co_await flush()) {
-          co_return ec;
+        write_without_waiting();
+        if (!out_.empty()) {
+          if (auto ec = co_await flush()) {
+            co_return ec;
+          }
         }
       }
     }
   }
 
   asio::awaitable<std::error_code> say_goodbye(TaskCode code) {
-    if (auto ec = co_await reserve_output(1)) {
-      co_return ec;
+    if (!output_fits(1)) {
+      if (auto ec = co_await flush()) {
+        co_return ec;
+      }
     }
     out_.push_back(static_cast<std::uint8_t>(ResponseCode::goodbye));
     TaskRecord record;
@@ -473,37 +481,57 @@ class Connection final : public Client, public RequestSource {
     }
   }
 
-  /// Reads and discards the rest of the request. Past the drain limit, answers Error 254 and
-  /// returns an error so that the connection closes.
-  asio::awaitable<std::error_code> drain_request() {
-    const auto& options = server().options();
-    while (!request_ended_) {
-      if (in_.empty()) {
-        if (auto ec = co_await read_more(Phase::reading)) {
-          co_return ec;
-        }
-        continue;
-      }
+  /// Consumes what the input buffer holds of the request's message, stopping at its end or
+  /// when the request's content passes the drain limit (drain_overflow_: the connection answers
+  /// Error 254 and ends rather than read on). Small requests end here, with no coroutine call.
+  void drain_buffered() noexcept {
+    if (!request_ended_) {
+      note_drain_limit();  // the task may have read past it already
+    }
+    while (!request_ended_ && !in_.empty() && !drain_overflow_) {
       const auto step = decoder_.next(in_.readable());
       in_.consume(step.consumed);
       request_bytes_ += step.content.size();
       task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
       request_ended_ = step.end;
-      if (options.max_request_bytes != 0 && request_bytes_ > options.max_request_bytes) {
-        request_too_large_ = true;
-        if (request_bytes_ - options.max_request_bytes > options.max_request_drain_bytes) {
-          co_await append_error(kMessageTooLargeErrorCode);
-          (void)co_await flush();
-          co_return make_error_code(Errc::message_too_large);
-        }
+      note_drain_limit();
+    }
+  }
+  void note_drain_limit() noexcept {
+    const auto& options = server().options();
+    if (options.max_request_bytes != 0 && request_bytes_ > options.max_request_bytes) {
+      request_too_large_ = true;
+      drain_overflow_ =
+          request_bytes_ - options.max_request_bytes > options.max_request_drain_bytes;
+    }
+  }
+
+  /// True if drain_request() has nothing left to do after drain_buffered().
+  bool drained() const noexcept { return request_ended_ && !drain_overflow_; }
+
+  /// Reads and discards the rest of the request's message.
+  asio::awaitable<std::error_code> drain_request() {
+    for (;;) {
+      drain_buffered();
+      if (drain_overflow_) {
+        co_await append_error(kMessageTooLargeErrorCode);
+        (void)co_await flush();
+        co_return make_error_code(Errc::message_too_large);
+      }
+      if (request_ended_) {
+        co_return std::error_code{};
+      }
+      if (auto ec = co_await read_more(Phase::reading)) {
+        co_return ec;
       }
     }
-    co_return std::error_code{};
   }
 
   asio::awaitable<std::error_code> append_error(ErrorCode code) {
-    if (auto ec = co_await reserve_output(2)) {
-      co_return ec;
+    if (!output_fits(2)) {
+      if (auto ec = co_await flush()) {
+        co_return ec;
+      }
     }
     out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
     out_.push_back(code);
@@ -523,6 +551,7 @@ class Connection final : public Client, public RequestSource {
     request_bytes_ = 0;
     request_ended_ = false;
     request_too_large_ = false;
+    drain_overflow_ = false;
     task_bytes_read_.store(0, std::memory_order_relaxed);
     task_bytes_written_.store(0, std::memory_order_relaxed);
   }
@@ -565,11 +594,14 @@ class Connection final : public Client, public RequestSource {
     }
 
     if (!entry) {  // keep-alive, the unassigned reserved codes, and unregistered codes
-      if (auto ec = co_await drain_request()) {
-        record.outcome = TaskOutcome::dropped;
-        record.duration = Clock::now() - started;
-        report_task(record);
-        co_return ec;
+      drain_buffered();
+      if (!drained()) {
+        if (auto ec = co_await drain_request()) {
+          record.outcome = TaskOutcome::dropped;
+          record.duration = Clock::now() - started;
+          report_task(record);
+          co_return ec;
+        }
       }
       if (request_too_large_) {
         record.outcome = TaskOutcome::error;
@@ -581,8 +613,10 @@ class Connection final : public Client, public RequestSource {
         record.error_code = kUnknownTaskErrorCode;
       }
       if (record.outcome == TaskOutcome::ok) {
-        if (auto ec = co_await reserve_output(2)) {
-          co_return ec;
+        if (!output_fits(2)) {
+          if (auto ec = co_await flush()) {
+            co_return ec;
+          }
         }
         out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
         out_.push_back(0);
@@ -657,11 +691,14 @@ class Connection final : public Client, public RequestSource {
       set_close_reason(Errc::task_failed);
       co_return close_reason_;
     }
-    if (auto ec = co_await drain_request()) {
-      record.outcome = TaskOutcome::dropped;
-      record.duration = Clock::now() - started;
-      report_task(record);
-      co_return ec;
+    drain_buffered();
+    if (!drained()) {
+      if (auto ec = co_await drain_request()) {
+        record.outcome = TaskOutcome::dropped;
+        record.duration = Clock::now() - started;
+        report_task(record);
+        co_return ec;
+      }
     }
     if (error_code) {
       record.outcome = TaskOutcome::error;
@@ -670,11 +707,13 @@ class Connection final : public Client, public RequestSource {
         co_return ec;
       }
     } else {
-      if (auto ec = co_await write_response(response)) {
-        record.outcome = TaskOutcome::dropped;
-        record.duration = Clock::now() - started;
-        report_task(record);
-        co_return ec;
+      if (!write_response_now(response)) {
+        if (auto ec = co_await write_response(response)) {
+          record.outcome = TaskOutcome::dropped;
+          record.duration = Clock::now() - started;
+          report_task(record);
+          co_return ec;
+        }
       }
       record.outcome = TaskOutcome::ok;
     }
@@ -683,11 +722,31 @@ class Connection final : public Client, public RequestSource {
     co_return std::error_code{};
   }
 
+  /// Appends an OK response held in memory when its whole encoding fits in the output buffer
+  /// (the common case, done without a coroutine call); false if write_response() must do it.
+  /// The bytes are those write_response() would produce: the encoding does not depend on how
+  /// the content is split.
+  bool write_response_now(const Response& response) {
+    if (response.producer() != nullptr || response.blocking_producer()) {
+      return false;
+    }
+    const auto content = response.bytes();
+    if (!output_fits(1 + wire::encoded_size(content.size()))) {
+      return false;
+    }
+    out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
+    out_.commit(wire::encode_message(content, out_.writable()));
+    task_bytes_written_.fetch_add(content.size(), std::memory_order_relaxed);
+    return true;
+  }
+
   /// Appends `content` block-encoded, flushing whenever the output buffer fills.
   asio::awaitable<std::error_code> encode_content(std::span<const std::uint8_t> content) {
     while (!content.empty()) {
-      if (auto ec = co_await reserve_output(kMinEncodeRoom)) {
-        co_return ec;
+      if (!output_fits(kMinEncodeRoom)) {
+        if (auto ec = co_await flush()) {
+          co_return ec;
+        }
       }
       auto space = out_.writable();
       // Content whose encoding surely fits: whole blocks of 256 encoded bytes per 255.
@@ -702,8 +761,10 @@ class Connection final : public Client, public RequestSource {
   }
 
   asio::awaitable<std::error_code> write_response(Response& response) {
-    if (auto ec = co_await reserve_output(1)) {
-      co_return ec;
+    if (!output_fits(1)) {
+      if (auto ec = co_await flush()) {
+        co_return ec;
+      }
     }
     out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
     encoder_.reset();
@@ -734,24 +795,32 @@ class Connection final : public Client, public RequestSource {
     } else if (auto ec = co_await encode_content(response.bytes())) {
       co_return ec;
     }
-    if (auto ec = co_await reserve_output(kMaxBlockSize + 2)) {
-      co_return ec;
+    if (!output_fits(kMaxBlockSize + 2)) {
+      if (auto ec = co_await flush()) {
+        co_return ec;
+      }
     }
     out_.commit(encoder_.finish(out_.writable()));
     co_return std::error_code{};
   }
 
   // ---- noticing a suspended task -----------------------------------------------------------
-  /// Posted when a coroutine task starts. If it runs while the task is still running, the task
-  /// has suspended: the responses before it go out now, and the socket is watched so that the
-  /// task is cancelled if the peer goes away.
+  /// Posted when a coroutine task starts. If it runs while a task is running, that task has
+  /// suspended (the probe runs only when this connection's coroutine has yielded: one thread
+  /// serves the connection): the responses before it go out now, and the socket is watched so
+  /// that the task is cancelled if the peer goes away. At most one probe is queued at a time:
+  /// pipelined tasks that finish without suspending share it instead of posting one each.
   void schedule_probe() {
+    if (probe_pending_) {
+      return;
+    }
+    probe_pending_ = true;
     auto self = std::static_pointer_cast<Connection>(shared_from_this());
-    asio::post(stream_.get_executor(),
-               [self = std::move(self), gen = task_generation_]() { self->probe(gen); });
+    asio::post(stream_.get_executor(), [self = std::move(self)]() { self->probe(); });
   }
-  void probe(std::uint64_t generation) {
-    if (!task_running_ || generation != task_generation_ || stream_closed_) {
+  void probe() {
+    probe_pending_ = false;
+    if (!task_running_ || task_suspended_ || stream_closed_) {
       return;
     }
     task_suspended_ = true;
@@ -815,6 +884,7 @@ class Connection final : public Client, public RequestSource {
   SessionData session_;
   asio::steady_timer watchdog_;
   ByteBuffer in_{kInputCapacity};
+  std::array<std::uint8_t, kIdleReadBytes> idle_in_;
   ByteBuffer out_{kOutputCapacity};
   wire::BlockDecoder decoder_;
   wire::BlockEncoder encoder_;
@@ -829,11 +899,11 @@ class Connection final : public Client, public RequestSource {
   bool finished_ = false;
   bool stream_closed_ = false;
   bool disconnect_requested_ = false;
-  bool last_read_filled_ = false;
 
   std::uint64_t request_bytes_ = 0;
   bool request_ended_ = false;
   bool request_too_large_ = false;
+  bool drain_overflow_ = false;
 
   std::stop_source stop_source_;
   asio::cancellation_signal task_cancel_;
@@ -847,6 +917,7 @@ class Connection final : public Client, public RequestSource {
 
   asio::cancellation_signal monitor_cancel_;
   bool monitor_active_ = false;
+  bool probe_pending_ = false;
 };
 
 }  // namespace serialserver::detail

@@ -1,10 +1,16 @@
 #include <serialserver/error.hpp>
 #include <serialserver/request_reader.hpp>
 
+#include <algorithm>
+
 #include <asio/co_spawn.hpp>
 #include <asio/use_future.hpp>
 
 namespace serialserver {
+namespace {
+/// The first read of async_read_all(): requests up to this size take one allocation.
+constexpr std::size_t kFirstChunk = 8192;
+}  // namespace
 
 asio::awaitable<std::size_t> RequestReader::async_read_some(std::span<std::uint8_t> out) {
   return source_->async_read_request(out);
@@ -21,12 +27,24 @@ asio::awaitable<void> RequestReader::async_read_exact(std::span<std::uint8_t> ou
 }
 
 asio::awaitable<std::vector<std::uint8_t>> RequestReader::async_read_all() {
-  std::vector<std::uint8_t> data;
+  // Most requests are small: read the first part into a scratch buffer and allocate the
+  // result at its exact size, rather than grow a zero-filled vector from a guess (which cost
+  // several allocations, copies and memsets per request).
+  std::uint8_t first[kFirstChunk];
   std::size_t size = 0;
-  data.resize(256);
+  bool ended = false;
+  while (!ended && size < kFirstChunk) {
+    const std::size_t n = co_await source_->async_read_request(std::span(first).subspan(size));
+    size += n;
+    ended = n == 0 || source_->request_ended();
+  }
+  std::vector<std::uint8_t> data(first, first + size);
+  if (ended) {
+    co_return data;
+  }
   for (;;) {
     if (size == data.size()) {
-      data.resize(data.size() * 2);
+      data.resize(std::max<std::size_t>(data.size() * 2, 2 * kFirstChunk));
     }
     const std::size_t n = co_await source_->async_read_request(std::span(data).subspan(size));
     if (n == 0) {
