@@ -81,10 +81,17 @@ class Connection final : public Client, public RequestSource {
     Server& server = this->server();
     server.add_client(self);
     refresh(snapshot_);
+    const auto opened_at = Clock::now();
     if (snapshot_.metrics) {
       snapshot_.metrics->connection_opened(*this);
     }
-    snapshot_.logger->info("connection opened: {}", to_string());
+    if (snapshot_.logger->enabled(LogLevel::info)) {
+      snapshot_.logger->event(LogLevel::info, "connection opened",
+                              {{"client", to_string()},
+                               {"id", id()},
+                               {"remote", remote_address()},
+                               {"local", local_address()}});
+    }
     if constexpr (PlainSocket<Stream>) {
       std::error_code ignored;
       stream_.non_blocking(true, ignored);
@@ -107,7 +114,20 @@ class Connection final : public Client, public RequestSource {
     if (snapshot_.metrics) {
       snapshot_.metrics->connection_closed(*this, reason);
     }
-    snapshot_.logger->info("connection closed: {}: {}", to_string(), reason.message());
+    if (snapshot_.logger->enabled(LogLevel::info)) {
+      snapshot_.logger->event(
+          LogLevel::info, "connection closed",
+          {{"client", to_string()},
+           {"id", id()},
+           {"duration_ms",
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - opened_at)
+                .count()},
+           {"tasks", tasks_finished_},
+           {"bytes_in", content_bytes_in_},
+           {"bytes_out", content_bytes_out_},
+           {"reason", close_reason_name(reason)},
+           {"detail", reason.message()}});
+    }
     server.remove_client(*this);  // last: the server may be gone once its last client is
     co_return reason;
   }
@@ -559,18 +579,39 @@ class Connection final : public Client, public RequestSource {
   void report_task(TaskRecord& record) {
     record.bytes_read = request_bytes_;
     record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
+    ++tasks_finished_;
+    content_bytes_in_ += record.bytes_read;
+    content_bytes_out_ += record.bytes_written;
     if (snapshot_.metrics) {
       snapshot_.metrics->task_finished(*this, record);
     }
-    if (snapshot_.logger->enabled(LogLevel::debug)) {
-      static constexpr const char* kOutcomes[] = {"ok", "error", "dropped", "goodbye"};
-      snapshot_.logger->debug(
-          "{}: task {} ({}): {}{} in {}us, {} bytes in, {} bytes out", to_string(), record.code,
-          record.name, kOutcomes[static_cast<int>(record.outcome)],
-          record.outcome == TaskOutcome::error ? fmt::format(" {}", record.error_code)
-                                               : std::string(),
-          std::chrono::duration_cast<std::chrono::microseconds>(record.duration).count(),
-          record.bytes_read, record.bytes_written);
+    if (snapshot_.logger->enabled(LogLevel::debug)) {  // nothing is formatted otherwise
+      const std::string client = to_string();
+      const auto micros =
+          std::chrono::duration_cast<std::chrono::microseconds>(record.duration).count();
+      const std::string_view outcome = task_outcome_name(record.outcome);
+      if (record.outcome == TaskOutcome::error) {
+        snapshot_.logger->event(LogLevel::debug, "task",
+                                {{"client", client},
+                                 {"id", id()},
+                                 {"code", record.code},
+                                 {"name", record.name},
+                                 {"outcome", outcome},
+                                 {"error_code", record.error_code},
+                                 {"duration_us", micros},
+                                 {"bytes_in", record.bytes_read},
+                                 {"bytes_out", record.bytes_written}});
+      } else {
+        snapshot_.logger->event(LogLevel::debug, "task",
+                                {{"client", client},
+                                 {"id", id()},
+                                 {"code", record.code},
+                                 {"name", record.name},
+                                 {"outcome", outcome},
+                                 {"duration_us", micros},
+                                 {"bytes_in", record.bytes_read},
+                                 {"bytes_out", record.bytes_written}});
+      }
     }
   }
 
@@ -901,6 +942,10 @@ class Connection final : public Client, public RequestSource {
   bool disconnect_requested_ = false;
 
   std::uint64_t request_bytes_ = 0;
+  // For the connection-closed log line: tasks and request/response content bytes so far.
+  std::uint64_t tasks_finished_ = 0;
+  std::uint64_t content_bytes_in_ = 0;
+  std::uint64_t content_bytes_out_ = 0;
   bool request_ended_ = false;
   bool request_too_large_ = false;
   bool drain_overflow_ = false;

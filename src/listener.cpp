@@ -277,6 +277,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     if (options_.max_connections != 0 && live_.load() >= options_.max_connections) {
       server_.log()->warn("refusing {}: {} connections already (max_connections)", remote,
                           live_.load());
+      report_drop(remote, DropReason::max_connections);
       std::error_code ignored;
       socket.close(ignored);
       return false;
@@ -290,6 +291,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
         if (count >= options_.max_connections_per_address) {
           server_.log()->warn("refusing {}: {} connections from {} already", remote, count,
                               address_key);
+          report_drop(remote, DropReason::max_connections_per_address);
           if (count == 0) {
             per_address_.erase(address_key);
           }
@@ -303,6 +305,13 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     }
     ++live_;
     return true;
+  }
+
+  /// Tells the metrics, if any, that a connection was dropped before being served.
+  void report_drop(std::string_view remote, DropReason reason) {
+    if (const auto metrics = server_.metrics()) {
+      metrics->connection_dropped(remote, reason);
+    }
   }
 
   void release(const std::string& address_key) {
@@ -355,6 +364,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
                                 timer.async_wait(asio::use_awaitable));
         if (result.index() == 1) {
           self->server_.log()->warn("handshake with {} timed out", stream.remote_address());
+          self->report_drop(stream.remote_address(), DropReason::handshake_timeout);
           co_return;
         }
         auto& outcome = std::get<0>(result);
@@ -365,10 +375,12 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       } catch (const std::exception& e) {
         self->server_.log()->warn("handshake with {} failed: {}", stream.remote_address(),
                                   e.what());
+        self->report_drop(stream.remote_address(), DropReason::handshake_failed);
         co_return;
       }
     }
     if (self->stop_.stop_requested()) {
+      self->report_drop(socket_addresses(socket).second, DropReason::shutting_down);
       co_return;
     }
     co_await self->server_.async_handle_socket(std::move(socket), handshake.byte_order,

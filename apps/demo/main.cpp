@@ -3,12 +3,15 @@
 #include <serialserver/duration.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/logger.hpp>
+#include <serialserver/metrics_http_server.hpp>
+#include <serialserver/prometheus_metrics.hpp>
 #include <serialserver/server.hpp>
 #include "demo_tasks.hpp"
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -37,6 +40,8 @@ int main(int argc, char** argv) {
   std::string write_timeout = "5s";
   std::string grace = "5s";
   std::string log_level = "info";
+  std::string log_format = "text";
+  std::string metrics_address;
   std::uint64_t max_request_bytes = 0;
   unsigned threads = 0;
   app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
@@ -51,8 +56,13 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();
   app.add_option("--grace", grace, "shutdown grace period")->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+  app.add_option("--log-level", log_level,
+                 "trace, debug, info, warn, error or off (debug: a line per task)")
       ->capture_default_str();
+  app.add_option("--log-format", log_format, "text (key=value) or json (JSON lines)")
+      ->capture_default_str();
+  app.add_option("--metrics", metrics_address,
+                 "serve Prometheus metrics at http://ADDR/metrics (host:port); off by default");
   CLI11_PARSE(app, argc, argv);
 
   serialserver::ServerOptions options;
@@ -62,7 +72,8 @@ int main(int argc, char** argv) {
     options.timeout.read = duration_option(read_timeout, "--read-timeout");
     options.timeout.write = duration_option(write_timeout, "--write-timeout");
     grace_period = duration_option(grace, "--grace");
-    options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level));
+    options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level),
+                                                      serialserver::parse_log_format(log_format));
   } catch (const CLI::Error& e) {
     return app.exit(e);
   } catch (const std::invalid_argument& e) {
@@ -71,6 +82,11 @@ int main(int argc, char** argv) {
   }
   options.max_request_bytes = max_request_bytes;
   options.shutdown_grace = grace_period;
+  std::shared_ptr<serialserver::PrometheusMetrics> metrics;
+  if (!metrics_address.empty()) {
+    metrics = std::make_shared<serialserver::PrometheusMetrics>();
+    options.metrics = metrics;
+  }
 
   // Signals are taken by this thread alone, with sigwait: block them before any thread starts.
   sigset_t signals;
@@ -92,6 +108,21 @@ int main(int argc, char** argv) {
     std::cerr << "serialserver-demo: cannot listen on " << listen << ": " << e.what() << "\n";
     return 1;
   }
+  std::unique_ptr<serialserver::MetricsHttpServer> metrics_server;
+  if (metrics) {
+    try {
+      metrics_server = std::make_unique<serialserver::MetricsHttpServer>(
+          serialserver::MetricsHttpServerOptions{.address = metrics_address}, metrics);
+      metrics_server->start();
+    } catch (const std::exception& e) {
+      std::cerr << "serialserver-demo: cannot serve metrics on " << metrics_address << ": "
+                << e.what() << "\n";
+      listener.shutdown(std::chrono::nanoseconds(0));
+      listener.wait();
+      return 1;
+    }
+    server.log()->info("metrics on http://{}/metrics", metrics_server->local_address());
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -99,6 +130,9 @@ int main(int argc, char** argv) {
                      serialserver::format_duration(grace_period));
   listener.shutdown(grace_period);
   listener.wait();
+  if (metrics_server) {
+    metrics_server->stop();  // after the listener: the last connections are counted too
+  }
   server.log()->info("stopped");
   return 0;
 }

@@ -1,6 +1,11 @@
 #pragma once
 
+#include <concepts>
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
+#include <span>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -15,6 +20,66 @@ namespace serialserver {
 /// Severity of a log line.
 enum class LogLevel : int { trace, debug, info, warn, error, off };
 
+/// How lines are rendered.
+enum class LogFormat : std::uint8_t {
+  /// logfmt-style key=value text: `msg="connection closed" client=... tasks=3`.
+  text,
+  /// JSON lines: `{"ts":...,"level":...,"msg":"connection closed","client":...,"tasks":3}`.
+  json,
+};
+
+/// Parses "text" or "json"; throws std::invalid_argument.
+LogFormat parse_log_format(std::string_view text);
+
+/// One field of a structured log line: a key and a string, integer, floating-point or boolean
+/// value. A view: the key and a string value must outlive the call it is passed to.
+/// Thread-safety: an immutable value.
+class LogField {
+ public:
+  enum class Kind : std::uint8_t { string, int64, uint64, floating, boolean };
+
+  LogField(std::string_view key, std::string_view value) noexcept
+      : key_(key), kind_(Kind::string), string_(value) {}
+  LogField(std::string_view key, const std::string& value) noexcept
+      : LogField(key, std::string_view(value)) {}
+  LogField(std::string_view key, const char* value) noexcept
+      : LogField(key, std::string_view(value)) {}
+  LogField(std::string_view key, bool value) noexcept
+      : key_(key), kind_(Kind::boolean), uint_(value ? 1 : 0) {}
+  template <std::signed_integral T>
+  LogField(std::string_view key, T value) noexcept : key_(key), kind_(Kind::int64), int_(value) {}
+  template <std::unsigned_integral T>
+  requires(!std::same_as<T, bool>) LogField(std::string_view key, T value)
+  noexcept : key_(key), kind_(Kind::uint64), uint_(value) {}
+  LogField(std::string_view key, double value) noexcept
+      : key_(key), kind_(Kind::floating), double_(value) {}
+
+  std::string_view key() const noexcept { return key_; }
+  Kind kind() const noexcept { return kind_; }
+  std::string_view string_value() const noexcept { return string_; }
+  std::int64_t int_value() const noexcept { return int_; }
+  std::uint64_t uint_value() const noexcept { return uint_; }
+  double double_value() const noexcept { return double_; }
+  bool bool_value() const noexcept { return uint_ != 0; }
+
+ private:
+  std::string_view key_;
+  Kind kind_;
+  std::string_view string_;
+  union {
+    std::int64_t int_;
+    std::uint64_t uint_ = 0;
+    double double_;
+  };
+};
+
+/// Appends `message` and `fields` to `out` in `format`: for text, `msg="..." key=value ...`
+/// (values quoted and escaped when they hold spaces, quotes, '=' or control characters); for
+/// JSON, the members `"msg":"...","key":value,...` without the enclosing braces, so that a
+/// line pattern can add the time and level around them. Thread-safety: a pure function.
+void append_log_fields(std::string& out, LogFormat format, std::string_view message,
+                       std::span<const LogField> fields);
+
 /// Where the library and task functions write their feedback (Go: log.Interface). The
 /// application passes one in; the default writes to stderr at info level.
 /// Thread-safety: implementations must be safe to call from any thread at once.
@@ -26,6 +91,20 @@ class Logger {
   virtual bool enabled(LogLevel level) const noexcept = 0;
   /// Writes one line. Must not throw.
   virtual void write(LogLevel level, std::string_view message) noexcept = 0;
+  /// Writes one structured line: a message and its fields. The default renders them as text
+  /// (append_log_fields with LogFormat::text) and passes the result to write(); SpdlogLogger
+  /// renders its own format. Must not throw.
+  virtual void write_fields(LogLevel level, std::string_view message,
+                            std::span<const LogField> fields) noexcept;
+
+  /// Writes a structured line if `level` is enabled. The fields are built before the call, so
+  /// on a hot path check enabled() first.
+  void event(LogLevel level, std::string_view message,
+             std::initializer_list<LogField> fields) noexcept {
+    if (enabled(level)) {
+      write_fields(level, message, std::span<const LogField>(fields.begin(), fields.size()));
+    }
+  }
 
   /// Formats and writes a line if `level` is enabled.
   template <class... Args>
@@ -57,21 +136,34 @@ class Logger {
 };
 
 /// A Logger that writes through an spdlog logger (the adapter for applications that use
-/// spdlog). Thread-safety: as safe as the spdlog logger given (the _mt sinks are).
+/// spdlog). Every line's message part (spdlog's %v) is rendered in `format`: plain messages
+/// become `msg="..."` (text) or `"msg":"..."` (JSON), structured ones add their fields. The
+/// time and level come from the spdlog logger's pattern; set_pattern() installs the matching
+/// one. Thread-safety: as safe as the spdlog logger given (the _mt sinks are).
 class SpdlogLogger final : public Logger {
  public:
-  explicit SpdlogLogger(std::shared_ptr<spdlog::logger> logger);
+  explicit SpdlogLogger(std::shared_ptr<spdlog::logger> logger, LogFormat format = LogFormat::text);
   bool enabled(LogLevel level) const noexcept override;
   void write(LogLevel level, std::string_view message) noexcept override;
+  void write_fields(LogLevel level, std::string_view message,
+                    std::span<const LogField> fields) noexcept override;
+  /// The format of the message part.
+  LogFormat format() const noexcept { return format_; }
+  /// Gives `logger` the line pattern of `format`, with UTC times: text lines read
+  /// `ts=2024-01-02T03:04:05.678901Z level=info msg=...`, JSON lines
+  /// `{"ts":"2024-01-02T03:04:05.678901Z","level":"info","msg":...}`.
+  static void set_pattern(spdlog::logger& logger, LogFormat format);
   /// The wrapped spdlog logger.
   const std::shared_ptr<spdlog::logger>& spdlog_logger() const noexcept { return logger_; }
 
  private:
   std::shared_ptr<spdlog::logger> logger_;
+  LogFormat format_;
 };
 
-/// The default logger: stderr, lines at `level` and above. Thread-safe.
-std::shared_ptr<Logger> make_stderr_logger(LogLevel level = LogLevel::info);
+/// The default logger: stderr, lines at `level` and above, in `format`. Thread-safe.
+std::shared_ptr<Logger> make_stderr_logger(LogLevel level = LogLevel::info,
+                                           LogFormat format = LogFormat::text);
 
 /// A logger that discards everything. Thread-safe.
 std::shared_ptr<Logger> make_null_logger();
