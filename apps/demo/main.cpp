@@ -53,6 +53,18 @@ int main(int argc, char** argv) {
   app.add_option("--grace", grace, "shutdown grace period")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  auto* cert_option = app.add_option("--tls-cert", tls_cert,
+                                     "serve TLS (1.2 or later) with this certificate chain (PEM)");
+  auto* key_option = app.add_option("--tls-key", tls_key, "the private key of --tls-cert (PEM)");
+  auto* client_ca_option =
+      app.add_option("--tls-client-ca", tls_client_ca,
+                     "require client certificates that chain to these CAs (PEM): mutual TLS");
+  cert_option->needs(key_option);
+  key_option->needs(cert_option);
+  client_ca_option->needs(cert_option);
   CLI11_PARSE(app, argc, argv);
 
   serialserver::ServerOptions options;
@@ -85,6 +97,9 @@ int main(int argc, char** argv) {
   serialserver::ListenerOptions listener_options;
   listener_options.address = listen;
   listener_options.io_threads = threads;
+  if (!tls_cert.empty()) {
+    listener_options.tls = serialserver::TlsOptions{tls_cert, tls_key, tls_client_ca};
+  }
   serialserver::Listener listener(server, listener_options);
   try {
     listener.start();
