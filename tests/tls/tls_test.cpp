@@ -301,6 +301,59 @@ TEST_F(Tls, TlsClientAgainstPlaintextServerFailsCleanly) {
   EXPECT_EQ(result.response, bytes({'o', 'k'}));
 }
 
+TEST_F(Tls, HandshakeHooksRunOverTls) {
+  auto listener_options = TestServer::default_listener_options();
+  listener_options.tls = server_tls();
+  listener_options.handshake = [](HandshakeStream& s) -> asio::awaitable<HandshakeResult> {
+    std::uint8_t order = 0;
+    co_await s.async_read_exact(std::span(&order, 1));
+    const std::uint8_t ack = 'k';
+    co_await s.async_write(std::span(&ack, 1));
+    HandshakeResult result;
+    result.byte_order = order == 'L' ? ByteOrder::little_endian : ByteOrder::big_endian;
+    co_return result;
+  };
+  server_ = std::make_unique<TestServer>(TestServer::quiet_options(), listener_options);
+  // Task 9 answers the connection's byte order, as the hook chose it.
+  server_->server().register_task(
+      9,
+      [](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return Response(
+            Bytes{static_cast<std::uint8_t>(ctx.byte_order() == ByteOrder::little_endian)});
+      },
+      "order");
+  server_->start();
+  auto options = client_tls();
+  options.handshake = [](HandshakeStream& s) -> asio::awaitable<ByteOrder> {
+    const std::uint8_t order = 'L';
+    co_await s.async_write(std::span(&order, 1));
+    std::uint8_t ack = 0;
+    co_await s.async_read_exact(std::span(&ack, 1));
+    if (ack != 'k') {
+      throw std::runtime_error("bad ack");
+    }
+    co_return ByteOrder::little_endian;
+  };
+  serialclient::Client client(options);
+  std::error_code ec;
+  client.connect(address(), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(client.byte_order(), ByteOrder::little_endian);
+  const auto result = client.call(9, {}, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(result.response, bytes({1}));
+}
+
+TEST_F(Tls, SilentPeerTimesOutInTheTlsHandshake) {
+  start(server_tls(), 500ms);
+  const auto started = std::chrono::steady_clock::now();
+  RawClient raw(server_->port());  // connects and says nothing
+  EXPECT_TRUE(raw.closed_within(500ms + 5000ms));
+  EXPECT_GE(elapsed_since(started), 450ms);
+  EXPECT_TRUE(eventually([&] { return log().contains("timed out"); }));
+  EXPECT_TRUE(eventually([&] { return server_->listener().num_connections() == 0; }));
+}
+
 /// A raw OpenSSL client limited to [min_version, max_version]; true if the handshake succeeded
 /// and a keep-alive was answered OK.
 bool raw_tls_keep_alive(std::uint16_t port, const std::string& ca, int min_version,
