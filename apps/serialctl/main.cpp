@@ -341,7 +341,10 @@ int run_goodbye(const CommonArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"serialctl: call tasks on a serial-protocol server."};
   app.require_subcommand(1);
+  app.fallthrough();  // the --tls flags may come before or after the subcommand
   app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 5s, 1m30s.
+TLS (1.2 or later) with --tls: the server's certificate is verified against --tls-ca (default:
+the system's CAs) and must carry the host of ADDR (or --tls-server-name).
 
 Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
 

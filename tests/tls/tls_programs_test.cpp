@@ -135,7 +135,7 @@ TEST_F(TlsPrograms, SerialctlOverTls) {
                  address_, "3", "--data", "09"});
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("error code 9"), std::string::npos) << r.err;
-  r = serialctl({"--tls", "--tls-ca", cert("ca.pem"), "keepalive", address_});
+  r = serialctl({"keepalive", address_, "--tls", "--tls-ca", cert("ca.pem")});  // flags after
   EXPECT_EQ(r.status, 0) << r.err;
   r = serialctl({"--tls", "--tls-ca", cert("ca.pem"), "goodbye", address_});
   EXPECT_EQ(r.status, 0) << r.err;
