@@ -19,6 +19,7 @@ SERIALSERVER_APT_PACKAGES=(
   libfmt-dev
   libcli11-dev
   libssl-dev
+  openssl
   libsqlite3-dev
   pkg-config
   python3

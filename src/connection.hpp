@@ -55,6 +55,8 @@ inline constexpr std::size_t kOutputCapacity = 64 * 1024;
 inline constexpr std::size_t kIdleReadBytes = 128;
 /// Room a streamed response needs to make progress: one full block plus the end byte.
 inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
+/// The longest a TLS connection waits for the peer's close_notify when it ends.
+inline constexpr std::chrono::nanoseconds kTlsShutdownTimeout = std::chrono::seconds(2);
 /// Staging buffer for response producers.
 inline constexpr std::size_t kProducerChunk = 16 * 1024;
 
@@ -105,6 +107,11 @@ class Connection final : public Client, public RequestSource {
     } catch (const std::exception& e) {
       reason = close_reason_ ? close_reason_ : make_error_code(Errc::task_failed);
       snapshot_.logger->error("{}: connection failed: {}", to_string(), e.what());
+    }
+    if constexpr (TlsStream<Stream>) {
+      if (!stream_closed_ && !peer_gone_ && reason != Errc::peer_closed) {
+        co_await tls_shutdown();
+      }
     }
     finished_ = true;
     close_gracefully();
@@ -227,14 +234,16 @@ class Connection final : public Client, public RequestSource {
   /// peer lose the last responses (a Goodbye among them). So: end our side, discard what is
   /// readable now, then close.
   void close_gracefully() noexcept {
-    if constexpr (PlainSocket<Stream>) {
+    if constexpr (PlainSocket<Stream> || TlsStream<Stream>) {
       if (!stream_closed_) {
+        auto& socket = lowest_socket(stream_);
         std::error_code ignored;
-        stream_.shutdown(asio::socket_base::shutdown_send, ignored);
+        socket.non_blocking(true, ignored);  // already so for a plain socket
+        socket.shutdown(asio::socket_base::shutdown_send, ignored);
         std::uint8_t scratch[4096];
         for (int i = 0; i < 16; ++i) {
           std::error_code ec;
-          const std::size_t n = stream_.read_some(asio::buffer(scratch), ec);
+          const std::size_t n = socket.read_some(asio::buffer(scratch), ec);
           if (ec || n == 0) {
             break;
           }
@@ -242,6 +251,17 @@ class Connection final : public Client, public RequestSource {
       }
     }
     close_now();
+  }
+
+  /// Sends close_notify and waits, under min(Write timeout, kTlsShutdownTimeout) kept by the
+  /// watchdog, for the peer's: a peer that never answers costs at most that long.
+  asio::awaitable<void> tls_shutdown() {
+    const auto timeout =
+        std::min<std::chrono::nanoseconds>(server().options().timeout.write, kTlsShutdownTimeout);
+    set_io_deadline(Phase::writing, timeout);
+    std::error_code ignored;
+    co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+    clear_io_deadline();
   }
 
   void cancel_task() {
@@ -315,8 +335,7 @@ class Connection final : public Client, public RequestSource {
     if (close_reason_) {
       return close_reason_;
     }
-    if (ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::broken_pipe) {
+    if (is_peer_gone_error(ec)) {
       return make_error_code(Errc::peer_closed);
     }
     return ec;

@@ -3,6 +3,7 @@
 #include <serialserver/server.hpp>
 #include "cores.hpp"
 #include "stream_ops.hpp"
+#include "tls_context.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 #include <variant>
@@ -95,7 +97,7 @@ class SocketHandshakeStream final : public HandshakeStream {
   }
   std::string remote_address() const override {
     std::error_code ec;
-    auto endpoint = socket_.remote_endpoint(ec);
+    auto endpoint = lowest_socket(socket_).remote_endpoint(ec);
     return ec ? std::string("?") : endpoint_to_string(endpoint);
   }
 
@@ -131,6 +133,13 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       throw std::logic_error("Listener::start called twice");
     }
     const ParsedAddress parsed = parse_address(options_.address);
+    if (options_.tls) {
+      if (parsed.is_unix) {
+        throw std::invalid_argument("TLS is for TCP listeners, not the Unix socket '" +
+                                    options_.address + "'");
+      }
+      tls_context_ = make_server_tls_context(*options_.tls);
+    }
     auto& ctx = *contexts_.front();
     if (parsed.is_unix) {
       struct stat st {};
@@ -184,7 +193,8 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     for (auto& context : contexts_) {
       threads_.emplace_back([c = context.get()] { c->run(); });
     }
-    server_.log()->info("listening on {} with {} I/O threads", local_address_, contexts_.size());
+    server_.log()->info("listening on {}{} with {} I/O threads", local_address_,
+                        tls_context_ ? " (TLS)" : "", contexts_.size());
   }
 
   void shutdown(std::chrono::nanoseconds grace) {
@@ -350,21 +360,71 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       const std::string& key;
       ~Release() { impl->release(key); }
     } release{self.get(), address_key};
+    // One deadline for the TLS handshake and the hook together; no timer when there is neither.
+    std::optional<asio::steady_timer> deadline;
+    if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+      if (self->tls_context_) {
+        deadline.emplace(socket.get_executor());
+        deadline->expires_after(self->options_.handshake_timeout);
+        TlsSocket stream(std::move(socket), *self->tls_context_);
+        if (co_await tls_handshake(*self, stream, *deadline)) {
+          co_await serve_stream(self, std::move(stream), deadline);
+        }
+        co_return;
+      }
+    }
+    if (self->options_.handshake) {
+      deadline.emplace(socket.get_executor());
+      deadline->expires_after(self->options_.handshake_timeout);
+    }
+    co_await serve_stream(self, std::move(socket), deadline);
+  }
+
+  /// The server side of the TLS handshake, under `deadline`. False (logged, stream closed) if it
+  /// failed.
+  static asio::awaitable<bool> tls_handshake(ListenerImpl& self, TlsSocket& stream,
+                                             asio::steady_timer& deadline) {
+    using namespace asio::experimental::awaitable_operators;
+    const auto [local, remote] = socket_addresses(stream.lowest_layer());
+    std::error_code ec;
+    auto result = co_await (stream.async_handshake(asio::ssl::stream_base::server,
+                                                   asio::redirect_error(asio::use_awaitable, ec)) ||
+                            deadline.async_wait(asio::use_awaitable));
+    if (result.index() == 1) {
+      self.server_.log()->warn("TLS handshake with {} timed out", remote);
+      self.report_drop(remote, DropReason::handshake_timeout);
+    } else if (ec && is_peer_gone_error(ec)) {
+      // Port scanners and health checks that connect and leave: not worth a warning.
+      self.server_.log()->info("TLS handshake with {}: the peer closed the connection ({})", remote,
+                               ec.message());
+      self.report_drop(remote, DropReason::handshake_failed);
+    } else if (ec) {
+      self.server_.log()->warn("TLS handshake with {} failed: {}", remote, ec.message());
+      self.report_drop(remote, DropReason::handshake_failed);
+    } else {
+      co_return true;
+    }
+    close_stream(stream);
+    co_return false;
+  }
+
+  /// Runs the handshake hook (under `deadline`) over `stream`, then hands it to the server.
+  template <class Stream>
+  static asio::awaitable<void> serve_stream(std::shared_ptr<ListenerImpl> self, Stream stream,
+                                            std::optional<asio::steady_timer>& deadline) {
     HandshakeResult handshake;
     if (self->options_.handshake) {
       using namespace asio::experimental::awaitable_operators;
-      SocketHandshakeStream<Socket> stream(socket);
-      asio::steady_timer timer(socket.get_executor());
-      timer.expires_after(self->options_.handshake_timeout);
+      SocketHandshakeStream<Stream> hook_stream(stream);
       try {
         // The hook's failure is caught inside the race: operator|| waits for the first
         // *successful* branch, so a throwing hook would otherwise hold the connection until the
         // timer fires.
-        auto result = co_await (guarded_handshake(self->options_.handshake, stream) ||
-                                timer.async_wait(asio::use_awaitable));
+        auto result = co_await (guarded_handshake(self->options_.handshake, hook_stream) ||
+                                deadline->async_wait(asio::use_awaitable));
         if (result.index() == 1) {
-          self->server_.log()->warn("handshake with {} timed out", stream.remote_address());
-          self->report_drop(stream.remote_address(), DropReason::handshake_timeout);
+          self->server_.log()->warn("handshake with {} timed out", hook_stream.remote_address());
+          self->report_drop(hook_stream.remote_address(), DropReason::handshake_timeout);
           co_return;
         }
         auto& outcome = std::get<0>(result);
@@ -373,17 +433,18 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
         }
         handshake = std::move(outcome.result);
       } catch (const std::exception& e) {
-        self->server_.log()->warn("handshake with {} failed: {}", stream.remote_address(),
+        self->server_.log()->warn("handshake with {} failed: {}", hook_stream.remote_address(),
                                   e.what());
-        self->report_drop(stream.remote_address(), DropReason::handshake_failed);
+        self->report_drop(hook_stream.remote_address(), DropReason::handshake_failed);
         co_return;
       }
     }
+    deadline.reset();
     if (self->stop_.stop_requested()) {
-      self->report_drop(socket_addresses(socket).second, DropReason::shutting_down);
+      self->report_drop(socket_addresses(lowest_socket(stream)).second, DropReason::shutting_down);
       co_return;
     }
-    co_await self->server_.async_handle_socket(std::move(socket), handshake.byte_order,
+    co_await self->server_.async_handle_socket(std::move(stream), handshake.byte_order,
                                                std::move(handshake.session),
                                                self->stop_.get_token(), &self->grace_ns_);
   }
@@ -395,6 +456,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   std::vector<std::thread> threads_;
   std::variant<std::monostate, asio::ip::tcp::acceptor, asio::local::stream_protocol::acceptor>
       acceptor_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // set by start(), then only read
   std::stop_source stop_;
   std::atomic<std::int64_t> grace_ns_{0};
   std::atomic<std::size_t> live_{0};

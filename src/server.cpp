@@ -104,7 +104,7 @@ template <class Socket>
 asio::awaitable<std::error_code> Server::async_handle_socket(
     Socket socket, ByteOrder byte_order, SessionData session, std::stop_token stop,
     const std::atomic<std::int64_t>* stop_grace_ns) {
-  auto [local, remote] = detail::socket_addresses(socket);
+  auto [local, remote] = detail::socket_addresses(detail::lowest_socket(socket));
   auto executor = socket.get_executor();
   auto connection = std::make_shared<detail::Connection<Socket>>(
       *this, std::move(socket), byte_order, std::move(session), std::move(local),
@@ -236,5 +236,7 @@ template asio::awaitable<std::error_code> Server::async_handle_socket(
 template asio::awaitable<std::error_code> Server::async_handle_socket(
     asio::local::stream_protocol::socket, ByteOrder, SessionData, std::stop_token,
     const std::atomic<std::int64_t>*);
+template asio::awaitable<std::error_code> Server::async_handle_socket(
+    detail::TlsSocket, ByteOrder, SessionData, std::stop_token, const std::atomic<std::int64_t>*);
 
 }  // namespace serialserver

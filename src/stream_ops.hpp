@@ -6,6 +6,8 @@
 
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/ssl/error.hpp>
+#include <asio/ssl/stream.hpp>
 
 namespace serialserver::detail {
 
@@ -15,6 +17,30 @@ namespace serialserver::detail {
 template <class Stream>
 concept PlainSocket = std::same_as<Stream, asio::ip::tcp::socket> ||
     std::same_as<Stream, asio::local::stream_protocol::socket>;
+
+/// A TLS connection over TCP, as a TLS listener serves it.
+using TlsSocket = asio::ssl::stream<asio::ip::tcp::socket>;
+
+/// TLS streams: the connection uses the generic path and ends with a bounded TLS shutdown.
+template <class Stream>
+concept TlsStream = std::same_as<Stream, TlsSocket>;
+
+/// The socket under a stream (the stream itself for a plain socket).
+template <class Stream>
+auto& lowest_socket(Stream& stream) noexcept {
+  if constexpr (TlsStream<Stream>) {
+    return stream.next_layer();
+  } else {
+    return stream;
+  }
+}
+
+/// True for the errors that mean the peer has gone: end of stream, reset, broken pipe, and a TLS
+/// stream cut without close_notify.
+inline bool is_peer_gone_error(const std::error_code& ec) noexcept {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::ssl::error::stream_truncated;
+}
 
 /// Closes a stream (or the socket under it), ignoring errors.
 template <class Stream>

@@ -63,6 +63,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics", metrics_address,
                  "serve Prometheus metrics at http://ADDR/metrics (host:port); off by default");
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  auto* cert_option = app.add_option("--tls-cert", tls_cert,
+                                     "serve TLS (1.2 or later) with this certificate chain (PEM)");
+  auto* key_option = app.add_option("--tls-key", tls_key, "the private key of --tls-cert (PEM)");
+  auto* client_ca_option =
+      app.add_option("--tls-client-ca", tls_client_ca,
+                     "require client certificates that chain to these CAs (PEM): mutual TLS");
+  cert_option->needs(key_option);
+  key_option->needs(cert_option);
+  client_ca_option->needs(cert_option);
   CLI11_PARSE(app, argc, argv);
 
   serialserver::ServerOptions options;
@@ -101,6 +113,9 @@ int main(int argc, char** argv) {
   serialserver::ListenerOptions listener_options;
   listener_options.address = listen;
   listener_options.io_threads = threads;
+  if (!tls_cert.empty()) {
+    listener_options.tls = serialserver::TlsOptions{tls_cert, tls_key, tls_client_ca};
+  }
   serialserver::Listener listener(server, listener_options);
   try {
     listener.start();

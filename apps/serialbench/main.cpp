@@ -7,6 +7,10 @@
 // one read() of up to 256 KiB per readable socket, responses parsed in place by a streaming
 // state machine (nothing is buffered or allocated per request), and one write() per socket per
 // loop turn carrying every request that the read freed room for.
+//
+// With --tls each connection gets an OpenSSL SSL object over the same non-blocking socket
+// (handshake done blocking, before the loop): SSL_read / SSL_write replace read() / write(), and
+// WANT_READ / WANT_WRITE count as EAGAIN. The plaintext path is untouched.
 
 #include <serialserver/duration.hpp>
 #include <serialserver/protocol.hpp>
@@ -41,6 +45,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <serialclient/address.hpp>
 
 namespace serialbench {
@@ -71,6 +78,11 @@ struct Config {
   unsigned threads = 1;
   bool json = false;
   bool progress = false;
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
 };
 
 /// CPU time (user + system) of the whole process so far, in nanoseconds: the generator's own
@@ -99,6 +111,7 @@ enum Phase : int { kWarmup = 0, kMeasure = 1, kStop = 2 };
 /// response being parsed (which may span any number of reads).
 struct Conn {
   int fd = -1;
+  SSL* ssl = nullptr;  // --tls only
   std::uint64_t id = 0;
   std::size_t index = 0;  // in its worker's list: the epoll key
   bool alive = true;
@@ -204,6 +217,10 @@ class Worker {
     stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
     stats_.done.store(true, std::memory_order_release);
     for (auto& c : conns_) {
+      if (c->ssl != nullptr) {
+        ::SSL_free(c->ssl);
+        c->ssl = nullptr;
+      }
       ::close(c->fd);
     }
     ::close(epoll_);
@@ -266,6 +283,21 @@ class Worker {
 
   void flush(Conn& c) {
     while (c.write_pos < c.write_end) {
+      if (c.ssl != nullptr) {
+        // A retry after WANT_WRITE passes the same bytes, as SSL_write requires.
+        const int n = ::SSL_write(c.ssl, c.batch.data() + c.write_pos,
+                                  static_cast<int>(c.write_end - c.write_pos));
+        if (n <= 0) {
+          const int err = ::SSL_get_error(c.ssl, n);
+          if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+            break;
+          }
+          lose(c);
+          return;
+        }
+        c.write_pos += static_cast<std::size_t>(n);
+        continue;
+      }
       // send()/recv() rather than write()/read(): the socket calls skip the VFS layer, and
       // MSG_NOSIGNAL keeps a reset peer from raising SIGPIPE even where it is not ignored.
       const ssize_t n =
@@ -299,6 +331,10 @@ class Worker {
   }
 
   void on_readable(Conn& c) {
+    if (c.ssl != nullptr) {
+      on_readable_tls(c);
+      return;
+    }
     const ssize_t n = ::recv(c.fd, read_buffer_.data(), read_buffer_.size(), 0);
     if (n <= 0) {
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -321,6 +357,51 @@ class Worker {
     }
     if (phase_.load(std::memory_order_relaxed) != kStop) {
       send(c, freed, now);
+    }
+  }
+
+  /// As on_readable, through OpenSSL: SSL_read returns about one record per call, so it reads
+  /// until the socket is drained (WANT_READ) and OpenSSL holds nothing back, since epoll cannot
+  /// report bytes that sit decrypted in OpenSSL's buffer.
+  void on_readable_tls(Conn& c) {
+    for (;;) {
+      std::size_t total = 0;
+      bool drained = false;
+      while (total < read_buffer_.size()) {
+        const int n = ::SSL_read(c.ssl, read_buffer_.data() + total,
+                                 static_cast<int>(read_buffer_.size() - total));
+        if (n > 0) {
+          total += static_cast<std::size_t>(n);
+          continue;
+        }
+        const int err = ::SSL_get_error(c.ssl, n);
+        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+          drained = true;
+          break;
+        }
+        lose(c);  // closed (close_notify or not) or a TLS error
+        return;
+      }
+      if (total == 0) {
+        return;
+      }
+      const std::uint64_t now = now_ns();
+      const std::uint64_t freed = parse(c, std::span(read_buffer_).first(total), now);
+      if (!c.alive) {
+        return;
+      }
+      if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
+        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+        c.alive = false;
+        --active_;
+        return;
+      }
+      if (phase_.load(std::memory_order_relaxed) != kStop) {
+        send(c, freed, now);
+      }
+      if (drained && ::SSL_pending(c.ssl) == 0) {
+        return;
+      }
     }
   }
 
@@ -415,8 +496,9 @@ class Worker {
   Stats stats_;
 };
 
-/// Connects one blocking socket, then makes it non-blocking. Returns -1 with errno set.
-int connect_socket(const serialclient::Address& address) {
+/// Connects one blocking socket, then (if `non_blocking`) makes it non-blocking. Returns -1 with
+/// errno set.
+int connect_socket(const serialclient::Address& address, bool non_blocking) {
   int fd = -1;
   if (address.is_unix) {
     sockaddr_un sa{};
@@ -464,8 +546,88 @@ int connect_socket(const serialclient::Address& address) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (non_blocking) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
   return fd;
+}
+
+/// The OpenSSL error queue as one line (and emptied).
+std::string openssl_errors() {
+  std::string text;
+  while (const unsigned long code = ::ERR_get_error()) {
+    char buffer[256];
+    ::ERR_error_string_n(code, buffer, sizeof buffer);
+    if (!text.empty()) {
+      text += "; ";
+    }
+    text += buffer;
+  }
+  return text.empty() ? std::string("unknown TLS error") : text;
+}
+
+/// The client TLS context of --tls: TLS 1.2 or later, the server verified against --tls-ca (or
+/// the system's CAs), the client certificate of --tls-cert. Null with a message on failure.
+SSL_CTX* make_tls_context(const Config& config) {
+  SSL_CTX* ctx = ::SSL_CTX_new(::TLS_client_method());
+  if (ctx == nullptr) {
+    std::fprintf(stderr, "serialbench: TLS: %s\n", openssl_errors().c_str());
+    return nullptr;
+  }
+  ::SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  ::SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  ::SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  const bool ca_ok = config.tls_ca.empty() ? ::SSL_CTX_set_default_verify_paths(ctx) == 1
+                                           : ::SSL_CTX_load_verify_locations(
+                                                 ctx, config.tls_ca.c_str(), nullptr) == 1;
+  const bool cert_ok =
+      config.tls_cert.empty() ||
+      (::SSL_CTX_use_certificate_chain_file(ctx, config.tls_cert.c_str()) == 1 &&
+       ::SSL_CTX_use_PrivateKey_file(ctx, config.tls_key.c_str(), SSL_FILETYPE_PEM) == 1);
+  if (!ca_ok || !cert_ok) {
+    std::fprintf(stderr, "serialbench: TLS %s: %s\n", ca_ok ? "certificate" : "CA file",
+                 openssl_errors().c_str());
+    ::SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+/// The TLS handshake over a connected, still blocking socket, bounded by `timeout` per read or
+/// write. Returns the SSL object, or null with a message.
+SSL* tls_handshake(SSL_CTX* ctx, int fd, const Config& config) {
+  SSL* ssl = ::SSL_new(ctx);
+  const std::string& name =
+      config.tls_server_name.empty() ? config.address.host : config.tls_server_name;
+  in6_addr scratch{};
+  const bool is_ip = ::inet_pton(AF_INET, name.c_str(), &scratch) == 1 ||
+                     ::inet_pton(AF_INET6, name.c_str(), &scratch) == 1;
+  X509_VERIFY_PARAM* param = ::SSL_get0_param(ssl);
+  if (is_ip) {
+    ::X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
+  } else {
+    ::SSL_set_tlsext_host_name(ssl, name.c_str());
+    ::X509_VERIFY_PARAM_set1_host(param, name.c_str(), 0);
+  }
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  ::SSL_set_fd(ssl, fd);
+  if (::SSL_connect(ssl) != 1) {
+    const long verify = ::SSL_get_verify_result(ssl);
+    const std::string reason = verify != X509_V_OK
+                                   ? std::string("certificate verify failed (") +
+                                         ::X509_verify_cert_error_string(verify) + ")"
+                                   : openssl_errors();
+    std::fprintf(stderr, "serialbench: TLS handshake with %s failed: %s\n",
+                 config.address.to_string().c_str(), reason.c_str());
+    ::SSL_free(ssl);
+    return nullptr;
+  }
+  timeval none{0, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+  return ssl;
 }
 
 /// Builds connection `id`: its request template, repeated `pipeline` times.
@@ -514,18 +676,38 @@ int run(const Config& config) {
     workers.push_back(std::make_unique<Worker>(config, phase));
   }
   std::vector<std::size_t> per_worker(thread_count, 0);
+  std::unique_ptr<SSL_CTX, decltype(&::SSL_CTX_free)> tls_context(nullptr, &::SSL_CTX_free);
+  if (config.tls) {
+    tls_context.reset(make_tls_context(config));
+    if (!tls_context) {
+      return kExitConnect;
+    }
+  }
   for (std::size_t i = 0; i < config.connections; ++i) {
-    const int fd = connect_socket(config.address);
+    const int fd = connect_socket(config.address, !config.tls);
     if (fd < 0) {
       std::fprintf(stderr, "serialbench: cannot connect to %s: %s\n",
                    config.address.to_string().c_str(), std::strerror(errno));
       return kExitConnect;
     }
+    SSL* ssl = nullptr;
+    if (config.tls) {
+      ssl = tls_handshake(tls_context.get(), fd, config);
+      if (ssl == nullptr) {
+        ::close(fd);
+        return kExitConnect;
+      }
+      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    }
     auto conn = make_conn(config, fd, i);
+    conn->ssl = ssl;
     if (config.requests) {
       conn->quota = *config.requests / config.connections +
                     (i < *config.requests % config.connections ? 1 : 0);
       if (conn->quota == 0) {
+        if (ssl != nullptr) {
+          ::SSL_free(ssl);
+        }
         ::close(fd);
         continue;
       }
@@ -673,7 +855,8 @@ Exit status: 0 no errors, 1 errors (or nothing completed), 3 cannot connect, 64 
 Examples:
   serialbench 127.0.0.1:7070 --connections 50 --duration 10s            ping (task 2)
   serialbench 127.0.0.1:7070 -c 50 -P 16 --task 1 --size 4096 -n 1000000 echo, pipelined
-  serialbench /tmp/app.sock -c 8 --threads 2 --duration 5s --json)");
+  serialbench /tmp/app.sock -c 8 --threads 2 --duration 5s --json
+  serialbench localhost:7070 --tls --tls-ca ca.pem -c 50 --duration 10s  over TLS)");
   std::string address;
   std::string duration;
   std::string warmup = "0s";
@@ -709,9 +892,29 @@ Examples:
   app.add_flag("--json", config.json, "machine-readable summary on stdout");
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress line");
+  auto* tls_flag = app.add_flag("--tls", config.tls,
+                                "connect with TLS (1.2 or later); the server's certificate is "
+                                "verified and must carry the server's name");
+  auto* tls_ca = app.add_option("--tls-ca", config.tls_ca,
+                                "CA certificates (PEM) for the server's certificate; default: "
+                                "the system's CAs");
+  auto* tls_cert = app.add_option("--tls-cert", config.tls_cert,
+                                  "client certificate (PEM), for servers that require one");
+  auto* tls_key =
+      app.add_option("--tls-key", config.tls_key, "the private key of --tls-cert (PEM)");
+  auto* tls_name = app.add_option("--tls-server-name", config.tls_server_name,
+                                  "the name to verify and send as SNI; default: the host of ADDR");
+  for (auto* option : {tls_ca, tls_cert, tls_key, tls_name}) {
+    option->needs(tls_flag);
+  }
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
   try {
     app.parse(argc, argv);
     config.address = serialclient::parse_address(address);
+    if (config.tls && config.address.is_unix) {
+      throw CLI::ValidationError("--tls", "TLS needs a TCP address, not a Unix socket");
+    }
     if (!duration.empty()) {
       config.duration = serialbench::duration_arg(duration, "--duration");
     } else if (n->count() != 0) {

@@ -3,6 +3,7 @@
 // Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
 
 #include <serialserver/duration.hpp>
+#include <serialserver/logger.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -131,13 +132,29 @@ class HexDumper {
   std::uint64_t offset_ = 0;
 };
 
+/// The --tls flags, shared by every subcommand.
+struct TlsArgs {
+  bool enabled = false;
+  std::string ca_file;
+  std::string certificate_file;
+  std::string key_file;
+  std::string server_name;
+};
+
 struct CommonArgs {
   std::string address;
   std::string timeout = "10m";
+  const TlsArgs* tls = nullptr;
 };
 
 serialclient::Options make_options(const CommonArgs& args) {
   serialclient::Options options;
+  if (args.tls != nullptr && args.tls->enabled) {
+    options.tls = serialclient::TlsOptions{args.tls->ca_file, args.tls->server_name,
+                                           args.tls->certificate_file, args.tls->key_file};
+    // The reason a TLS handshake failed (such as "certificate verify failed") is logged.
+    options.logger = serialserver::make_stderr_logger(serialserver::LogLevel::warn);
+  }
   try {
     options.response_timeout = serialserver::parse_duration(args.timeout);
   } catch (const std::invalid_argument& e) {
@@ -324,7 +341,10 @@ int run_goodbye(const CommonArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"serialctl: call tasks on a serial-protocol server."};
   app.require_subcommand(1);
+  app.fallthrough();  // the --tls flags may come before or after the subcommand
   app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 5s, 1m30s.
+TLS (1.2 or later) with --tls: the server's certificate is verified against --tls-ca (default:
+the system's CAs) and must carry the host of ADDR (or --tls-server-name).
 
 Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
 
@@ -335,7 +355,27 @@ Examples:
   tar c dir | serialctl call /run/app.sock 1 --stdin --out copy.tar
   serialctl call 127.0.0.1:7070 5 --data 000003e8 --timeout 500ms   fails with status 3
   serialctl keepalive 127.0.0.1:7070
-  serialctl goodbye 127.0.0.1:7070)");
+  serialctl goodbye 127.0.0.1:7070
+  serialctl --tls --tls-ca ca.pem call localhost:7070 1 --data 00   over TLS, checked against ca.pem
+  serialctl --tls --tls-ca ca.pem --tls-cert me.pem --tls-key me.key keepalive 10.0.0.5:7070)");
+
+  TlsArgs tls;
+  auto* tls_flag = app.add_flag("--tls", tls.enabled,
+                                "connect with TLS (1.2 or later); the server's certificate is "
+                                "verified and must carry the server's name");
+  auto* tls_ca = app.add_option("--tls-ca", tls.ca_file,
+                                "CA certificates (PEM) for the server's certificate; default: "
+                                "the system's CAs");
+  auto* tls_cert = app.add_option("--tls-cert", tls.certificate_file,
+                                  "client certificate (PEM), for servers that require one");
+  auto* tls_key = app.add_option("--tls-key", tls.key_file, "the private key of --tls-cert (PEM)");
+  auto* tls_name = app.add_option("--tls-server-name", tls.server_name,
+                                  "the name to verify and send as SNI; default: the host of ADDR");
+  for (auto* option : {tls_ca, tls_cert, tls_key, tls_name}) {
+    option->needs(tls_flag);
+  }
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
 
   CallArgs call_args;
   auto* call = app.add_subcommand("call", "call TASK with a request; print the response");
@@ -370,6 +410,9 @@ Examples:
   }
   // Without this a server that closes while a request is being written would kill us.
   std::signal(SIGPIPE, SIG_IGN);
+  call_args.common.tls = &tls;
+  keep_alive_args.tls = &tls;
+  goodbye_args.tls = &tls;
   try {
     if (call->parsed()) {
       return run_call(call_args);

@@ -28,8 +28,12 @@ enum class Errc {
   protocol_error,
   /// The handshake hook failed.
   handshake_failed,
-  /// The address could not be parsed.
+  /// The address could not be parsed (or TLS was asked for on a Unix socket).
   invalid_address,
+  /// The TLS handshake failed: the server is not speaking TLS, its certificate does not verify
+  /// or does not carry the expected name, it refused our certificate, or no protocol version is
+  /// shared.
+  tls_failed,
 };
 
 /// The "serialclient" error category. Thread-safety: safe from any thread (a static object).

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 
 #include <asio/awaitable.hpp>
+#include <serialclient/tls.hpp>
 
 namespace serialclient {
 
@@ -49,6 +51,8 @@ struct Options {
   HandshakeFunction handshake;
   /// The longest a handshake may take.
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
+  /// TLS for the connection (see TlsOptions); empty means plaintext.
+  std::optional<TlsOptions> tls;
   /// Logger for connection events (keep-alive failures and the like); null means none.
   std::shared_ptr<serialserver::Logger> logger;
 };

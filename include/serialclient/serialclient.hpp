@@ -10,3 +10,4 @@
 #include <serialclient/options.hpp>
 #include <serialclient/pool.hpp>
 #include <serialclient/result.hpp>
+#include <serialclient/tls.hpp>

@@ -2,12 +2,14 @@
 
 #include <serialserver/byte_order.hpp>
 #include <serialserver/session_data.hpp>
+#include <serialserver/tls.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -22,7 +24,8 @@ namespace detail {
 class ListenerImpl;
 }
 
-/// The raw connection, as a handshake hook sees it before the server takes over.
+/// The raw connection, as a handshake hook sees it before the server takes over (on a TLS
+/// listener: the decrypted stream, after the TLS handshake).
 /// Thread-safety: used by one handshake at a time. Lifetime: valid during the hook only.
 class HandshakeStream {
  public:
@@ -66,11 +69,14 @@ struct ListenerOptions {
   std::size_t max_connections_per_address = 0;
   /// The listen backlog.
   int backlog = 1024;
+  /// TLS on every connection (see TlsOptions); empty means plaintext.
+  std::optional<TlsOptions> tls;
 };
 
 /// Accepts connections for a Server (the listener helper): listens, accepts in a loop on its
-/// own I/O threads (an accept error is logged and retried after about 100 ms), runs the
-/// handshake hook, enforces the connection limits, and hands each connection to the server.
+/// own I/O threads (an accept error is logged and retried after about 100 ms), runs the TLS
+/// handshake (if configured) and the handshake hook, enforces the connection limits, and hands each
+/// connection to the server.
 ///
 /// Thread-safety: every member function may be called from any thread.
 /// Lifetime: the Server must outlive the Listener. The destructor shuts down with no grace
@@ -83,7 +89,8 @@ class Listener {
   ~Listener();
 
   /// Binds, listens and starts the I/O threads. Throws std::system_error if the address cannot
-  /// be bound, std::invalid_argument if it cannot be parsed.
+  /// be bound or a TLS file cannot be loaded, std::invalid_argument if the address cannot be
+  /// parsed (or TLS is asked for on a Unix socket).
   void start();
   /// The bound address, in the form of ListenerOptions::address (with the real port).
   std::string local_address() const;

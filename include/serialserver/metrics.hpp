@@ -38,7 +38,7 @@ struct TaskRecord {
 enum class DropReason : std::uint8_t {
   max_connections,              ///< ListenerOptions::max_connections was reached
   max_connections_per_address,  ///< ListenerOptions::max_connections_per_address was reached
-  handshake_failed,             ///< the handshake hook threw
+  handshake_failed,             ///< the TLS handshake failed or the handshake hook threw
   handshake_timeout,            ///< the handshake took longer than handshake_timeout
   shutting_down,                ///< the listener was shutting down when the handshake ended
 };

@@ -20,5 +20,6 @@
 #include <serialserver/task_adapters.hpp>
 #include <serialserver/task_metadata.hpp>
 #include <serialserver/timeout.hpp>
+#include <serialserver/tls.hpp>
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>

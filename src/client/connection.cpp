@@ -1,4 +1,5 @@
 #include "connection_state.hpp"
+#include "tls_context.hpp"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,6 +14,7 @@
 #include <asio/local/stream_protocol.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
+#include <asio/ssl/host_name_verification.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -48,12 +50,21 @@ class ConnectionState::Handshake final : public HandshakeStream {
  public:
   explicit Handshake(ConnectionState& state) : state_(state) {}
   asio::awaitable<std::size_t> async_read_some(std::span<std::uint8_t> out) override {
+    if (state_.tls_) {
+      co_return co_await state_.tls_->async_read_some(asio::buffer(out.data(), out.size()),
+                                                      asio::use_awaitable);
+    }
     co_return co_await state_.socket_.async_read_some(asio::buffer(out.data(), out.size()),
                                                       asio::use_awaitable);
   }
   asio::awaitable<void> async_write(std::span<const std::uint8_t> data) override {
-    co_await asio::async_write(state_.socket_, asio::buffer(data.data(), data.size()),
-                               asio::use_awaitable);
+    if (state_.tls_) {
+      co_await asio::async_write(*state_.tls_, asio::buffer(data.data(), data.size()),
+                                 asio::use_awaitable);
+    } else {
+      co_await asio::async_write(state_.socket_, asio::buffer(data.data(), data.size()),
+                                 asio::use_awaitable);
+    }
   }
   std::string remote_address() const override { return state_.address_text_; }
 
@@ -81,7 +92,17 @@ asio::awaitable<void> ConnectionState::async_connect(std::string_view address) {
     throw system_error(Errc::invalid_address);
   }
   address_text_ = parsed.to_string();
+  if (options_.tls) {
+    if (parsed.is_unix) {
+      throw std::system_error(make_error_code(Errc::invalid_address),
+                              "TLS needs a TCP address, not the Unix socket " + address_text_);
+    }
+    tls_context_ = make_client_tls_context(*options_.tls);
+  }
   co_await async_connect_socket(parsed);
+  if (options_.tls) {
+    co_await async_tls_handshake(parsed);
+  }
   open_.store(true, std::memory_order_release);
   if (options_.handshake) {
     arm(options_.handshake_timeout, Errc::handshake_failed);
@@ -154,6 +175,40 @@ asio::awaitable<void> ConnectionState::async_connect_socket(const Address& addre
     socket_.close(ignored);
     closed_reason_ = ec;
     throw std::system_error(ec, "connect " + address_text_);
+  }
+}
+
+asio::awaitable<void> ConnectionState::async_tls_handshake(const Address& address) {
+  const std::string& name =
+      options_.tls->server_name.empty() ? address.host : options_.tls->server_name;
+  tls_.emplace(socket_, *tls_context_);
+  std::error_code ec;
+  asio::ip::make_address(name, ec);
+  // SNI carries host names only (RFC 6066); an IP address is matched against the IP SANs.
+  if (ec && SSL_set_tlsext_host_name(tls_->native_handle(), name.c_str()) != 1) {
+    ec = make_error_code(Errc::tls_failed);
+  } else {
+    ec = {};
+  }
+  if (!ec) {
+    tls_->set_verify_callback(asio::ssl::host_name_verification(name));
+    arm(options_.handshake_timeout, Errc::handshake_failed);
+    co_await tls_->async_handshake(asio::ssl::stream_base::client,
+                                   asio::redirect_error(asio::use_awaitable, ec));
+    disarm();
+  }
+  if (timed_out_ || ec) {
+    const std::error_code reason =
+        timed_out_ ? make_error_code(Errc::handshake_failed) : make_error_code(Errc::tls_failed);
+    const std::string detail = timed_out_ ? std::string("timed out") : normalise(ec).message();
+    if (options_.logger) {  // the blocking API reports the code only: the reason goes here
+      options_.logger->warn("TLS handshake with {} failed: {}", address_text_, detail);
+    }
+    tls_.reset();
+    std::error_code ignored;
+    socket_.close(ignored);
+    closed_reason_ = reason;
+    throw std::system_error(reason, "TLS handshake with " + address_text_ + ": " + detail);
   }
 }
 
@@ -263,9 +318,13 @@ asio::awaitable<void> ConnectionState::async_write_out() {
   while (offset < write_buffer_.size()) {
     arm(options_.write_timeout, Errc::write_timeout);
     std::error_code ec;
-    const std::size_t n = co_await socket_.async_write_some(
-        asio::buffer(write_buffer_.data() + offset, write_buffer_.size() - offset),
-        asio::redirect_error(asio::use_awaitable, ec));
+    const auto data = asio::buffer(write_buffer_.data() + offset, write_buffer_.size() - offset);
+    std::size_t n = 0;
+    if (tls_) {
+      n = co_await tls_->async_write_some(data, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      n = co_await socket_.async_write_some(data, asio::redirect_error(asio::use_awaitable, ec));
+    }
     disarm();
     if (ec) {
       throw_io_error(ec);
@@ -286,9 +345,13 @@ asio::awaitable<void> ConnectionState::async_fill(std::chrono::nanoseconds timeo
   }
   arm(timeout, on_timeout);
   std::error_code ec;
-  const std::size_t n = co_await socket_.async_read_some(
-      asio::buffer(read_buffer_.data() + read_end_, read_buffer_.size() - read_end_),
-      asio::redirect_error(asio::use_awaitable, ec));
+  const auto space = asio::buffer(read_buffer_.data() + read_end_, read_buffer_.size() - read_end_);
+  std::size_t n = 0;
+  if (tls_) {
+    n = co_await tls_->async_read_some(space, asio::redirect_error(asio::use_awaitable, ec));
+  } else {
+    n = co_await socket_.async_read_some(space, asio::redirect_error(asio::use_awaitable, ec));
+  }
   disarm();
   if (ec) {
     throw_io_error(ec);
@@ -500,7 +563,8 @@ void ConnectionState::throw_io_error(std::error_code ec) {
   } else if (!is_open() && closed_reason_) {
     reason = closed_reason_;
   } else if (ec == asio::error::eof || ec == asio::error::connection_reset ||
-             ec == asio::error::broken_pipe || ec == asio::error::operation_aborted) {
+             ec == asio::error::broken_pipe || ec == asio::error::operation_aborted ||
+             ec == asio::ssl::error::stream_truncated) {
     reason = make_error_code(Errc::connection_closed);
   }
   close_now(reason);

@@ -20,6 +20,8 @@
 #include <asio/awaitable.hpp>
 #include <asio/generic/stream_protocol.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
 #include <asio/steady_timer.hpp>
 #include <serialclient/address.hpp>
 #include <serialclient/connection.hpp>
@@ -81,6 +83,8 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
   class Handshake;
 
   asio::awaitable<void> async_connect_socket(const Address& address);
+  /// The client side of the TLS handshake, under the handshake timeout.
+  asio::awaitable<void> async_tls_handshake(const Address& address);
   asio::awaitable<void> async_keep_alive_loop();
   /// Writes out the write buffer under the rolling write timeout.
   asio::awaitable<void> async_write_out();
@@ -98,6 +102,10 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
   Options options_;
   std::string address_text_;
   asio::generic::stream_protocol::socket socket_;
+  // With TLS, every read and write goes through tls_ (over socket_); the timers still cancel
+  // and close socket_ itself.
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::optional<asio::ssl::stream<asio::generic::stream_protocol::socket&>> tls_;
   std::optional<asio::ip::tcp::resolver> resolver_;
   asio::steady_timer op_timer_;
   asio::steady_timer keep_alive_timer_;

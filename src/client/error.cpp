@@ -31,6 +31,8 @@ class Category final : public std::error_category {
         return "handshake failed";
       case Errc::invalid_address:
         return "invalid address";
+      case Errc::tls_failed:
+        return "TLS handshake failed";
     }
     return "unknown serialclient error " + std::to_string(value);
   }
