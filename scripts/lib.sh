@@ -25,6 +25,7 @@ SERIALSERVER_APT_PACKAGES=(
   python3
   clang-format
   clang-tidy
+  doxygen
 )
 
 SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"

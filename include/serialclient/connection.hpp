@@ -88,7 +88,9 @@ class Connection {
   /// error, such as connection_refused).
   static asio::awaitable<Connection> async_connect(std::string_view address, Options options = {});
 
+  /// Takes over the connection of `other`, which is then empty.
   Connection(Connection&&) noexcept;
+  /// Closes this connection, then takes over that of `other`.
   Connection& operator=(Connection&&) noexcept;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

@@ -46,5 +46,7 @@ inline std::error_code make_error_code(Errc e) noexcept {
 
 }  // namespace serialclient
 
+/// @cond INTERNAL
 template <>
 struct std::is_error_code_enum<serialclient::Errc> : std::true_type {};
+/// @endcond

@@ -76,6 +76,8 @@ class Client : public std::enable_shared_from_this<Client> {
   bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
  protected:
+  /// @cond INTERNAL
+  // The interface between Client and the connection that implements it: not for applications.
   Client(Server& server, ByteOrder byte_order, std::string local_address,
          std::string remote_address);
 
@@ -102,6 +104,7 @@ class Client : public std::enable_shared_from_this<Client> {
 
   std::atomic<std::uint64_t> task_bytes_read_{0};
   std::atomic<std::uint64_t> task_bytes_written_{0};
+  /// @endcond
 
  private:
   Server& server_;

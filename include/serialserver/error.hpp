@@ -53,6 +53,7 @@ inline std::error_code make_error_code(Errc e) noexcept {
 /// Thread-safety: an immutable value.
 class TaskError : public std::exception {
  public:
+  /// Answers Error + `code`; `message` (default "task error code N") is for the server's log.
   explicit TaskError(ErrorCode code, std::string message = {})
       : code_(code), message_(std::move(message)) {
     if (message_.empty()) {
@@ -61,6 +62,7 @@ class TaskError : public std::exception {
   }
   /// The error code sent to the client.
   ErrorCode code() const noexcept { return code_; }
+  /// The message given to the constructor.
   const char* what() const noexcept override { return message_.c_str(); }
 
  private:
@@ -77,5 +79,7 @@ class EndOfMessage : public std::system_error {
 
 }  // namespace serialserver
 
+/// @cond INTERNAL
 template <>
 struct std::is_error_code_enum<serialserver::Errc> : std::true_type {};
+/// @endcond

@@ -42,8 +42,8 @@ class HandshakeStream {
 
 /// What a handshake hook decides: the connection's byte order and its session data.
 struct HandshakeResult {
-  ByteOrder byte_order = ByteOrder::big_endian;
-  SessionData session;
+  ByteOrder byte_order = ByteOrder::big_endian;  ///< for numbers inside messages
+  SessionData session;                           ///< handed to every task function
 };
 
 /// A handshake hook: a coroutine over the raw stream, run on the connection's I/O thread under
@@ -83,6 +83,7 @@ struct ListenerOptions {
 /// period and joins its threads.
 class Listener {
  public:
+  /// A listener for `server`; nothing happens until start().
   Listener(Server& server, ListenerOptions options);
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;

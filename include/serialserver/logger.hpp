@@ -117,18 +117,22 @@ class Logger {
     } catch (...) {  // formatting failed (out of memory): a log line is not worth a crash
     }
   }
+  /// log() at LogLevel::debug.
   template <class... Args>
   void debug(fmt::format_string<Args...> format, Args&&... args) noexcept {
     log(LogLevel::debug, format, std::forward<Args>(args)...);
   }
+  /// log() at LogLevel::info.
   template <class... Args>
   void info(fmt::format_string<Args...> format, Args&&... args) noexcept {
     log(LogLevel::info, format, std::forward<Args>(args)...);
   }
+  /// log() at LogLevel::warn.
   template <class... Args>
   void warn(fmt::format_string<Args...> format, Args&&... args) noexcept {
     log(LogLevel::warn, format, std::forward<Args>(args)...);
   }
+  /// log() at LogLevel::error.
   template <class... Args>
   void error(fmt::format_string<Args...> format, Args&&... args) noexcept {
     log(LogLevel::error, format, std::forward<Args>(args)...);
@@ -142,6 +146,7 @@ class Logger {
 /// one. Thread-safety: as safe as the spdlog logger given (the _mt sinks are).
 class SpdlogLogger final : public Logger {
  public:
+  /// Writes through `logger`, at the levels that logger has enabled, as `format` lines.
   explicit SpdlogLogger(std::shared_ptr<spdlog::logger> logger, LogFormat format = LogFormat::text);
   bool enabled(LogLevel level) const noexcept override;
   void write(LogLevel level, std::string_view message) noexcept override;

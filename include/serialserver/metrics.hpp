@@ -25,10 +25,13 @@ std::string_view task_outcome_name(TaskOutcome outcome) noexcept;
 
 /// One finished task, as reported to Metrics::task_finished.
 struct TaskRecord {
+  /// The task code.
   TaskCode code = 0;
   std::string_view name;  ///< the registered name; empty for unregistered and reserved codes
+  /// How the task ended.
   TaskOutcome outcome = TaskOutcome::ok;
   ErrorCode error_code = 0;  ///< meaningful when outcome == error
+  /// From the task code's arrival to the task's end.
   std::chrono::nanoseconds duration{0};
   std::uint64_t bytes_read = 0;     ///< request content bytes
   std::uint64_t bytes_written = 0;  ///< response content bytes

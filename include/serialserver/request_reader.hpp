@@ -35,6 +35,7 @@ class RequestSource {
 /// Thread-safety: one task uses it at a time. Lifetime: valid until the task function returns.
 class RequestReader {
  public:
+  /// Made by the server for each task; applications receive it, they do not make it.
   explicit RequestReader(detail::RequestSource& source) noexcept : source_(&source) {}
 
   /// Reads up to out.size() content bytes; returns 0 only at the end of the message (or when

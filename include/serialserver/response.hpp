@@ -72,9 +72,13 @@ class Response {
   template <class F>
   static Response stream(F producer);
 
+  /// The response bytes (empty for a streamed response).
   const std::vector<std::uint8_t>& bytes() const noexcept { return bytes_; }
+  /// The response bytes, to change in place.
   std::vector<std::uint8_t>& bytes() noexcept { return bytes_; }
+  /// The producer of a streamed response, or nullptr.
   ResponseProducer* producer() const noexcept { return producer_.get(); }
+  /// The blocking producer of a streamed response, or nullptr.
   BlockingResponseProducer* blocking_producer() const noexcept { return blocking_producer_.get(); }
 
  private:

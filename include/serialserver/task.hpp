@@ -21,6 +21,7 @@ class Client;
 /// do not keep references to it or its parts beyond that.
 class TaskContext {
  public:
+  /// Made by the server for each task; applications receive it, they do not make it.
   TaskContext(Client& client, RequestReader& request, Logger& logger, const SessionData& session,
               TaskCode code, std::stop_token stop) noexcept
       : client_(client),
@@ -69,9 +70,9 @@ using BlockingTaskFunction = std::function<Response(TaskContext&)>;
 /// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of the
 /// two functions is set.
 struct RegisteredTask {
-  std::string name;
-  TaskFunction function;
-  BlockingTaskFunction blocking_function;
+  std::string name;                        ///< for logs and metrics (may be empty)
+  TaskFunction function;                   ///< a coroutine task function, or empty
+  BlockingTaskFunction blocking_function;  ///< a blocking task function, or empty
 };
 
 }  // namespace serialserver

@@ -12,8 +12,10 @@ namespace serialserver {
 /// snapshot; it is empty while the connection is idle.
 /// Thread-safety: a plain value.
 struct TaskMetadata {
+  /// The task code being served.
   TaskCode code = 0;
   std::string name;  ///< the registered name (empty if none)
+  /// When the task code arrived.
   std::chrono::system_clock::time_point start;
   std::uint64_t bytes_read = 0;     ///< request content read so far
   std::uint64_t bytes_written = 0;  ///< response content written so far

@@ -14,9 +14,9 @@ struct Timeout {
   /// Go: DefaultWrite. The rolling write timeout while a response is written.
   static constexpr std::chrono::nanoseconds kDefaultWrite = std::chrono::seconds(5);
 
-  std::chrono::nanoseconds wait = kDefaultWait;
-  std::chrono::nanoseconds read = kDefaultRead;
-  std::chrono::nanoseconds write = kDefaultWrite;
+  std::chrono::nanoseconds wait = kDefaultWait;    ///< Go: Wait
+  std::chrono::nanoseconds read = kDefaultRead;    ///< Go: Read
+  std::chrono::nanoseconds write = kDefaultWrite;  ///< Go: Write
 };
 
 }  // namespace serialserver

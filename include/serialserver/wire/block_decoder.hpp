@@ -35,9 +35,9 @@ class BlockDecoder {
 
   /// The result of decode(): input bytes consumed, content bytes written, end byte seen.
   struct CopyResult {
-    std::size_t consumed = 0;
-    std::size_t produced = 0;
-    bool end = false;
+    std::size_t consumed = 0;  ///< input bytes used
+    std::size_t produced = 0;  ///< content bytes written to the output
+    bool end = false;          ///< the end byte (0x00) was consumed
   };
 
   /// Consumes block length bytes and at most one contiguous run of content (never more than the
