@@ -36,30 +36,45 @@ LogFormat parse_log_format(std::string_view text);
 /// Thread-safety: an immutable value.
 class LogField {
  public:
+  /// Which of the value accessors holds the value.
   enum class Kind : std::uint8_t { string, int64, uint64, floating, boolean };
 
+  /// A string field (the view must outlive the call the field is passed to).
   LogField(std::string_view key, std::string_view value) noexcept
       : key_(key), kind_(Kind::string), string_(value) {}
+  /// A string field viewing `value`.
   LogField(std::string_view key, const std::string& value) noexcept
       : LogField(key, std::string_view(value)) {}
+  /// A string field viewing the NUL-terminated `value`.
   LogField(std::string_view key, const char* value) noexcept
       : LogField(key, std::string_view(value)) {}
+  /// A boolean field (rendered true or false).
   LogField(std::string_view key, bool value) noexcept
       : key_(key), kind_(Kind::boolean), uint_(value ? 1 : 0) {}
+  /// A signed integer field.
   template <std::signed_integral T>
   LogField(std::string_view key, T value) noexcept : key_(key), kind_(Kind::int64), int_(value) {}
+  /// An unsigned integer field.
   template <std::unsigned_integral T>
   requires(!std::same_as<T, bool>) LogField(std::string_view key, T value)
   noexcept : key_(key), kind_(Kind::uint64), uint_(value) {}
+  /// A floating-point field.
   LogField(std::string_view key, double value) noexcept
       : key_(key), kind_(Kind::floating), double_(value) {}
 
+  /// The field's name.
   std::string_view key() const noexcept { return key_; }
+  /// Which accessor below holds the value.
   Kind kind() const noexcept { return kind_; }
+  /// The value of a Kind::string field.
   std::string_view string_value() const noexcept { return string_; }
+  /// The value of a Kind::int64 field.
   std::int64_t int_value() const noexcept { return int_; }
+  /// The value of a Kind::uint64 field.
   std::uint64_t uint_value() const noexcept { return uint_; }
+  /// The value of a Kind::floating field.
   double double_value() const noexcept { return double_; }
+  /// The value of a Kind::boolean field.
   bool bool_value() const noexcept { return uint_ != 0; }
 
  private:

@@ -44,11 +44,13 @@ class MetricsHttpServer {
  public:
   /// Produces the body and its Content-Type for each scrape.
   struct Body {
-    std::string content;
-    std::string content_type;
+    std::string content;       ///< the response body
+    std::string content_type;  ///< its Content-Type header value
   };
+  /// Called for each scrape, on the server's thread, one call at a time.
   using RenderFunction = std::function<Body()>;
 
+  /// Serves what `render` returns at `options.path`.
   MetricsHttpServer(MetricsHttpServerOptions options, RenderFunction render);
   /// Serves `metrics->render()` at `options.path`.
   MetricsHttpServer(MetricsHttpServerOptions options, std::shared_ptr<PrometheusMetrics> metrics);
