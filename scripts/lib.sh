@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared helpers for scripts/run, scripts/test and scripts/lint. Source it; do not run it.
+# Shared helpers for scripts/run, scripts/test, scripts/fuzz and scripts/lint. Source it; do not run it.
 #
 # Environment:
 #   SERIALSERVER_SKIP_INSTALL=1  do not check or install Debian packages
@@ -26,6 +26,10 @@ SERIALSERVER_APT_PACKAGES=(
   clang-format
   clang-tidy
   doxygen
+  # The fuzz targets (scripts/fuzz): clang with libFuzzer, its sanitizer runtimes and
+  # FuzzedDataProvider.h.
+  clang
+  libclang-rt-14-dev
 )
 
 SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"

@@ -760,6 +760,11 @@ class Connection final : public Client, public RequestSource {
         co_return ec;
       }
     }
+    if (request_too_large_) {
+      // Also when only the drain found the excess (a task that read little or nothing of its
+      // request): the limit holds for every task (PROTOCOL.md section 5).
+      error_code = kMessageTooLargeErrorCode;
+    }
     if (error_code) {
       record.outcome = TaskOutcome::error;
       record.error_code = *error_code;

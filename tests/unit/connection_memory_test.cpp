@@ -619,6 +619,47 @@ TEST_F(ConnectionMemory, TaskThatStopsReadingEarlyHasTheRestDrained) {
   }
 }
 
+TEST(ConnectionMemoryLimit, OverTheLimitRequestIsAnswered254WhateverTheTaskRead) {
+  // Found by fuzzing (fuzz/corpus/connection/limit-unread): a task that read little or nothing
+  // of an over-the-limit request got OK, since only the drain saw the excess. PROTOCOL.md
+  // section 5: Error 254 for every task, and the connection stays usable.
+  ServerOptions options = quiet_options();
+  options.max_request_bytes = 8;
+  Server server(std::move(options));
+  register_tasks(server);
+  std::mt19937 rng(11);
+  const Bytes big = random_bytes(rng, 300);  // more than one block, so the excess is drained
+  const Bytes input = concat({
+      bytes({kEmpty}),
+      encode_standard(big),  // reads nothing
+      bytes({kPartial}),
+      encode_standard(big),  // reads one byte
+      bytes({kProducer}),
+      encode_standard(bytes({0, 9})),  // under the limit: OK
+      bytes({kEmpty}),
+      encode_standard(random_bytes(rng, 9)),
+      bytes({kEcho}),
+      encode_standard(big),  // reads everything
+      bytes({kBlockingEcho}),
+      encode_standard(big),
+      bytes({kEmpty}),
+      encode_standard(random_bytes(rng, 8)),  // at the limit: OK
+      bytes({kPartial}),
+      encode_standard(bytes({0x61})),
+  });
+  const Bytes too_large = bytes({0x01, 0xFE});
+  const Bytes expected = concat({too_large, too_large, ok(produced_content(9)), too_large,
+                                 too_large, too_large, ok({}), ok(bytes({0x61}))});
+  for (std::size_t read_chunk : {std::size_t{1}, std::size_t{7}, kUnlimited}) {
+    SCOPED_TRACE("read chunk " + chunk_name(read_chunk));
+    asio::io_context io;
+    const Outcome o = serve(server, io, make_stream(io, input, read_chunk, kUnlimited));
+    ASSERT_TRUE(o.finished);
+    EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+    EXPECT_EQ(o.output, expected) << "got " << hex(o.output) << "\nwant " << hex(expected);
+  }
+}
+
 TEST_F(ConnectionMemory, RequestCutOffByEndOfStreamGetsNoResponse) {
   const Bytes before = bytes({kEmpty, 0x00, kEcho, 0x01, 0x41, 0x00});
   const Bytes answered = concat({ok({}), ok(bytes({0x41}))});
