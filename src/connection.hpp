@@ -235,6 +235,9 @@ class Connection final : public Client, public RequestSource {
   void set_io_deadline(Phase phase, std::chrono::nanoseconds timeout) {
     phase_ = phase;
     io_deadline_ = Clock::now() + timeout;
+    if (phase == Phase::reading) {  // the rolling Read timeout, capped by the request's deadline
+      io_deadline_ = std::min(io_deadline_, request_deadline_);
+    }
     rearm_if_earlier(io_deadline_);
   }
   void clear_io_deadline() noexcept {
@@ -264,9 +267,11 @@ class Connection final : public Client, public RequestSource {
         co_return;
       }
       if (c.io_deadline_ <= now && c.phase_ != Phase::none) {
-        c.set_close_reason(c.phase_ == Phase::waiting   ? Errc::timeout_waiting_for_task
-                           : c.phase_ == Phase::reading ? Errc::read_timeout
-                                                        : Errc::write_timeout);
+        c.set_close_reason(
+            c.phase_ == Phase::waiting ? Errc::timeout_waiting_for_task
+            : c.phase_ == Phase::reading
+                ? (c.request_deadline_ <= now ? Errc::request_timeout : Errc::read_timeout)
+                : Errc::write_timeout);
         c.cancel_task();
         c.close_now();
         co_return;
@@ -519,6 +524,9 @@ class Connection final : public Client, public RequestSource {
   }
 
   void begin_request() noexcept {
+    const auto max_duration = server().options().max_request_duration;
+    request_deadline_ =
+        max_duration.count() > 0 ? Clock::now() + max_duration : Clock::time_point::max();
     decoder_.reset();
     request_bytes_ = 0;
     request_ended_ = false;
@@ -823,6 +831,7 @@ class Connection final : public Client, public RequestSource {
   std::uint64_t table_version_ = 0;
 
   Clock::time_point io_deadline_ = Clock::time_point::max();
+  Clock::time_point request_deadline_ = Clock::time_point::max();
   Clock::time_point disconnect_deadline_ = Clock::time_point::max();
   Phase phase_ = Phase::none;
   std::error_code close_reason_;
