@@ -119,15 +119,19 @@ class Connection final : public Client, public RequestSource {
           request_ended_ = true;
         }
         note_request_content(step.produced);
-        if (step.end && task_suspended_) {
-          start_monitor();
-        }
         if (step.produced > 0 || step.end || out.empty()) {
+          if (task_suspended_) {  // it may wait before it reads again: notice the peer leaving
+            start_monitor();
+          }
           co_return step.produced;
         }
         continue;
       }
-      if (const auto ec = co_await read_more(Phase::reading)) {
+      stop_monitor();  // one reader of the socket at a time
+      reading_request_ = true;
+      const auto ec = co_await read_more(Phase::reading);
+      reading_request_ = false;
+      if (ec) {
         if (ec == Errc::peer_closed) {
           peer_gone_ = true;  // so the connection ends as peer_closed, not as a failed task
         }
@@ -764,7 +768,7 @@ class Connection final : public Client, public RequestSource {
     }
     task_suspended_ = true;
     write_without_waiting();
-    if (request_ended_) {
+    if (!reading_request_) {  // waiting for something else than its request: watch the peer
       start_monitor();
     }
   }
@@ -856,6 +860,7 @@ class Connection final : public Client, public RequestSource {
 
   asio::cancellation_signal monitor_cancel_;
   bool monitor_active_ = false;
+  bool reading_request_ = false;  // the task waits in read_more for its request
 };
 
 }  // namespace serialserver::detail
