@@ -52,6 +52,10 @@ inline constexpr std::size_t kOutputCapacity = 64 * 1024;
 inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
 /// Staging buffer for response producers.
 inline constexpr std::size_t kProducerChunk = 16 * 1024;
+/// Reads and writes in a row that did not have to wait, after which a connection lets the other
+/// connections of its I/O thread run (a peer that keeps both directions flowing, by pipelining
+/// or streaming, would otherwise keep the thread to itself).
+inline constexpr unsigned kOpsPerTurn = 16;
 
 template <class Stream>
 class Connection final : public Client, public RequestSource {
@@ -313,6 +317,10 @@ class Connection final : public Client, public RequestSource {
       // an empty socket costs a syscall per request.
       bool try_first = last_read_filled_;
       for (;;) {
+        if (try_first && ++ops_without_wait_ >= kOpsPerTurn) {  // take turns (kOpsPerTurn)
+          ops_without_wait_ = 0;
+          co_await asio::post(executor_, asio::use_awaitable);
+        }
         auto space = in_.writable();
         if (try_first) {
           n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
@@ -323,6 +331,7 @@ class Connection final : public Client, public RequestSource {
         }
         try_first = true;
         set_io_deadline(phase, timeout);
+        ops_without_wait_ = 0;
         co_await stream_.async_wait(asio::socket_base::wait_read,
                                     asio::redirect_error(asio::use_awaitable, ec));
         clear_io_deadline();
@@ -351,6 +360,11 @@ class Connection final : public Client, public RequestSource {
   asio::awaitable<std::error_code> flush() {
     const auto timeout = server().options().timeout.write;
     while (!out_.empty()) {
+      if (PlainSocket<Stream> && ++ops_without_wait_ >= kOpsPerTurn) {  // take turns
+        ops_without_wait_ = 0;
+        co_await asio::post(executor_, asio::use_awaitable);
+        continue;  // the stream may have been closed meanwhile
+      }
       if (stream_closed_) {
         co_return write_error(asio::error::operation_aborted);
       }
@@ -361,6 +375,7 @@ class Connection final : public Client, public RequestSource {
         n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
         if (ec == asio::error::would_block || ec == asio::error::try_again) {
           set_io_deadline(Phase::writing, timeout);
+          ops_without_wait_ = 0;
           co_await stream_.async_wait(asio::socket_base::wait_write,
                                       asio::redirect_error(asio::use_awaitable, ec));
           clear_io_deadline();
@@ -843,6 +858,7 @@ class Connection final : public Client, public RequestSource {
   bool stream_closed_ = false;
   bool disconnect_requested_ = false;
   bool last_read_filled_ = false;
+  unsigned ops_without_wait_ = 0;
 
   std::uint64_t request_bytes_ = 0;
   bool request_ended_ = false;
