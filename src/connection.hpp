@@ -59,6 +59,10 @@ inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
 inline constexpr std::chrono::nanoseconds kTlsShutdownTimeout = std::chrono::seconds(2);
 /// Staging buffer for response producers.
 inline constexpr std::size_t kProducerChunk = 16 * 1024;
+/// Reads and writes in a row that did not have to wait, after which a connection lets the other
+/// connections of its I/O thread run (a peer that keeps both directions flowing, by pipelining
+/// or streaming, would otherwise keep the thread to itself).
+inline constexpr unsigned kOpsPerTurn = 16;
 
 template <class Stream>
 class Connection final : public Client, public RequestSource {
@@ -151,15 +155,19 @@ class Connection final : public Client, public RequestSource {
           request_ended_ = true;
         }
         note_request_content(step.produced);
-        if (step.end && task_suspended_) {
-          start_monitor();
-        }
         if (step.produced > 0 || step.end || out.empty()) {
+          if (task_suspended_) {  // it may wait before it reads again: notice the peer leaving
+            start_monitor();
+          }
           co_return step.produced;
         }
         continue;
       }
-      if (const auto ec = co_await read_more(Phase::reading)) {
+      stop_monitor();  // one reader of the socket at a time
+      reading_request_ = true;
+      const auto ec = co_await read_more(Phase::reading);
+      reading_request_ = false;
+      if (ec) {
         if (ec == Errc::peer_closed) {
           peer_gone_ = true;  // so the connection ends as peer_closed, not as a failed task
         }
@@ -280,6 +288,9 @@ class Connection final : public Client, public RequestSource {
   void set_io_deadline(Phase phase, std::chrono::nanoseconds timeout) {
     phase_ = phase;
     io_deadline_ = Clock::now() + timeout;
+    if (phase == Phase::reading) {  // the rolling Read timeout, capped by the request's deadline
+      io_deadline_ = std::min(io_deadline_, request_deadline_);
+    }
     rearm_if_earlier(io_deadline_);
   }
   void clear_io_deadline() noexcept {
@@ -316,9 +327,11 @@ class Connection final : public Client, public RequestSource {
       return;
     }
     if (c.io_deadline_ <= now && c.phase_ != Phase::none) {
-      c.set_close_reason(c.phase_ == Phase::waiting   ? Errc::timeout_waiting_for_task
-                         : c.phase_ == Phase::reading ? Errc::read_timeout
-                                                      : Errc::write_timeout);
+      c.set_close_reason(
+          c.phase_ == Phase::waiting ? Errc::timeout_waiting_for_task
+          : c.phase_ == Phase::reading
+              ? (c.request_deadline_ <= now ? Errc::request_timeout : Errc::read_timeout)
+              : Errc::write_timeout);
       c.cancel_task();
       c.close_now();
       return;
@@ -385,6 +398,11 @@ class Connection final : public Client, public RequestSource {
   asio::awaitable<std::error_code> flush() {
     const auto timeout = server().options().timeout.write;
     while (!out_.empty()) {
+      if (PlainSocket<Stream> && ++ops_without_wait_ >= kOpsPerTurn) {  // take turns
+        ops_without_wait_ = 0;
+        co_await asio::post(executor_, asio::use_awaitable);
+        continue;  // the stream may have been closed meanwhile
+      }
       if (stream_closed_) {
         co_return write_error(asio::error::operation_aborted);
       }
@@ -395,6 +413,7 @@ class Connection final : public Client, public RequestSource {
         n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
         if (ec == asio::error::would_block || ec == asio::error::try_again) {
           set_io_deadline(Phase::writing, timeout);
+          ops_without_wait_ = 0;
           co_await stream_.async_wait(asio::socket_base::wait_write,
                                       asio::redirect_error(asio::use_awaitable, ec));
           clear_io_deadline();
@@ -586,6 +605,9 @@ class Connection final : public Client, public RequestSource {
   }
 
   void begin_request() noexcept {
+    const auto max_duration = server().options().max_request_duration;
+    request_deadline_ =
+        max_duration.count() > 0 ? Clock::now() + max_duration : Clock::time_point::max();
     decoder_.reset();
     request_bytes_ = 0;
     request_ended_ = false;
@@ -890,7 +912,7 @@ class Connection final : public Client, public RequestSource {
     }
     task_suspended_ = true;
     write_without_waiting();
-    if (request_ended_) {
+    if (!reading_request_) {  // waiting for something else than its request: watch the peer
       start_monitor();
     }
   }
@@ -958,12 +980,14 @@ class Connection final : public Client, public RequestSource {
   std::uint64_t table_version_ = 0;
 
   Clock::time_point io_deadline_ = Clock::time_point::max();
+  Clock::time_point request_deadline_ = Clock::time_point::max();
   Clock::time_point disconnect_deadline_ = Clock::time_point::max();
   Phase phase_ = Phase::none;
   std::error_code close_reason_;
   bool finished_ = false;
   bool stream_closed_ = false;
   bool disconnect_requested_ = false;
+  unsigned ops_without_wait_ = 0;  // reads and writes in a row that did not wait
 
   std::uint64_t request_bytes_ = 0;
   // For the connection-closed log line: tasks and request/response content bytes so far.
@@ -987,6 +1011,7 @@ class Connection final : public Client, public RequestSource {
   asio::cancellation_signal monitor_cancel_;
   bool monitor_active_ = false;
   bool probe_pending_ = false;
+  bool reading_request_ = false;  // the task waits in read_more for its request
 };
 
 }  // namespace serialserver::detail

@@ -39,6 +39,8 @@ class ErrorCategory final : public std::error_category {
         return "too many connections";
       case Errc::cancelled:
         return "task cancelled";
+      case Errc::request_timeout:
+        return "timeout whilst receiving the request (max_request_duration)";
     }
     return "unknown serialserver error " + std::to_string(value);
   }

@@ -38,6 +38,8 @@ enum class Errc {
   too_many_connections,
   /// A task was cancelled.
   cancelled,
+  /// A request took longer than ServerOptions::max_request_duration to arrive in full.
+  request_timeout,
 };
 
 /// The "serialserver" error category. Thread-safety: safe from any thread (a static object).

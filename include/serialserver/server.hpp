@@ -40,14 +40,22 @@ struct ServerOptions {
   /// Wait, Read and Write timeouts (PROTOCOL.md section 6).
   Timeout timeout{};
   /// The largest request content accepted, in bytes; 0 means no limit. A larger request is
-  /// answered with Error 254 (PROTOCOL.md section 5).
-  std::uint64_t max_request_bytes = 0;
+  /// answered with Error 254 (PROTOCOL.md section 5). The default bounds what a task that
+  /// collects its request (async_read_all) may be made to hold; a server whose tasks stream
+  /// larger requests raises it or sets 0.
+  std::uint64_t max_request_bytes = std::uint64_t{64} << 20;
   /// How far past max_request_bytes the server keeps draining before it answers Error 254 and
   /// closes the connection instead.
   std::uint64_t max_request_drain_bytes = std::uint64_t{64} << 20;
   /// Threads of the worker pool for blocking task functions (created on first use);
   /// 0 means the number of cores, at least 2.
   unsigned worker_threads = 0;
+  /// The longest one request may take to arrive in full, from its task code to its end byte;
+  /// 0 means no limit. The Read timeout is rolling, so a peer that sends a byte now and then
+  /// (slowloris) never meets it; past this deadline the connection is closed without a response
+  /// (Errc::request_timeout). The default equals the default Wait timeout: a slow sender holds a
+  /// connection no longer than an idle one may.
+  std::chrono::nanoseconds max_request_duration = std::chrono::minutes(30);
   /// Blocking tasks that may wait for a worker beyond those running; further connections wait
   /// (without reading) until there is room.
   std::size_t max_queued_blocking_tasks = 1024;

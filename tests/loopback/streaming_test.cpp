@@ -78,6 +78,7 @@ class Streaming : public ::testing::Test {
     ServerOptions o = TestServer::quiet_options();
     o.timeout.read = 30s;
     o.timeout.write = 30s;
+    o.max_request_bytes = 0;  // the 1 GiB request is streamed: no limit
     server_ = std::make_unique<TestServer>(std::move(o));
     demo::register_demo_tasks(server_->server());
     server_->start();

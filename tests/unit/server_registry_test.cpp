@@ -204,7 +204,8 @@ TEST(ServerTimeouts, TimeoutConstructorKeepsTheTimeoutsAndDefaultsTheRest) {
   EXPECT_EQ(server.options().timeout.write, nanoseconds(250ms));
   const ServerOptions defaults;
   EXPECT_EQ(server.options().max_request_bytes, defaults.max_request_bytes);
-  EXPECT_EQ(server.options().max_request_bytes, 0U);
+  EXPECT_EQ(server.options().max_request_bytes, std::uint64_t{64} << 20);
+  EXPECT_EQ(server.options().max_request_duration, nanoseconds(30min));
   EXPECT_EQ(server.options().max_request_drain_bytes, std::uint64_t{64} << 20);
   EXPECT_EQ(server.options().worker_threads, defaults.worker_threads);
   EXPECT_EQ(server.options().max_queued_blocking_tasks, defaults.max_queued_blocking_tasks);
