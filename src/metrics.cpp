@@ -67,6 +67,8 @@ std::string_view close_reason_name(std::error_code reason) noexcept {
       return "too_many_connections";
     case Errc::cancelled:
       return "cancelled";
+    case Errc::request_timeout:
+      return "request_timeout";
   }
   return "other";
 }

@@ -18,7 +18,7 @@ constexpr std::array<std::string_view, PrometheusMetrics::kLatencyBucketsNs.size
                      "1",      "2.5",     "5",      "10",    "+Inf"};
 
 /// Close reasons by slot: 0 no error, 1..13 the Errc values, 14 anything else.
-constexpr std::size_t kOtherCloseReason = 14;
+constexpr std::size_t kOtherCloseReason = 15;
 std::size_t close_reason_slot(std::error_code reason) noexcept {
   if (!reason) {
     return 0;
@@ -157,11 +157,13 @@ std::string PrometheusMetrics::render() const {
                    drop_reason_name(static_cast<DropReason>(i)), dropped_[i].load(relaxed));
   }
   header(out, "timeouts_total", "counter",
-         "Connections closed by the wait, read or write timeout, and handshakes that timed out.");
+         "Connections closed by the wait, read, write or request timeout, and handshakes that "
+         "timed out.");
   const std::pair<std::string_view, std::uint64_t> timeouts[] = {
       {"wait", closed_[static_cast<std::size_t>(Errc::timeout_waiting_for_task)].load(relaxed)},
       {"read", closed_[static_cast<std::size_t>(Errc::read_timeout)].load(relaxed)},
       {"write", closed_[static_cast<std::size_t>(Errc::write_timeout)].load(relaxed)},
+      {"request", closed_[static_cast<std::size_t>(Errc::request_timeout)].load(relaxed)},
       {"handshake",
        dropped_[static_cast<std::size_t>(DropReason::handshake_timeout)].load(relaxed)},
   };

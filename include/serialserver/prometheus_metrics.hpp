@@ -28,8 +28,9 @@ namespace serialserver {
 /// - `connections_closed_total{reason}`: served connections that ended, by close_reason_name();
 /// - `connections_dropped_total{reason}`: connections the listener dropped before serving them,
 ///   by drop_reason_name() (connection limits, failed or slow handshakes, shutdown);
-/// - `timeouts_total{kind}`: `wait`, `read`, `write` (connections closed by those timeouts) and
-///   `handshake` (handshakes that timed out);
+/// - `timeouts_total{kind}`: `wait`, `read`, `write`, `request` (connections closed by those
+///   timeouts; `request` is ServerOptions::max_request_duration) and `handshake` (handshakes
+///   that timed out);
 /// - `tasks_total{code,name,outcome}`: finished tasks by task code and outcome (ok, error,
 ///   dropped, goodbye); `name` is the task's registered name (empty for unregistered codes);
 /// - `request_bytes_total{code,name}` and `response_bytes_total{code,name}`: request and
@@ -71,7 +72,7 @@ class PrometheusMetrics final : public Metrics {
 
  private:
   static constexpr std::size_t kOutcomes = 4;
-  static constexpr std::size_t kCloseReasons = 15;  // none, the 13 Errc values, other
+  static constexpr std::size_t kCloseReasons = 16;  // none, the 14 Errc values, other
   static constexpr std::size_t kDropReasons = 5;
   static constexpr std::size_t kBuckets = kLatencyBucketsNs.size() + 1;  // the last is +Inf
 
