@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench/callgrind.sh: instructions the demo server executes per request (valgrind --tool=callgrind),
+# a figure that stays stable on a noisy machine, unlike requests per second. User-space
+# instructions only: the kernel's share of each syscall is not counted.
+#
+# usage: bench/callgrind.sh [BIN]   BIN: a release bin dir with serialserver-demo and serialbench
+#                                   (default build/release/bin)
+# env:   REQUESTS=20000  PORT=23480
+# Points: C=50 P=1 ping (task 2), C=50 P=16 ping, C=50 P=1 4 KiB echo (task 1); one I/O thread.
+# The totals include start-up, 50 connects and shutdown, spread over REQUESTS.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${1:-$ROOT/build/release/bin}
+REQUESTS=${REQUESTS:-20000}
+PORT=${PORT:-23480}
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+
+echo "| point | instructions per request |"
+echo "|---|---:|"
+for point in "50 1 0 2 c50_ping" "50 16 0 2 c50_P16_ping" "50 1 4096 1 c50_echo4k"; do
+  read -r c p size task name <<<"$point"
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.out" "$BIN/serialserver-demo" \
+    --listen "127.0.0.1:$PORT" --threads 1 --log-level warn >"$OUT/$name.log" 2>&1 &
+  server=$!
+  for _ in $(seq 150); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+  "$BIN/serialbench" "127.0.0.1:$PORT" -c "$c" -P "$p" -s "$size" -t "$task" \
+    --requests "$REQUESTS" --json >"$OUT/$name.json"
+  kill -INT "$server"
+  wait "$server" || true
+  grep -q '"errors":0' "$OUT/$name.json" || { echo "$name: serialbench saw errors" >&2; exit 1; }
+  total=$(callgrind_annotate "$OUT/$name.out" 2>/dev/null | grep -m1 'PROGRAM TOTALS' |
+    awk '{gsub(",", "", $1); print $1}')
+  echo "| $name | $((total / REQUESTS)) |"
+done
