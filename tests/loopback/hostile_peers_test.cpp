@@ -716,8 +716,9 @@ TEST_F(HostilePeers, TenThousandConnectionsSendingGarbage) {
   for (const auto& [reason, n] : counts) {
     EXPECT_TRUE(documented.count(reason) == 1) << n << " connections ended with: " << reason;
   }
-  EXPECT_EQ(count_lines(log(), "connection closed:"), static_cast<std::size_t>(first.connected));
-  EXPECT_EQ(count_lines(log(), "connection opened:"),
+  EXPECT_EQ(count_lines(log(), "msg=\"connection closed\""),
+            static_cast<std::size_t>(first.connected));
+  EXPECT_EQ(count_lines(log(), "msg=\"connection opened\""),
             static_cast<std::size_t>(first.connected) + 1);
   probe_->expect_well_served(50);
   expect_back_to_normal();

@@ -79,8 +79,9 @@ class ShutdownUnderLoad : public ::testing::Test {
     // wait_for_port's own probing connections end before the counting starts.
     ASSERT_TRUE(eventually([&] { return server_sockets(port_).established == 0; }, 10000ms));
     // And wait_for_port's connection has been logged, opened and closed.
-    ASSERT_TRUE(eventually([&] { return log_count("connection closed") == 1; }, 10000ms)) << log();
-    opened_before_ = log_count("connection opened");
+    ASSERT_TRUE(eventually([&] { return log_count("msg=\"connection closed\"") == 1; }, 10000ms))
+        << log();
+    opened_before_ = log_count("msg=\"connection opened\"");
   }
   std::string log() const {
     std::ifstream f(log_path_);
@@ -113,11 +114,12 @@ class ShutdownUnderLoad : public ::testing::Test {
         << ", with unread bytes " << server_sockets(port_).with_unread_bytes;
     ASSERT_TRUE(eventually(
         [&] {
-          return log_count("connection opened") ==
+          return log_count("msg=\"connection opened\"") ==
                  opened_before_ + static_cast<std::size_t>(connections);
         },
         30000ms))
-        << log_count("connection opened") << " connections opened, " << opened_before_ << " before";
+        << log_count("msg=\"connection opened\"") << " connections opened, " << opened_before_
+        << " before";
   }
   /// Reads every peer until the server closes it, or the deadline passes.
   void read_all_until_closed(Clock::time_point deadline) {
@@ -223,10 +225,10 @@ TEST_F(ShutdownUnderLoad, SigtermWhileAThousandTasksRunAnswersEveryStartedTaskOn
   }
   // The server's side agrees: every task ran to its response, none was cut off, and the
   // Goodbyes are the queued and late task codes it read.
-  EXPECT_EQ(log_count("(sleep): ok"), static_cast<std::size_t>(kTasks));
-  EXPECT_EQ(log_count("(echo): ok"), static_cast<std::size_t>(late_answers));
-  EXPECT_EQ(log_count(": dropped"), 0U);
-  EXPECT_EQ(log_count("): goodbye"), static_cast<std::size_t>(kPipelined + goodbyes));
+  EXPECT_EQ(log_count("name=sleep outcome=ok "), static_cast<std::size_t>(kTasks));
+  EXPECT_EQ(log_count("name=echo outcome=ok "), static_cast<std::size_t>(late_answers));
+  EXPECT_EQ(log_count(" outcome=dropped "), 0U);
+  EXPECT_EQ(log_count(" outcome=goodbye "), static_cast<std::size_t>(kPipelined + goodbyes));
   std::cout << "[          ] SIGTERM " << elapsed_since(first_sent).count() - exited_after.count()
             << " ms after the first task was sent; exit " << exited_after.count()
             << " ms after SIGTERM; of " << kLate << " late clients " << late_answers
@@ -272,8 +274,8 @@ TEST_F(ShutdownUnderLoad, SigtermWithTasksOutlastingTheGraceCancelsThemAtTheGrac
           << " got bytes past the grace: " << ::testing::PrintToString(p.received());
     }
   }
-  EXPECT_EQ(log_count("(sleep): ok"), static_cast<std::size_t>(kTasks / 2));
-  EXPECT_EQ(log_count("(sleep): dropped"), static_cast<std::size_t>(kTasks / 2));
+  EXPECT_EQ(log_count("name=sleep outcome=ok "), static_cast<std::size_t>(kTasks / 2));
+  EXPECT_EQ(log_count("name=sleep outcome=dropped "), static_cast<std::size_t>(kTasks / 2));
 }
 
 }  // namespace

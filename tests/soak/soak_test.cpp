@@ -62,7 +62,7 @@ class CountingLogger final : public Logger {
  public:
   bool enabled(LogLevel level) const noexcept override { return level >= LogLevel::info; }
   void write(LogLevel /*level*/, std::string_view message) noexcept override {
-    if (message.find("connection closed:") != std::string_view::npos) {
+    if (message.find("msg=\"connection closed\"") != std::string_view::npos) {
       ++closes_;
     }
   }
