@@ -543,9 +543,7 @@ class Connection final : public Client, public RequestSource {
   /// when the request's content passes the drain limit (drain_overflow_: the connection answers
   /// Error 254 and ends rather than read on). Small requests end here, with no coroutine call.
   void drain_buffered() noexcept {
-    if (!request_ended_) {
-      note_drain_limit();  // the task may have read past it already
-    }
+    note_drain_limit();  // the task may have read past it already, end byte and all
     while (!request_ended_ && !in_.empty() && !drain_overflow_) {
       const auto step = decoder_.next(in_.readable());
       in_.consume(step.consumed);
