@@ -19,6 +19,7 @@
 #include <serialserver/wire/block_encoder.hpp>
 #include "blocking_pool.hpp"
 #include "byte_buffer.hpp"
+#include "short_read_drains.hpp"
 #include "stream_ops.hpp"
 #include "task_table.hpp"
 
@@ -101,6 +102,9 @@ class Connection final : public Client, public RequestSource {
     if constexpr (PlainSocket<Stream>) {
       std::error_code ignored;
       stream_.non_blocking(true, ignored);
+    }
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      enable_tcp_inq(stream_.native_handle());  // refused: reads behave as asio's own
     }
     watchdog_.expires_at(Clock::time_point::max());
     arm_watchdog(self);
@@ -354,6 +358,17 @@ class Connection final : public Client, public RequestSource {
     return ec;
   }
 
+  /// The buffer for an asynchronous read: on TCP one that lets a read that drained the socket
+  /// queue the next read on epoll at once, instead of that read failing with EAGAIN first (see
+  /// short_read_drains.hpp). `input_drained_` tells which it was.
+  auto read_buffer(std::uint8_t* data, std::size_t size) noexcept {
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      return ShortReadDrains{asio::mutable_buffer(data, size), &input_drained_};
+    } else {
+      return asio::mutable_buffer(data, size);
+    }
+  }
+
   /// Reads more bytes into the input buffer under the phase's timeout.
   asio::awaitable<std::error_code> read_more(Phase phase) {
     if (stream_closed_) {
@@ -362,17 +377,36 @@ class Connection final : public Client, public RequestSource {
     const Timeout& t = server().options().timeout;
     const auto timeout = phase == Phase::waiting ? t.wait : t.read;
     std::error_code ec;
-    // asio's reactor reads at once only when the last read filled its buffer; otherwise it
-    // queues the read on the socket's edge-triggered registration and reads when epoll reports
-    // data. That is one recv per request and no more: a readiness wait (async_wait) would
-    // re-arm the registration with an epoll_ctl on every request.
+    // Reads go through async_read_some, which reads at once unless the last read drained the
+    // socket (see read_buffer) and otherwise queues on the socket's edge-triggered epoll
+    // registration: one recv per request on TCP. A readiness wait (async_wait) would re-arm the
+    // registration with an epoll_ctl on every request.
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      if (phase == Phase::reading && input_drained_) {
+        // The last read drained the socket and left an incomplete request. An RST that came
+        // with those bytes raised no edge of its own (TCP_INQ counts only a FIN), so the queued
+        // read would wait for the Read timeout: read at once instead; EAGAIN means nothing,
+        // RST included, is pending and any later byte raises an edge.
+        auto space = in_.writable();
+        const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+        if (!ec) {
+          in_.commit(n);
+          co_return std::error_code{};
+        }
+        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+          co_return read_error(ec);
+        }
+        ec.clear();
+      }
+    }
     set_io_deadline(phase, timeout);
     if (!in_.has_storage()) {
       // Idle (or between requests): read into the small inline buffer, so that a connection
       // waiting for its next request holds no input buffer. A longer request takes a second
       // read straight into the input buffer.
-      const std::size_t n = co_await stream_.async_read_some(
-          asio::buffer(idle_in_), asio::redirect_error(asio::use_awaitable, ec));
+      const std::size_t n =
+          co_await stream_.async_read_some(read_buffer(idle_in_.data(), idle_in_.size()),
+                                           asio::redirect_error(asio::use_awaitable, ec));
       clear_io_deadline();
       if (ec) {
         co_return read_error(ec);
@@ -382,7 +416,7 @@ class Connection final : public Client, public RequestSource {
     }
     auto space = in_.writable();
     const std::size_t n = co_await stream_.async_read_some(
-        asio::buffer(space.data(), space.size()), asio::redirect_error(asio::use_awaitable, ec));
+        read_buffer(space.data(), space.size()), asio::redirect_error(asio::use_awaitable, ec));
     clear_io_deadline();
     if (ec) {
       co_return read_error(ec);
@@ -1010,6 +1044,7 @@ class Connection final : public Client, public RequestSource {
   bool monitor_active_ = false;
   bool probe_pending_ = false;
   bool reading_request_ = false;  // the task waits in read_more for its request
+  bool input_drained_ = false;    // the last asynchronous read drained the socket (TCP_INQ)
 };
 
 }  // namespace serialserver::detail
