@@ -375,6 +375,9 @@ class Worker {
   void queue_recv(Conn& c) {
     io_uring_sqe* sqe = next_sqe();
     ::io_uring_prep_recv(sqe, c.fd, c.recv_buffer.get(), c.recv_size, 0);
+    // The response to what was just sent is not there yet: wait for readiness first rather
+    // than try a recv that would fail (a socket already readable completes at once anyway).
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     ::io_uring_sqe_set_data64(sqe, (c.index << 1) | kOpRecv);
     ++ops_;
   }
