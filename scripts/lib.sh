@@ -20,6 +20,8 @@ SERIALSERVER_APT_PACKAGES=(
   libcli11-dev
   libssl-dev
   openssl
+  # serialbench's io_uring engine.
+  liburing-dev
   libsqlite3-dev
   pkg-config
   python3

@@ -8,9 +8,17 @@
 // state machine (nothing is buffered or allocated per request), and one write() per socket per
 // loop turn carrying every request that the read freed room for.
 //
+// The io_uring engine (--engine io_uring, the default where the kernel allows it) keeps the same
+// connections, requests, parsing and validation, and changes only how bytes move: each connection
+// has one recv always queued in the thread's ring and at most one send, and a loop turn is one
+// io_uring_submit_and_wait_timeout() that hands the kernel every send and recv queued since the
+// last turn and collects what completed, so a turn costs one system call whatever the number of
+// connections (the epoll loop makes an epoll_wait, then a recv and a send per ready connection).
+//
 // With --tls each connection gets an OpenSSL SSL object over the same non-blocking socket
 // (handshake done blocking, before the loop): SSL_read / SSL_write replace read() / write(), and
-// WANT_READ / WANT_WRITE count as EAGAIN. The plaintext path is untouched.
+// WANT_READ / WANT_WRITE count as EAGAIN. The plaintext path is untouched. TLS runs on the epoll
+// engine only.
 
 #include <serialserver/duration.hpp>
 #include <serialserver/protocol.hpp>
@@ -45,6 +53,9 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#ifdef SERIALBENCH_HAVE_IO_URING
+#include <liburing.h>
+#endif
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -64,6 +75,11 @@ constexpr unsigned kSeqBits = 40;
 constexpr std::size_t kStampBytes = 8;
 
 enum class Expect { echo, empty, error, any };
+enum class Engine { automatic, epoll, io_uring };
+
+const char* engine_name(Engine engine) {
+  return engine == Engine::io_uring ? "io_uring" : engine == Engine::epoll ? "epoll" : "auto";
+}
 
 struct Config {
   serialclient::Address address;
@@ -79,6 +95,7 @@ struct Config {
   bool json = false;
   bool progress = false;
   bool tls = false;
+  Engine engine = Engine::automatic;  // resolved to epoll or io_uring before the run
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
@@ -115,7 +132,11 @@ struct Conn {
   std::uint64_t id = 0;
   std::size_t index = 0;  // in its worker's list: the epoll key
   bool alive = true;
-  bool want_out = false;  // EPOLLOUT registered: a write is pending
+  bool want_out = false;     // EPOLLOUT registered: a write is pending (epoll engine)
+  bool send_queued = false;  // a send is in the ring (io_uring engine)
+  // The io_uring engine's receive buffer: a recv in the ring needs memory of its own.
+  std::unique_ptr<std::uint8_t[]> recv_buffer;
+  std::size_t recv_size = 0;
   // Requests: `batch` holds `pipeline` copies of the encoded request; a batch of k requests is
   // the first k copies with their stamps rewritten, sent with one write().
   std::vector<std::uint8_t> batch;
@@ -159,7 +180,96 @@ class Worker {
   }
   Stats& stats() { return stats_; }
 
+  ~Worker() {
+#ifdef SERIALBENCH_HAVE_IO_URING
+    if (uring_) {
+      ::io_uring_queue_exit(&ring_);
+    }
+#endif
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
   void run() {
+#ifdef SERIALBENCH_HAVE_IO_URING
+    if (uring_) {
+      run_uring();
+      return;
+    }
+#endif
+    run_epoll();
+  }
+
+#ifdef SERIALBENCH_HAVE_IO_URING
+  /// Sets up this worker's ring for up to `conns` connections, from the main thread: single
+  /// issuer with task work deferred to io_uring_enter() where the kernel has them (6.1 and
+  /// later), created disabled so that the worker thread that enables it becomes the issuer;
+  /// plain flags where setup refuses those with EINVAL. Returns 0 or -errno.
+  int setup_ring(std::size_t conns) {
+    // Two SQEs per connection at most between two submissions (a recv and a send): no
+    // submission inside a turn up to 2048 connections a thread.
+    const auto entries = static_cast<unsigned>(std::min<std::size_t>(2 * conns + 8, 4096));
+    io_uring_params params{};
+    params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                   IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    params.cq_entries = 2 * entries;
+    int r = ::io_uring_queue_init_params(entries, &ring_, &params);
+    ring_disabled_ = r == 0;
+    if (r == -EINVAL) {
+      params = io_uring_params{};
+      params.flags = IORING_SETUP_CQSIZE;
+      params.cq_entries = 2 * entries;
+      r = ::io_uring_queue_init_params(entries, &ring_, &params);
+    }
+    uring_ = r == 0;
+    return r;
+  }
+#endif
+
+  /// Connections that still owe requests (requests mode) or are alive (duration mode).
+  void set_active(std::size_t n) { active_ = n; }
+
+ private:
+  /// Follows the main thread's phases; false once the loop must end.
+  bool keep_going(int& seen_phase) {
+    const int phase = phase_.load(std::memory_order_acquire);
+    if (phase != seen_phase) {
+      if (phase == kMeasure) {
+        // Warm-up is over: what came before does not count.
+        stats_.histogram.clear();
+        stats_.completed = stats_.errors = 0;
+      }
+      seen_phase = phase;
+    }
+    if (seen_phase == kStop) {
+      return false;  // responses still in flight are not counted: the window has closed
+    }
+    // In requests mode, 0 once every quota is done (or every connection is lost).
+    return active_ != 0;
+  }
+
+  void publish() {
+    stats_.live_completed.store(stats_.completed, std::memory_order_relaxed);
+    stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
+  }
+
+  void finish() {
+    stats_.end_ns = now_ns();
+    publish();
+    stats_.done.store(true, std::memory_order_release);
+  }
+
+  void close_all() {
+    for (auto& c : conns_) {
+      if (c->ssl != nullptr) {
+        ::SSL_free(c->ssl);
+        c->ssl = nullptr;
+      }
+      ::close(c->fd);
+    }
+  }
+
+  void run_epoll() {
     epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
     for (std::size_t i = 0; i < conns_.size(); ++i) {
       epoll_event ev{};
@@ -173,22 +283,7 @@ class Worker {
       send(*c, config_.pipeline, start);
     }
     std::vector<epoll_event> events(512);
-    for (;;) {
-      const int phase = phase_.load(std::memory_order_acquire);
-      if (phase != seen_phase) {
-        if (phase == kMeasure) {
-          // Warm-up is over: what came before does not count.
-          stats_.histogram.clear();
-          stats_.completed = stats_.errors = 0;
-        }
-        seen_phase = phase;
-      }
-      if (seen_phase == kStop) {
-        break;  // responses still in flight are not counted: the window has closed
-      }
-      if (active_ == 0) {
-        break;  // requests mode: every quota is done (or every connection is lost)
-      }
+    while (keep_going(seen_phase)) {
       const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 20);
       if (n < 0) {
         if (errno == EINTR) {
@@ -209,36 +304,198 @@ class Worker {
           on_readable(c);
         }
       }
-      stats_.live_completed.store(stats_.completed, std::memory_order_relaxed);
-      stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
+      publish();
     }
-    stats_.end_ns = now_ns();
-    stats_.live_completed.store(stats_.completed, std::memory_order_relaxed);
-    stats_.live_errors.store(stats_.errors, std::memory_order_relaxed);
-    stats_.done.store(true, std::memory_order_release);
-    for (auto& c : conns_) {
-      if (c->ssl != nullptr) {
-        ::SSL_free(c->ssl);
-        c->ssl = nullptr;
-      }
-      ::close(c->fd);
-    }
+    finish();
+    close_all();
     ::close(epoll_);
   }
 
-  /// Connections that still owe requests (requests mode) or are alive (duration mode).
-  void set_active(std::size_t n) { active_ = n; }
+#ifdef SERIALBENCH_HAVE_IO_URING
+  static constexpr std::uint64_t kOpRecv = 0;
+  static constexpr std::uint64_t kOpSend = 1;
 
- private:
+  void run_uring() {
+    if (ring_disabled_) {
+      // This thread becomes the ring's single issuer. (io_uring_enable_rings() is declared by
+      // liburing 2.3 but missing from its exported symbols: the register call it wraps.)
+      ::io_uring_register(ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    }
+    int seen_phase = phase_.load(std::memory_order_acquire);
+    const std::uint64_t start = now_ns();
+    for (auto& c : conns_) {
+      queue_recv(*c);
+      send(*c, config_.pipeline, start);
+    }
+    while (keep_going(seen_phase)) {
+      // Waits for this turn's sends and one completion more: a send to a socket with room
+      // completes within the submission, and must not end the wait before a response comes.
+      const unsigned wait = queued_sends_ + 1;
+      queued_sends_ = 0;
+      __kernel_timespec timeout{0, 20'000'000};
+      io_uring_cqe* cqe = nullptr;
+      const int r = ::io_uring_submit_and_wait_timeout(&ring_, &cqe, wait, &timeout, nullptr);
+      if (r < 0 && r != -ETIME && r != -EINTR) {
+        std::fprintf(stderr, "serialbench: io_uring_submit_and_wait: %s\n", std::strerror(-r));
+        break;
+      }
+      reap();
+      publish();
+    }
+    finish();
+    // Ends every recv and send still in the ring before their buffers go: shutdown() completes
+    // them (a recv with 0, a send with EPIPE).
+    draining_ = true;
+    for (auto& c : conns_) {
+      ::shutdown(c->fd, SHUT_RDWR);
+    }
+    const std::uint64_t deadline = now_ns() + 1'000'000'000ULL;
+    while (ops_ != 0 && now_ns() < deadline) {
+      __kernel_timespec timeout{0, 100'000'000};
+      io_uring_cqe* cqe = nullptr;
+      ::io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
+      reap();
+    }
+    ::io_uring_queue_exit(&ring_);
+    uring_ = false;
+    close_all();
+  }
+
+  /// A free SQE; when the queue is full, what it holds is submitted first.
+  io_uring_sqe* next_sqe() {
+    io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+    while (sqe == nullptr) {
+      ::io_uring_submit(&ring_);
+      queued_sends_ = 0;
+      sqe = ::io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+  }
+
+  void queue_recv(Conn& c) {
+    io_uring_sqe* sqe = next_sqe();
+    ::io_uring_prep_recv(sqe, c.fd, c.recv_buffer.get(), c.recv_size, 0);
+    // The response to what was just sent is not there yet: wait for readiness first rather
+    // than try a recv that would fail (a socket already readable completes at once anyway).
+    sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+    ::io_uring_sqe_set_data64(sqe, (c.index << 1) | kOpRecv);
+    ++ops_;
+  }
+
+  /// Queues a send of the pending part of the batch, unless one is already in the ring.
+  void flush_uring(Conn& c) {
+    if (c.send_queued || c.write_pos == c.write_end) {
+      return;
+    }
+    io_uring_sqe* sqe = next_sqe();
+    // MSG_WAITALL: the kernel sends the rest itself after a short send.
+    ::io_uring_prep_send(sqe, c.fd, c.batch.data() + c.write_pos, c.write_end - c.write_pos,
+                         MSG_NOSIGNAL | MSG_WAITALL);
+    ::io_uring_sqe_set_data64(sqe, (c.index << 1) | kOpSend);
+    c.send_queued = true;
+    ++ops_;
+    ++queued_sends_;
+  }
+
+  /// Handles every completion in the ring.
+  void reap() {
+    unsigned head = 0;
+    unsigned count = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++count;
+      --ops_;
+      if (draining_) {
+        continue;
+      }
+      const std::uint64_t data = ::io_uring_cqe_get_data64(cqe);
+      Conn& c = *conns_[data >> 1];
+      if ((data & 1) == kOpSend) {
+        on_sent(c, cqe->res);
+      } else {
+        on_received(c, cqe->res);
+      }
+    }
+    ::io_uring_cq_advance(&ring_, count);
+  }
+
+  void on_sent(Conn& c, int res) {
+    c.send_queued = false;
+    if (!c.alive) {
+      return;
+    }
+    if (res < 0) {
+      if (res == -EAGAIN || res == -EINTR) {
+        flush_uring(c);
+      } else {
+        lose(c);
+      }
+      return;
+    }
+    c.write_pos += static_cast<std::size_t>(res);
+    if (c.write_pos < c.write_end) {
+      flush_uring(c);
+      return;
+    }
+    c.write_pos = c.write_end = 0;
+    if (c.owed != 0) {
+      emit(c, now_ns());
+    }
+  }
+
+  void on_received(Conn& c, int res) {
+    if (!c.alive) {
+      return;
+    }
+    if (res <= 0) {
+      if (res == -EAGAIN || res == -EINTR) {
+        queue_recv(c);
+      } else {
+        lose(c);  // the server closed (or reset) the connection
+      }
+      return;
+    }
+    if (consume(
+            c, std::span<const std::uint8_t>(c.recv_buffer.get(), static_cast<std::size_t>(res)))) {
+      queue_recv(c);
+    }
+  }
+#endif
+
   void lose(Conn& c) {
     if (!c.alive) {
       return;
     }
-    c.alive = false;
     ++stats_.errors;
     ++stats_.lost;
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+    retire(c);
+  }
+
+  /// Takes a connection out of the loop (its quota is done, or it is lost).
+  void retire(Conn& c) {
+    if (epoll_ >= 0) {
+      ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+    }
+    c.alive = false;
     --active_;
+  }
+
+  /// Parses what was read; then retires the connection if its quota is done, or sends the
+  /// requests that the responses made room for. False once the connection is out of the loop.
+  bool consume(Conn& c, std::span<const std::uint8_t> data) {
+    const std::uint64_t now = now_ns();
+    const std::uint64_t freed = parse(c, data, now);
+    if (!c.alive) {
+      return false;
+    }
+    if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
+      retire(c);
+      return false;
+    }
+    if (phase_.load(std::memory_order_relaxed) != kStop) {
+      send(c, freed, now);
+    }
+    return c.alive;
   }
 
   /// Sends up to k more requests (fewer if the quota runs out), or owes them while an earlier
@@ -282,6 +539,12 @@ class Worker {
   }
 
   void flush(Conn& c) {
+#ifdef SERIALBENCH_HAVE_IO_URING
+    if (uring_) {
+      flush_uring(c);
+      return;
+    }
+#endif
     while (c.write_pos < c.write_end) {
       if (c.ssl != nullptr) {
         // A retry after WANT_WRITE passes the same bytes, as SSL_write requires.
@@ -343,21 +606,7 @@ class Worker {
       lose(c);  // the server closed (or reset) the connection
       return;
     }
-    const std::uint64_t now = now_ns();
-    const std::uint64_t freed =
-        parse(c, std::span(read_buffer_).first(static_cast<std::size_t>(n)), now);
-    if (!c.alive) {
-      return;
-    }
-    if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
-      ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
-      c.alive = false;
-      --active_;
-      return;
-    }
-    if (phase_.load(std::memory_order_relaxed) != kStop) {
-      send(c, freed, now);
-    }
+    consume(c, std::span(read_buffer_).first(static_cast<std::size_t>(n)));
   }
 
   /// As on_readable, through OpenSSL: SSL_read returns about one record per call, so it reads
@@ -385,19 +634,8 @@ class Worker {
       if (total == 0) {
         return;
       }
-      const std::uint64_t now = now_ns();
-      const std::uint64_t freed = parse(c, std::span(read_buffer_).first(total), now);
-      if (!c.alive) {
+      if (!consume(c, std::span(read_buffer_).first(total))) {
         return;
-      }
-      if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
-        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
-        c.alive = false;
-        --active_;
-        return;
-      }
-      if (phase_.load(std::memory_order_relaxed) != kStop) {
-        send(c, freed, now);
       }
       if (drained && ::SSL_pending(c.ssl) == 0) {
         return;
@@ -494,6 +732,14 @@ class Worker {
   int epoll_ = -1;
   std::size_t active_ = 0;
   Stats stats_;
+#ifdef SERIALBENCH_HAVE_IO_URING
+  io_uring ring_{};
+  bool uring_ = false;          // the io_uring engine: ring_ is set up
+  bool ring_disabled_ = false;  // created with IORING_SETUP_R_DISABLED
+  bool draining_ = false;       // the run is over: completions are only counted
+  std::size_t ops_ = 0;         // SQEs queued whose completion has not been reaped
+  unsigned queued_sends_ = 0;   // sends queued since the last submission
+#endif
 };
 
 /// Connects one blocking socket, then (if `non_blocking`) makes it non-blocking. Returns -1 with
@@ -666,7 +912,16 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-int run(const Config& config) {
+/// The receive buffer of a connection on the io_uring engine: room for the responses to a full
+/// pipeline of requests (an echo is as long as its request; other answers may take more reads),
+/// at least 16 KiB and at most the epoll engine's 256 KiB.
+std::size_t recv_buffer_size(const Conn& c, std::size_t pipeline) {
+  const std::size_t want = c.batch.size() + 16 * pipeline;
+  const std::size_t rounded = (want + 4095) / 4096 * 4096;
+  return std::clamp<std::size_t>(rounded, 16 * 1024, kReadBufferSize);
+}
+
+int run(Config config) {
   std::signal(SIGPIPE, SIG_IGN);
   const std::size_t thread_count =
       std::max<std::size_t>(1, std::min<std::size_t>(config.threads, config.connections));
@@ -675,6 +930,47 @@ int run(const Config& config) {
   for (std::size_t t = 0; t < thread_count; ++t) {
     workers.push_back(std::make_unique<Worker>(config, phase));
   }
+  if (config.tls) {
+    config.engine = Engine::epoll;  // TLS runs on the epoll engine (io_uring is refused earlier)
+  }
+#ifdef SERIALBENCH_HAVE_IO_URING
+  if (config.engine != Engine::epoll) {
+    for (std::size_t t = 0; t < thread_count; ++t) {
+      // Connection i goes to worker i % thread_count.
+      const std::size_t conns = (config.connections + thread_count - 1 - t) / thread_count;
+      const int r = workers[t]->setup_ring(conns);
+      if (r == 0) {
+        continue;
+      }
+      if (config.engine == Engine::io_uring) {
+        std::fprintf(stderr, "serialbench: --engine io_uring: cannot set up an io_uring: %s\n",
+                     std::strerror(-r));
+        return kExitUsage;
+      }
+      std::fprintf(stderr,
+                   "serialbench: io_uring is not available (cannot set up a ring: %s); using "
+                   "the epoll engine\n",
+                   std::strerror(-r));
+      config.engine = Engine::epoll;
+      workers.clear();  // and their rings
+      for (std::size_t w = 0; w < thread_count; ++w) {
+        workers.push_back(std::make_unique<Worker>(config, phase));
+      }
+      break;
+    }
+    if (config.engine == Engine::automatic) {
+      config.engine = Engine::io_uring;
+    }
+  }
+#else
+  if (config.engine == Engine::automatic) {
+    std::fprintf(stderr,
+                 "serialbench: this build has no io_uring engine (liburing was not found when "
+                 "it was configured); using the epoll engine\n");
+    config.engine = Engine::epoll;
+  }
+#endif
+  const bool uring = config.engine == Engine::io_uring;
   std::vector<std::size_t> per_worker(thread_count, 0);
   std::unique_ptr<SSL_CTX, decltype(&::SSL_CTX_free)> tls_context(nullptr, &::SSL_CTX_free);
   if (config.tls) {
@@ -684,7 +980,9 @@ int run(const Config& config) {
     }
   }
   for (std::size_t i = 0; i < config.connections; ++i) {
-    const int fd = connect_socket(config.address, !config.tls);
+    // The io_uring engine keeps its sockets blocking: io_uring tries each operation without
+    // blocking and, if it would block, waits for readiness itself.
+    const int fd = connect_socket(config.address, !config.tls && !uring);
     if (fd < 0) {
       std::fprintf(stderr, "serialbench: cannot connect to %s: %s\n",
                    config.address.to_string().c_str(), std::strerror(errno));
@@ -701,6 +999,10 @@ int run(const Config& config) {
     }
     auto conn = make_conn(config, fd, i);
     conn->ssl = ssl;
+    if (uring) {
+      conn->recv_size = recv_buffer_size(*conn, config.pipeline);
+      conn->recv_buffer = std::make_unique_for_overwrite<std::uint8_t[]>(conn->recv_size);
+    }
     if (config.requests) {
       conn->quota = *config.requests / config.connections +
                     (i < *config.requests % config.connections ? 1 : 0);
@@ -812,16 +1114,17 @@ int run(const Config& config) {
         "\"threads\":%zu,\"seconds\":%.3f,\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
         ",\"connections_lost\":%" PRIu64
         ",\"requests_per_second\":%.1f,\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
-        "\"p99_9\":%.1f,\"max\":%.1f},\"cpu_percent\":%.1f}\n",
+        "\"p99_9\":%.1f,\"max\":%.1f},\"cpu_percent\":%.1f,\"engine\":\"%s\"}\n",
         json_escape(config.address.to_string()).c_str(), static_cast<unsigned>(config.task),
         config.size, config.connections, config.pipeline, thread_count, seconds, completed, errors,
-        lost, rps, p50, p90, p99, p999, max, cpu_percent);
+        lost, rps, p50, p90, p99, p999, max, cpu_percent, engine_name(config.engine));
   } else {
     std::printf(
         "serialbench %s: task %u, %zu-byte requests, %zu connections, pipeline %zu, "
-        "%zu thread%s\n",
+        "%zu thread%s, %s engine\n",
         config.address.to_string().c_str(), static_cast<unsigned>(config.task), config.size,
-        config.connections, config.pipeline, thread_count, thread_count == 1 ? "" : "s");
+        config.connections, config.pipeline, thread_count, thread_count == 1 ? "" : "s",
+        engine_name(config.engine));
     std::printf("  requests      %" PRIu64 " in %.3f s\n", completed, seconds);
     std::printf("  throughput    %.0f requests/s\n", rps);
     std::printf("  errors        %" PRIu64 " (connections lost: %" PRIu64 ")\n", errors, lost);
@@ -850,7 +1153,11 @@ int main(int argc, char** argv) {
       "serialbench: a load generator for serial-protocol servers.\n"
       "Every response is validated; latencies are measured per request."};
   app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 10s, 1m.
-Exit status: 0 no errors, 1 errors (or nothing completed), 3 cannot connect, 64 usage.
+Engines: io_uring (one io_uring_submit_and_wait per loop turn carries every connection's sends
+and recvs) and epoll (epoll_wait, then recv and send per ready socket). auto picks io_uring when
+a ring can be set up, else epoll with a line on stderr saying why. --tls always runs on epoll.
+Exit status: 0 no errors, 1 errors (or nothing completed), 3 cannot connect, 64 usage (also
+--engine io_uring where this build or the kernel has no io_uring).
 
 Examples:
   serialbench 127.0.0.1:7070 --connections 50 --duration 10s            ping (task 2)
@@ -889,6 +1196,12 @@ Examples:
   app.add_option("-T,--threads", config.threads, "event-loop threads")
       ->capture_default_str()
       ->check(CLI::Range(1U, 256U));
+  std::string engine = "auto";
+  app.add_option("-e,--engine", engine,
+                 "I/O engine: auto, epoll or io_uring (auto: io_uring where available; epoll "
+                 "with --tls)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "epoll", "io_uring"}));
   app.add_flag("--json", config.json, "machine-readable summary on stdout");
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress line");
@@ -914,6 +1227,19 @@ Examples:
     config.address = serialclient::parse_address(address);
     if (config.tls && config.address.is_unix) {
       throw CLI::ValidationError("--tls", "TLS needs a TCP address, not a Unix socket");
+    }
+    if (engine == "io_uring") {
+#ifndef SERIALBENCH_HAVE_IO_URING
+      throw CLI::ValidationError("--engine",
+                                 "io_uring: this serialbench was built without liburing (the "
+                                 "epoll engine only)");
+#endif
+      if (config.tls) {
+        throw CLI::ValidationError("--engine", "io_uring does not do TLS; --tls runs on epoll");
+      }
+      config.engine = serialbench::Engine::io_uring;
+    } else if (engine == "epoll") {
+      config.engine = serialbench::Engine::epoll;
     }
     if (!duration.empty()) {
       config.duration = serialbench::duration_arg(duration, "--duration");

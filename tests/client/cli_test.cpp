@@ -282,6 +282,146 @@ TEST(CliRaw, BenchOverAUnixSocket) {
   demo.wait_exit(10s);
 }
 
+/// Echoes each request with its last content byte flipped: well-formed answers with wrong bytes.
+void corrupting_echo(int fd) {
+  while (auto request = RawServer::read_request(fd)) {
+    auto content = request->second;
+    if (!content.empty()) {
+      content.back() ^= 0x5a;
+    }
+    std::vector<std::uint8_t> out{0x00};
+    std::vector<std::uint8_t> body(serialserver::wire::encoded_size(content.size()));
+    serialserver::wire::encode_message(content, body);
+    out.insert(out.end(), body.begin(), body.end());
+    RawServer::send_all(fd, out);
+  }
+}
+
+/// serialbench on each of its engines against the real demo server (TCP and a Unix socket) and
+/// against raw servers that answer wrongly. A build or kernel without io_uring skips the
+/// io_uring cases (serialbench then refuses --engine io_uring with status 64).
+class BenchEngine : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "io_uring") {
+      const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
+      const auto probe = run("serialbench", {nobody, "-n", "1", "--engine", "io_uring"});
+      if (probe.status == 64) {
+        GTEST_SKIP() << "no io_uring engine here: " << probe.err;
+      }
+      ASSERT_EQ(probe.status, 3) << probe.err;  // it got as far as connecting
+    }
+  }
+
+  /// serialbench `args` --engine <param> --json; checks the engine it reports.
+  ::serialclient::test::Run bench(std::vector<std::string> args) {
+    args.insert(args.end(), {"--engine", GetParam(), "--json"});
+    auto r = run("serialbench", args);
+    EXPECT_NE(r.out.find("\"engine\":\"" + GetParam() + "\""), std::string::npos) << r.out;
+    return r;
+  }
+
+  static void start_demo(std::unique_ptr<ChildProcess>& demo, const std::string& listen) {
+    demo = std::make_unique<ChildProcess>(
+        bin_dir() + "/serialserver-demo",
+        std::vector<std::string>{"--listen", listen, "--log-level", "warn", "--threads", "2"});
+  }
+  static void stop_demo(std::unique_ptr<ChildProcess>& demo) {
+    demo->signal(SIGTERM);
+    demo->wait_exit(10s);
+  }
+};
+
+TEST_P(BenchEngine, TcpEchoPipelinedExactCount) {
+  const auto port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  std::unique_ptr<ChildProcess> demo;
+  start_demo(demo, address);
+  ASSERT_TRUE(wait_for_port(port)) << "the demo server did not start";
+  // Echo (content checked against the request), 8 in flight on each of 4 connections, and a
+  // count that does not divide evenly among them.
+  auto r = bench({address, "-c", "4", "-P", "8", "-s", "300", "-t", "1", "-n", "4001"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":4001,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"connections_lost\":0,"), std::string::npos) << r.out;
+  // Large echoes: a pipeline of 64 KiB requests, more than a socket buffer holds at once.
+  r = bench({address, "-c", "2", "-P", "4", "-s", "65536", "-t", "1", "-n", "200"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":200,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  // Duration mode with warm-up on two threads.
+  r = bench({address, "-c", "3", "-P", "2", "-t", "1", "-s", "16", "-d", "300ms", "-w", "100ms",
+             "--threads", "2"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"requests\":0,"), std::string::npos) << r.out;
+  stop_demo(demo);
+}
+
+TEST_P(BenchEngine, UnixSocketEcho) {
+  const auto path = scratch("engine-" + GetParam() + ".sock");
+  std::unique_ptr<ChildProcess> demo;
+  start_demo(demo, path.string());
+  ASSERT_TRUE(serialserver::test::eventually([&] { return std::filesystem::exists(path); }, 10s));
+  const auto r = bench({path.string(), "-c", "3", "-P", "4", "-t", "1", "-s", "20", "-n", "1000"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":1000,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  stop_demo(demo);
+}
+
+TEST_P(BenchEngine, WrongBytesAreErrors) {
+  RawServer corrupter(corrupting_echo);
+  auto r = bench({corrupter.address(), "-c", "2", "-P", "3", "-t", "1", "-s", "16", "-n", "30"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":30,"), std::string::npos) << r.out;
+  // An Error answer where an echo was expected (the demo's task 3).
+  const auto port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  std::unique_ptr<ChildProcess> demo;
+  start_demo(demo, address);
+  ASSERT_TRUE(wait_for_port(port)) << "the demo server did not start";
+  r = bench({address, "-t", "3", "-s", "1", "--expect", "echo", "-n", "50"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"errors\":50,"), std::string::npos) << r.out;
+  stop_demo(demo);
+}
+
+TEST_P(BenchEngine, ServerClosingIsALostConnection) {
+  RawServer closer([](int fd) { RawServer::read_request(fd); });
+  const auto r = bench({closer.address(), "-c", "2", "-t", "1", "-s", "8", "-n", "10"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"connections_lost\":2,"), std::string::npos) << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, BenchEngine, ::testing::Values("epoll", "io_uring"),
+                         [](const auto& engine) { return engine.param; });
+
+TEST(CliUsage, BenchEngineChoice) {
+  const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
+  EXPECT_EQ(run("serialbench", {nobody, "-n", "1", "--engine", "kqueue"}).status, 64);
+  const auto tls = run("serialbench", {nobody, "-n", "1", "--engine", "io_uring", "--tls"});
+  EXPECT_EQ(tls.status, 64);
+  EXPECT_NE(tls.err.find("TLS"), std::string::npos) << tls.err;
+  // auto: io_uring, or epoll with one line on stderr that says why.
+  RawServer echo([](int fd) {
+    while (auto request = RawServer::read_request(fd)) {
+      RawServer::send_all(fd, {0x00, 0x00});
+    }
+  });
+  const auto r = run("serialbench", {echo.address(), "-n", "20", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  if (r.out.find("\"engine\":\"epoll\"") != std::string::npos) {
+    EXPECT_NE(r.err.find("using the epoll engine"), std::string::npos) << r.err;
+  } else {
+    EXPECT_NE(r.out.find("\"engine\":\"io_uring\""), std::string::npos) << r.out;
+    EXPECT_TRUE(r.err.empty()) << r.err;
+  }
+  const auto help = run("serialbench", {"--help"});
+  EXPECT_NE(help.out.find("--engine"), std::string::npos) << help.out;
+}
+
 TEST(CliUsage, BenchExitStatuses) {
   EXPECT_EQ(run("serialbench", {}).status, 64);
   EXPECT_EQ(run("serialbench", {"127.0.0.1:1", "-d", "1s", "-n", "5"}).status, 64);
