@@ -723,7 +723,6 @@ class Connection final : public Client, public RequestSource {
   /// frame of the read that waits for the next request. False (nothing done) if serve_task()
   /// must serve the request.
   bool serve_without_task_now(TaskCode code) {
-    const auto started = Clock::now();
     refresh_table();
     if (!is_reserved_task_code(code) && table_->entries[code]) {
       return false;
@@ -733,6 +732,7 @@ class Connection final : public Client, public RequestSource {
     if (!end || (limit != 0 && *end > limit) || !output_fits(2)) {
       return false;  // the request is not all here, may be too large, or the answer must wait
     }
+    const auto started = Clock::now();
     refresh(snapshot_);
     begin_request();
     begin_task(code, nullptr, std::chrono::system_clock::now());
