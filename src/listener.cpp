@@ -1,6 +1,7 @@
 #include <serialserver/error.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
+#include "connection.hpp"
 #include "cores.hpp"
 #include "stream_ops.hpp"
 #include "tls_context.hpp"
@@ -19,6 +20,7 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
@@ -32,6 +34,12 @@
 #include <asio/write.hpp>
 
 namespace serialserver {
+
+namespace detail {
+// Instantiated in server.cpp.
+extern template class Connection<asio::ip::tcp::socket>;
+extern template class Connection<asio::local::stream_protocol::socket>;
+}  // namespace detail
 
 asio::awaitable<void> HandshakeStream::async_read_exact(std::span<std::uint8_t> out) {
   while (!out.empty()) {
@@ -277,8 +285,38 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       if (!self->admit(socket, address_key)) {
         continue;
       }
-      asio::co_spawn(ctx, serve(self, std::move(socket), std::move(address_key)), asio::detached);
+      if (plain_tcp_or_unix(*self)) {
+        asio::dispatch(ctx, [self, socket = std::move(socket),
+                             address_key = std::move(address_key)]() mutable {
+          serve_plain(std::move(self), std::move(socket), std::move(address_key));
+        });
+      } else {
+        asio::co_spawn(ctx, serve(self, std::move(socket), std::move(address_key)), asio::detached);
+      }
     }
+  }
+
+  /// True when connections go to the server as accepted: no TLS and no handshake hook.
+  static bool plain_tcp_or_unix(const ListenerImpl& self) noexcept {
+    return !self.tls_context_ && !self.options_.handshake;
+  }
+
+  /// serve() for a connection with neither TLS nor a handshake hook, on the connection's I/O
+  /// thread: the connection is handed over without a coroutine of the listener's waiting for
+  /// it, so an idle connection holds only its own coroutine frames.
+  template <class Socket>
+  static void serve_plain(std::shared_ptr<ListenerImpl> self, Socket socket,
+                          std::string address_key) {
+    if (self->stop_.stop_requested()) {
+      self->report_drop(socket_addresses(socket).second, DropReason::shutting_down);
+      self->release(address_key);
+      return;
+    }
+    ListenerImpl& impl = *self;
+    spawn_connection(impl.server_, std::move(socket), ByteOrder::big_endian, SessionData{},
+                     impl.stop_.get_token(), &impl.grace_ns_,
+                     [self = std::move(self), address_key = std::move(address_key)](
+                         std::error_code) { self->release(address_key); });
   }
 
   template <class Socket>

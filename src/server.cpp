@@ -110,15 +110,7 @@ asio::awaitable<std::error_code> Server::async_handle_socket(
       *this, std::move(socket), byte_order, std::move(session), std::move(local),
       std::move(remote));
   // The stop token asks for a graceful disconnection; the callback only posts.
-  std::optional<std::stop_callback<std::function<void()>>> on_stop;
-  if (stop.stop_possible()) {
-    on_stop.emplace(stop, [weak = std::weak_ptr<Client>(connection), this, stop_grace_ns] {
-      if (auto c = weak.lock()) {
-        c->disconnect(stop_grace_ns != nullptr ? std::chrono::nanoseconds(stop_grace_ns->load())
-                                               : options_.shutdown_grace);
-      }
-    });
-  }
+  connection->disconnect_on_stop(std::move(stop), stop_grace_ns);
   co_return co_await asio::co_spawn(
       executor, connection->run(),
       asio::bind_cancellation_slot(connection->task_cancellation_slot(), asio::use_awaitable));
@@ -229,6 +221,12 @@ void Server::set_metrics(std::shared_ptr<Metrics> metrics) {
   metrics_ = std::move(metrics);
   settings_version_.fetch_add(1, std::memory_order_release);
 }
+
+namespace detail {
+// Also used by the listener (listener.cpp), which declares them extern.
+template class Connection<asio::ip::tcp::socket>;
+template class Connection<asio::local::stream_protocol::socket>;
+}  // namespace detail
 
 template asio::awaitable<std::error_code> Server::async_handle_socket(
     asio::ip::tcp::socket, ByteOrder, SessionData, std::stop_token,
