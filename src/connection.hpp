@@ -127,7 +127,15 @@ class Connection final : public Client, public RequestSource {
         note_request_content(step.produced);
         if (step.produced > 0 || step.end || out.empty()) {
           if (task_suspended_) {  // it may wait before it reads again: notice the peer leaving
-            start_monitor();
+            if (task_is_blocking_) {
+              start_monitor();
+            } else {
+              // A coroutine task may have suspended only for this read. A fresh probe (a post)
+              // sees whether it waits again, for something else, and only then watches the
+              // socket: watching at once cost an epoll_ctl per request that took a read.
+              task_suspended_ = false;
+              schedule_probe();
+            }
           }
           co_return step.produced;
         }
