@@ -319,13 +319,18 @@ class Connection final : public Client, public RequestSource {
 
   /// Sends close_notify and waits, under min(Write timeout, kTlsShutdownTimeout) kept by the
   /// watchdog, for the peer's: a peer that never answers costs at most that long.
-  asio::awaitable<void> tls_shutdown() requires TlsStream<Stream> {
-    const auto timeout =
-        std::min<std::chrono::nanoseconds>(server().options().timeout.write, kTlsShutdownTimeout);
-    set_io_deadline(Phase::writing, timeout);
-    std::error_code ignored;
-    co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
-    clear_io_deadline();
+  /// A no-op for other streams: a constraint instead of `if constexpr` would not keep clang 14
+  /// from instantiating the body for them in server.cpp's explicit instantiations.
+  asio::awaitable<void> tls_shutdown() {
+    if constexpr (TlsStream<Stream>) {
+      const auto timeout =
+          std::min<std::chrono::nanoseconds>(server().options().timeout.write, kTlsShutdownTimeout);
+      set_io_deadline(Phase::writing, timeout);
+      std::error_code ignored;
+      co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+      clear_io_deadline();
+    }
+    co_return;
   }
 
   void cancel_task() {
