@@ -757,6 +757,26 @@ class Connection final : public Client, public RequestSource {
   /// asio recycles a finished frame for any smaller one, so serve_task()'s would become the
   /// frame of the read that waits for the next request. False (nothing done) if serve_task()
   /// must serve the request.
+  /// Ends the task bookkeeping of begin_task when the serving scope ends, however it ends.
+  struct EndTaskGuard {
+    Connection* connection;
+    ~EndTaskGuard() { connection->end_task(); }
+  };
+
+  /// The answer to a code with no task function, once its request is drained: OK for a
+  /// keep-alive, Error 254 past the size limit, Error for an unknown code.
+  void set_outcome_without_task(TaskRecord& record) const noexcept {
+    if (request_too_large_) {
+      record.outcome = TaskOutcome::error;
+      record.error_code = kMessageTooLargeErrorCode;
+    } else if (record.code == kKeepAliveTaskCode) {
+      record.outcome = TaskOutcome::ok;
+    } else {
+      record.outcome = TaskOutcome::error;
+      record.error_code = kUnknownTaskErrorCode;
+    }
+  }
+
   bool serve_without_task_now(TaskCode code) {
     refresh_table();
     if (!is_reserved_task_code(code) && table_->entries[code]) {
@@ -771,22 +791,17 @@ class Connection final : public Client, public RequestSource {
     refresh(snapshot_);
     begin_request();
     begin_task(code, nullptr, std::chrono::system_clock::now());
-    struct EndTask {
-      Connection* c;
-      ~EndTask() { c->end_task(); }
-    } end_task_guard{this};
+    const EndTaskGuard end_task_guard{this};
     drain_buffered();  // the whole message, within the limit: request_ended_, not too large
     TaskRecord record;
     record.code = code;
-    if (code == kKeepAliveTaskCode) {
-      record.outcome = TaskOutcome::ok;
+    set_outcome_without_task(record);
+    if (record.outcome == TaskOutcome::ok) {
       out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
       out_.push_back(0);
     } else {
-      record.outcome = TaskOutcome::error;
-      record.error_code = kUnknownTaskErrorCode;
       out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
-      out_.push_back(kUnknownTaskErrorCode);
+      out_.push_back(record.error_code);
     }
     record.duration = Clock::now() - started;
     report_task(record);
@@ -801,10 +816,7 @@ class Connection final : public Client, public RequestSource {
         is_reserved_task_code(code) ? kNoTask : table_->entries[code];
     begin_request();
     begin_task(code, entry ? &entry->name : nullptr, std::chrono::system_clock::now());
-    struct EndTask {
-      Connection* c;
-      ~EndTask() { c->end_task(); }
-    } end_task_guard{this};
+    const EndTaskGuard end_task_guard{this};
 
     TaskRecord record;
     record.code = code;
@@ -822,15 +834,7 @@ class Connection final : public Client, public RequestSource {
           co_return ec;
         }
       }
-      if (request_too_large_) {
-        record.outcome = TaskOutcome::error;
-        record.error_code = kMessageTooLargeErrorCode;
-      } else if (code == kKeepAliveTaskCode) {
-        record.outcome = TaskOutcome::ok;
-      } else {
-        record.outcome = TaskOutcome::error;
-        record.error_code = kUnknownTaskErrorCode;
-      }
+      set_outcome_without_task(record);
       if (record.outcome == TaskOutcome::ok) {
         if (!output_fits(2)) {
           if (auto ec = co_await flush()) {
