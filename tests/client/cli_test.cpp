@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -359,6 +360,33 @@ TEST_P(BenchEngine, TcpEchoPipelinedExactCount) {
   stop_demo(demo);
 }
 
+TEST_P(BenchEngine, SpinningKeepsExactCountsAndValidation) {
+  const auto port = free_port();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  std::unique_ptr<ChildProcess> demo;
+  start_demo(demo, address);
+  ASSERT_TRUE(wait_for_port(port)) << "the demo server did not start";
+  // Polling instead of sleeping changes only when the loop asks the kernel: every response is
+  // still counted once and checked.
+  auto r = bench({address, "-c", "3", "-P", "4", "-s", "40", "-t", "1", "-n", "3001", "--spin",
+                  "500us"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":3001,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
+  stop_demo(demo);
+  // A server that answers after 30 ms: the loop stops spinning and sleeps in between, and
+  // still collects every answer.
+  RawServer slow([](int fd) {
+    while (auto request = RawServer::read_request(fd)) {
+      std::this_thread::sleep_for(30ms);
+      RawServer::send_all(fd, {0x00, 0x00});
+    }
+  });
+  r = bench({slow.address(), "-c", "2", "-n", "6", "--spin", "1ms"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("\"requests\":6,"), std::string::npos) << r.out;
+}
+
 TEST_P(BenchEngine, UnixSocketEcho) {
   const auto path = scratch("engine-" + GetParam() + ".sock");
   std::unique_ptr<ChildProcess> demo;
@@ -401,6 +429,7 @@ INSTANTIATE_TEST_SUITE_P(Engines, BenchEngine, ::testing::Values("epoll", "io_ur
 TEST(CliUsage, BenchEngineChoice) {
   const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
   EXPECT_EQ(run("serialbench", {nobody, "-n", "1", "--engine", "kqueue"}).status, 64);
+  EXPECT_EQ(run("serialbench", {nobody, "-n", "1", "--spin", "soon"}).status, 64);
   const auto tls = run("serialbench", {nobody, "-n", "1", "--engine", "io_uring", "--tls"});
   EXPECT_EQ(tls.status, 64);
   EXPECT_NE(tls.err.find("TLS"), std::string::npos) << tls.err;
