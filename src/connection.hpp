@@ -68,7 +68,7 @@ inline constexpr std::size_t kProducerChunk = 16 * 1024;
 inline constexpr unsigned kOpsPerTurn = 16;
 
 template <class Stream>
-class Connection final : public Client, public RequestSource {
+class Connection final : public Client, public RequestSource, private AfterReadCompletion {
  public:
   using Clock = std::chrono::steady_clock;
 
@@ -1041,13 +1041,26 @@ class Connection final : public Client, public RequestSource {
   /// serves the connection): the responses before it go out now, and the socket is watched so
   /// that the task is cancelled if the peer goes away. At most one probe is queued at a time:
   /// pipelined tasks that finish without suspending share it instead of posting one each.
+  /// On TCP, a task started inside the completion of a read (the common case: the read that
+  /// brought its request) is probed right after that completion's handler returns, instead of by
+  /// a post; the connection keeps itself alive until then.
   void schedule_probe() {
     if (probe_pending_) {
       return;
     }
     probe_pending_ = true;
     auto self = std::static_pointer_cast<Connection>(shared_from_this());
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      if (defer_until_read_completion_returns()) {
+        deferred_probe_owner_ = std::move(self);
+        return;
+      }
+    }
     asio::post(stream_.get_executor(), [self = std::move(self)]() { self->probe(); });
+  }
+  void run_after_read_completion() noexcept override {
+    const auto self = std::move(deferred_probe_owner_);
+    probe();
   }
   void probe() {
     probe_pending_ = false;
@@ -1153,6 +1166,7 @@ class Connection final : public Client, public RequestSource {
   asio::cancellation_signal monitor_cancel_;
   bool monitor_active_ = false;
   bool probe_pending_ = false;
+  std::shared_ptr<Connection> deferred_probe_owner_;  // set while a probe waits for a handler
   bool reading_request_ = false;  // the task waits in read_more for its request
   bool input_drained_ = false;    // the last asynchronous read drained the socket (TCP_INQ)
 

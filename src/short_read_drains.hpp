@@ -27,6 +27,14 @@
 //
 // Thread-safety and lifetime: a value type holding a buffer and a flag it does not own; both must
 // outlive the read, as with asio::buffer. The flag is written before the read completes.
+//
+// The same specialisation (of the operation's completion step) offers `AfterReadCompletion`: an
+// object may ask, while the handler of such a read runs, to be called once that handler has
+// returned. The connection uses it to see whether a task it started inside the handler has
+// suspended, which it otherwise learns from a posted probe: a post per request at pipeline 1
+// (an allocation, the scheduler's lock and a handler dispatch, about 850 instructions).
+
+#include <memory>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +56,60 @@ inline bool enable_tcp_inq(int fd) noexcept {
   const int one = 1;
   return ::setsockopt(fd, IPPROTO_TCP, TCP_INQ, &one, sizeof one) == 0;
 }
+
+/// An action deferred until the handler of the `ShortReadDrains` read completion that this thread
+/// is delivering has returned.
+/// Thread-safety: per thread. Lifetime: the object must stay alive until it is called; whoever
+/// defers keeps it so (the call comes on the same thread, before the next handler runs).
+class AfterReadCompletion {
+ public:
+  /// Called once the handler has returned (also if it threw).
+  virtual void run_after_read_completion() noexcept = 0;
+
+  /// If this thread is delivering such a read completion and no other object has deferred an
+  /// action on it, defers this object's; true if it did (false: use another way, such as a post).
+  bool defer_until_read_completion_returns() noexcept {
+    AfterReadCompletion** slot = current_slot();
+    if (slot == nullptr || *slot != nullptr) {
+      return false;
+    }
+    *slot = this;
+    return true;
+  }
+
+  /// The slot of the read completion this thread is delivering, or null.
+  static AfterReadCompletion**& current_slot() noexcept {
+    static thread_local AfterReadCompletion** slot = nullptr;
+    return slot;
+  }
+
+ protected:
+  AfterReadCompletion() = default;
+  AfterReadCompletion(const AfterReadCompletion&) = default;
+  AfterReadCompletion& operator=(const AfterReadCompletion&) = default;
+  ~AfterReadCompletion() = default;
+};
+
+/// While alive, the read completion this thread delivers takes deferred actions; its destructor
+/// runs the one deferred, after the handler (restores an outer delivery's slot first).
+class ReadCompletionScope {
+ public:
+  ReadCompletionScope() noexcept : outer_(AfterReadCompletion::current_slot()) {
+    AfterReadCompletion::current_slot() = &deferred_;
+  }
+  ~ReadCompletionScope() {
+    AfterReadCompletion::current_slot() = outer_;
+    if (deferred_ != nullptr) {
+      deferred_->run_after_read_completion();
+    }
+  }
+  ReadCompletionScope(const ReadCompletionScope&) = delete;
+  ReadCompletionScope& operator=(const ReadCompletionScope&) = delete;
+
+ private:
+  AfterReadCompletion** outer_;
+  AfterReadCompletion* deferred_ = nullptr;
+};
 
 /// One mutable buffer, read by asio's epoll reactor with "a read that TCP_INQ reports as
 /// draining the socket leaves the next read queued".
@@ -139,6 +201,46 @@ class reactive_socket_recv_op_base<serialserver::detail::ShortReadDrains> : publ
   socket_ops::state_type state_;
   serialserver::detail::ShortReadDrains buffers_;
   socket_base::message_flags flags_;
+};
+
+/// asio's completion step, unchanged but for the ReadCompletionScope around the upcall (see
+/// AfterReadCompletion).
+template <typename Handler, typename IoExecutor>
+class reactive_socket_recv_op<serialserver::detail::ShortReadDrains, Handler, IoExecutor>
+    : public reactive_socket_recv_op_base<serialserver::detail::ShortReadDrains> {
+ public:
+  ASIO_DEFINE_HANDLER_PTR(reactive_socket_recv_op);
+
+  reactive_socket_recv_op(const asio::error_code& success_ec, socket_type socket,
+                          socket_ops::state_type state,
+                          const serialserver::detail::ShortReadDrains& buffers,
+                          socket_base::message_flags flags, Handler& handler,
+                          const IoExecutor& io_ex)
+      : reactive_socket_recv_op_base<serialserver::detail::ShortReadDrains>(
+            success_ec, socket, state, buffers, flags, &reactive_socket_recv_op::do_complete),
+        handler_(static_cast<Handler&&>(handler)),
+        work_(handler_, io_ex) {}
+
+  static void do_complete(void* owner, operation* base, const asio::error_code& /*ec*/,
+                          std::size_t /*bytes_transferred*/) {
+    auto* o = static_cast<reactive_socket_recv_op*>(base);
+    ptr p = {asio::detail::addressof(o->handler_), o, o};
+    handler_work<Handler, IoExecutor> w(static_cast<handler_work<Handler, IoExecutor>&&>(o->work_));
+    // A copy of the handler, so that the operation's memory is freed before the upcall.
+    detail::binder2<Handler, asio::error_code, std::size_t> handler(o->handler_, o->ec_,
+                                                                     o->bytes_transferred_);
+    p.h = asio::detail::addressof(handler.handler_);
+    p.reset();
+    if (owner != nullptr) {
+      const serialserver::detail::ReadCompletionScope scope;
+      fenced_block b(fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+ private:
+  Handler handler_;
+  handler_work<Handler, IoExecutor> work_;
 };
 
 }  // namespace asio::detail
