@@ -35,6 +35,7 @@
 #include <stop_token>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -469,6 +470,9 @@ class Connection final : public Client, public RequestSource, private AfterReadC
         co_return read_error(ec);
       }
       in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
+      if (n == idle_in_.size()) {
+        read_rest_now();
+      }
       co_return std::error_code{};
     }
     auto space = in_.writable();
@@ -480,6 +484,21 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     }
     in_.commit(n);
     co_return std::error_code{};
+  }
+
+  /// After a read that filled the small idle buffer: reads what else the socket holds now,
+  /// without waiting, so that a request longer than that buffer is usually whole before it is
+  /// served (which an inline task needs to run without a coroutine). An error or end of stream
+  /// is left for the next read to report.
+  void read_rest_now() noexcept {
+    if constexpr (PlainSocket<Stream>) {
+      auto space = in_.writable();
+      std::error_code ec;
+      const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+      if (!ec) {
+        in_.commit(n);
+      }
+    }
   }
 
   // ---- writing -----------------------------------------------------------------------------
@@ -591,8 +610,16 @@ class Connection final : public Client, public RequestSource, private AfterReadC
         co_return co_await say_goodbye(code);
       }
       if (!serve_without_task_now(code)) {
-        if (auto ec = co_await serve_task(code)) {
-          co_return ec;
+        asio::awaitable<std::error_code> rest;
+        const InlineStep step = serve_inline_now(code, rest);
+        if (step == InlineStep::not_taken) {
+          if (auto ec = co_await serve_task(code)) {
+            co_return ec;
+          }
+        } else if (step == InlineStep::unfinished) {
+          if (auto ec = co_await std::move(rest)) {
+            co_return ec;
+          }
         }
       }
       if (!out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
@@ -759,8 +786,12 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   /// must serve the request.
   /// Ends the task bookkeeping of begin_task when the serving scope ends, however it ends.
   struct EndTaskGuard {
-    Connection* connection;
-    ~EndTaskGuard() { connection->end_task(); }
+    Connection* connection;  // null once released
+    ~EndTaskGuard() {
+      if (connection != nullptr) {
+        connection->end_task();
+      }
+    }
   };
 
   /// The answer to a code with no task function, once its request is drained: OK for a
@@ -806,6 +837,149 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     record.duration = Clock::now() - started;
     report_task(record);
     return true;
+  }
+
+  enum class InlineStep : std::uint8_t {
+    not_taken,   // serve_task() must serve the request
+    done,        // answered and reported
+    unfinished,  // the task ran; `rest` (a coroutine) writes the answer and reports it
+  };
+
+  /// Serves a request for an inline task function (InlineTaskFunction) whose whole request is in
+  /// the input buffer and within the size limit, without a coroutine unless the answer does not
+  /// fit in the output buffer or the task failed. The bookkeeping is serve_task()'s: the same
+  /// reports, the same outcomes, the same bytes. Nothing is done if it returns not_taken.
+  InlineStep serve_inline_now(TaskCode code, asio::awaitable<std::error_code>& rest) {
+    const std::shared_ptr<const RegisteredTask>& entry = table_->entries[code];
+    if (!entry || !entry->inline_function) {
+      return InlineStep::not_taken;
+    }
+    const auto input = in_.readable();
+    const auto end = wire::find_message_end(input);
+    const std::uint64_t limit = server().options().max_request_bytes;
+    if (!end || (limit != 0 && *end > limit)) {  // not all here, or possibly too large
+      return InlineStep::not_taken;
+    }
+    const auto started = Clock::now();
+    refresh(snapshot_);
+    begin_request();
+    begin_task(code, &entry->name, std::chrono::system_clock::now());
+    EndTaskGuard end_task_guard{this};
+    const std::span<const std::uint8_t> content = message_content(input.first(*end));
+    request_bytes_ = content.size();
+    request_ended_ = true;
+    task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
+
+    if (stop_source_.stop_requested()) {
+      stop_source_ = std::stop_source();
+    }
+    RequestReader reader(*this);
+    TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token());
+    TaskRecord record;
+    record.code = code;
+    record.name = entry->name;
+    Response response;
+    std::optional<ErrorCode> error_code;
+    std::optional<std::string> failure;
+    try {
+      response = entry->inline_function(ctx, content);
+    } catch (const TaskError& e) {
+      error_code = e.code();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unknown exception";
+    }
+    in_.consume(*end);  // after the call: `content` may view the input buffer
+    if (failure) {
+      end_task_guard.connection = nullptr;
+      rest = fail_inline_task(code, entry->name, std::move(*failure), std::move(record), started);
+      return InlineStep::unfinished;
+    }
+    if (error_code) {
+      record.outcome = TaskOutcome::error;
+      record.error_code = *error_code;
+      if (!output_fits(2)) {
+        end_task_guard.connection = nullptr;
+        rest = finish_inline_task(std::move(response), std::move(record), started);
+        return InlineStep::unfinished;
+      }
+      out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
+      out_.push_back(*error_code);
+    } else {
+      record.outcome = TaskOutcome::ok;
+      if (!write_response_now(response)) {
+        end_task_guard.connection = nullptr;
+        rest = finish_inline_task(std::move(response), std::move(record), started);
+        return InlineStep::unfinished;
+      }
+    }
+    record.duration = Clock::now() - started;
+    report_task(record);
+    return InlineStep::done;
+  }
+
+  /// The content of the whole message `blocks` (block length bytes, content, end byte): a view
+  /// into `blocks` when it is one block, else joined in a buffer of this thread's (valid until
+  /// the next call on this thread).
+  static std::span<const std::uint8_t> message_content(std::span<const std::uint8_t> blocks) {
+    const std::size_t first = blocks[0];
+    if (first == 0 || blocks.size() == first + 2) {
+      return blocks.subspan(first == 0 ? 0 : 1, first);
+    }
+    static thread_local std::vector<std::uint8_t> joined;
+    joined.clear();
+    wire::BlockDecoder decoder;
+    while (!blocks.empty()) {
+      const auto step = decoder.next(blocks);
+      joined.insert(joined.end(), step.content.begin(), step.content.end());
+      blocks = blocks.subspan(step.consumed);
+      if (step.end) {
+        break;
+      }
+    }
+    return joined;
+  }
+
+  /// The rest of serve_inline_now() when the answer must wait for room in the output buffer.
+  asio::awaitable<std::error_code> finish_inline_task(Response response, TaskRecord record,
+                                                      Clock::time_point started) {
+    const EndTaskGuard end_task_guard{this};
+    if (record.outcome == TaskOutcome::error) {
+      if (auto ec = co_await append_error(record.error_code)) {
+        co_return ec;
+      }
+    } else if (auto ec = co_await write_response(response)) {
+      record.outcome = TaskOutcome::dropped;
+      record.duration = Clock::now() - started;
+      report_task(record);
+      co_return ec;
+    }
+    record.duration = Clock::now() - started;
+    report_task(record);
+    co_return std::error_code{};
+  }
+
+  /// The rest of serve_inline_now() when the task failed: as serve_task() does, the responses
+  /// before it go out, then the connection is dropped.
+  asio::awaitable<std::error_code> fail_inline_task(TaskCode code, std::string name,
+                                                    std::string failure, TaskRecord record,
+                                                    Clock::time_point started) {
+    const EndTaskGuard end_task_guard{this};
+    record.outcome = TaskOutcome::dropped;
+    record.duration = Clock::now() - started;
+    report_task(record);
+    if (!stream_closed_ && !peer_gone_) {
+      snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
+                              code, name, failure);
+      set_close_reason(Errc::task_failed);
+      (void)co_await flush();
+    }
+    if (peer_gone_) {
+      set_close_reason(Errc::peer_closed);
+    }
+    set_close_reason(Errc::task_failed);
+    co_return close_reason_;
   }
 
   asio::awaitable<std::error_code> serve_task(TaskCode code) {
@@ -1167,8 +1341,8 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   bool monitor_active_ = false;
   bool probe_pending_ = false;
   std::shared_ptr<Connection> deferred_probe_owner_;  // set while a probe waits for a handler
-  bool reading_request_ = false;  // the task waits in read_more for its request
-  bool input_drained_ = false;    // the last asynchronous read drained the socket (TCP_INQ)
+  bool reading_request_ = false;                      // the task waits in read_more for its request
+  bool input_drained_ = false;  // the last asynchronous read drained the socket (TCP_INQ)
 
   std::optional<std::stop_callback<OnStop>> on_stop_;
 };

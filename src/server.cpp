@@ -54,7 +54,7 @@ void Server::register_task(TaskCode code, TaskFunction function, std::string nam
   if (!function) {
     throw std::invalid_argument("register_task: empty task function");
   }
-  register_entry(code, RegisteredTask{std::move(name), std::move(function), {}});
+  register_entry(code, RegisteredTask{std::move(name), std::move(function), {}, {}});
 }
 
 void Server::register_blocking_task(TaskCode code, BlockingTaskFunction function,
@@ -62,7 +62,20 @@ void Server::register_blocking_task(TaskCode code, BlockingTaskFunction function
   if (!function) {
     throw std::invalid_argument("register_blocking_task: empty task function");
   }
-  register_entry(code, RegisteredTask{std::move(name), {}, std::move(function)});
+  register_entry(code, RegisteredTask{std::move(name), {}, std::move(function), {}});
+}
+
+void Server::register_inline_task(TaskCode code, InlineTaskFunction function, std::string name) {
+  if (!function) {
+    throw std::invalid_argument("register_inline_task: empty task function");
+  }
+  // The coroutine form, for a request that is not all buffered when the task starts.
+  TaskFunction as_coroutine = [function](TaskContext& ctx) -> asio::awaitable<Response> {
+    const std::vector<std::uint8_t> request = co_await ctx.request().async_read_all();
+    co_return function(ctx, request);
+  };
+  register_entry(code,
+                 RegisteredTask{std::move(name), std::move(as_coroutine), {}, std::move(function)});
 }
 
 std::optional<RegisteredTask> Server::task(TaskCode code) const {

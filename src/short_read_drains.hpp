@@ -34,14 +34,13 @@
 // suspended, which it otherwise learns from a posted probe: a post per request at pipeline 1
 // (an allocation, the scheduler's lock and a handler dispatch, about 850 instructions).
 
-#include <memory>
-
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include <asio/buffer.hpp>
 #include <asio/detail/reactive_socket_recv_op.hpp>
@@ -228,7 +227,7 @@ class reactive_socket_recv_op<serialserver::detail::ShortReadDrains, Handler, Io
     handler_work<Handler, IoExecutor> w(static_cast<handler_work<Handler, IoExecutor>&&>(o->work_));
     // A copy of the handler, so that the operation's memory is freed before the upcall.
     detail::binder2<Handler, asio::error_code, std::size_t> handler(o->handler_, o->ec_,
-                                                                     o->bytes_transferred_);
+                                                                    o->bytes_transferred_);
     p.h = asio::detail::addressof(handler.handler_);
     p.reset();
     if (owner != nullptr) {

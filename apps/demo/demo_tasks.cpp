@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <numeric>
+#include <span>
 
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -20,11 +21,14 @@ using serialserver::TaskError;
 
 namespace {
 
-asio::awaitable<Response> echo(TaskContext& ctx) {
-  co_return Response(co_await ctx.request().async_read_all());
+// Echo and empty are inline tasks: they only look at the whole request and answer at once.
+Response echo(TaskContext& /*ctx*/, std::span<const std::uint8_t> request) {
+  return Response::copy_of(request);
 }
 
-asio::awaitable<Response> empty(TaskContext& /*ctx*/) { co_return Response(); }
+Response empty(TaskContext& /*ctx*/, std::span<const std::uint8_t> /*request*/) {
+  return Response();
+}
 
 asio::awaitable<Response> error_code(TaskContext& ctx) {
   std::array<std::uint8_t, 1> first{0};
@@ -92,8 +96,8 @@ asio::awaitable<Response> count(TaskContext& ctx) {
 }  // namespace
 
 void register_demo_tasks(serialserver::Server& server) {
-  server.register_task(1, echo, "echo");
-  server.register_task(2, empty, "empty");
+  server.register_inline_task(1, echo, "echo");
+  server.register_inline_task(2, empty, "empty");
   server.register_task(3, error_code, "error");
   server.register_task(4, produce, "produce");
   server.register_task(5, sleep, "sleep");

@@ -90,6 +90,9 @@ class Server {
   void register_task(TaskCode code, TaskFunction function, std::string name = {});
   /// Registers a blocking task function, which runs on the worker pool. As register_task.
   void register_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name = {});
+  /// Registers an inline task function (see InlineTaskFunction), which runs on the I/O thread
+  /// without a coroutine when its request is already buffered. As register_task.
+  void register_inline_task(TaskCode code, InlineTaskFunction function, std::string name = {});
   /// The function and name registered for `code` (Go: TaskFunc), or nothing.
   std::optional<RegisteredTask> task(TaskCode code) const;
   /// The registered task codes, in increasing order (Go: RegisteredTaskCodes).

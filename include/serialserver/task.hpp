@@ -7,7 +7,9 @@
 #include <serialserver/response.hpp>
 #include <serialserver/session_data.hpp>
 
+#include <cstdint>
 #include <functional>
+#include <span>
 #include <stop_token>
 
 #include <asio/awaitable.hpp>
@@ -67,12 +69,25 @@ using TaskFunction = std::function<asio::awaitable<Response>(TaskContext&)>;
 /// watch ctx.stop_token(). Outcomes as for TaskFunction.
 using BlockingTaskFunction = std::function<Response(TaskContext&)>;
 
-/// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of the
-/// two functions is set.
+/// An inline task function: receives the whole request content and returns the response at
+/// once, on the I/O thread, without suspending; it must not block. For small, quick tasks, whose
+/// cost is then little more than the function itself: when the whole request is already in the
+/// connection's input buffer (the common case for small requests) the server calls it directly,
+/// with no coroutine frame or task bookkeeping on the event loop; otherwise it first reads the
+/// request as a coroutine task would. `request` is valid only during the call; ctx.request() has
+/// nothing left to read. Outcomes as for TaskFunction (TaskError: Error + code; anything else
+/// drops the connection); the stop token never fires during the call.
+using InlineTaskFunction =
+    std::function<Response(TaskContext&, std::span<const std::uint8_t> request)>;
+
+/// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of
+/// `function` and `blocking_function` is set; `inline_function` is set as well for a task
+/// registered with register_inline_task (`function` then runs it as a coroutine task).
 struct RegisteredTask {
   std::string name;                        ///< for logs and metrics (may be empty)
   TaskFunction function;                   ///< a coroutine task function, or empty
   BlockingTaskFunction blocking_function;  ///< a blocking task function, or empty
+  InlineTaskFunction inline_function;      ///< an inline task function, or empty
 };
 
 }  // namespace serialserver

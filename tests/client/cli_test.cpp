@@ -368,8 +368,8 @@ TEST_P(BenchEngine, SpinningKeepsExactCountsAndValidation) {
   ASSERT_TRUE(wait_for_port(port)) << "the demo server did not start";
   // Polling instead of sleeping changes only when the loop asks the kernel: every response is
   // still counted once and checked.
-  auto r = bench({address, "-c", "3", "-P", "4", "-s", "40", "-t", "1", "-n", "3001", "--spin",
-                  "500us"});
+  auto r = bench(
+      {address, "-c", "3", "-P", "4", "-s", "40", "-t", "1", "-n", "3001", "--spin", "500us"});
   EXPECT_EQ(r.status, 0) << r.err << r.out;
   EXPECT_NE(r.out.find("\"requests\":3001,"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("\"errors\":0,"), std::string::npos) << r.out;
