@@ -73,7 +73,7 @@ void Client::refresh(Snapshot& snapshot) const {
 void Client::begin_task(TaskCode code, const std::string* name,
                         std::chrono::system_clock::time_point start) {
   std::lock_guard lock(mutex_);
-  task_active_ = true;
+  task_active_.store(true, std::memory_order_relaxed);  // ordered by the mutex
   task_code_ = code;
   task_name_ = name;
   task_start_ = start;
@@ -81,14 +81,14 @@ void Client::begin_task(TaskCode code, const std::string* name,
 }
 
 void Client::end_task() noexcept {
-  std::lock_guard lock(mutex_);
-  task_active_ = false;
-  task_name_ = nullptr;
+  // Without the mutex: a reader that still sees the task active copies a name that stays alive,
+  // because the connection drops a task table only under the mutex (lock_task_metadata).
+  task_active_.store(false, std::memory_order_release);
 }
 
 std::optional<TaskMetadata> Client::metadata() const {
   std::lock_guard lock(mutex_);
-  if (!task_active_) {
+  if (!task_active_.load(std::memory_order_acquire)) {
     return std::nullopt;
   }
   TaskMetadata m;

@@ -720,7 +720,13 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   void refresh_table() {
     const auto version = server().task_table_version();
     if (!table_ || version != table_version_) {
-      table_ = server().task_table();
+      // The old table (freed after the swap, outside the lock) holds the name that a reader of
+      // Client::metadata() may be copying: end_task does not take the lock, so this does.
+      auto table = server().task_table();
+      {
+        const auto lock = lock_task_metadata();
+        table_.swap(table);
+      }
       table_version_ = version;
     }
   }
@@ -839,6 +845,17 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     return true;
   }
 
+  /// When a task starts, for TaskRecord::duration: read only when metrics or debug logs will see
+  /// the duration (refresh(snapshot_) first); otherwise the zero time point, and no clock read.
+  Clock::time_point task_start_time() const {
+    return snapshot_.metrics != nullptr || snapshot_.logger->enabled(LogLevel::debug)
+               ? Clock::now()
+               : Clock::time_point{};
+  }
+  static std::chrono::nanoseconds task_duration(Clock::time_point started) {
+    return started == Clock::time_point{} ? std::chrono::nanoseconds(0) : Clock::now() - started;
+  }
+
   enum class InlineStep : std::uint8_t {
     not_taken,   // serve_task() must serve the request
     done,        // answered and reported
@@ -860,8 +877,8 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     if (!end || (limit != 0 && *end > limit)) {  // not all here, or possibly too large
       return InlineStep::not_taken;
     }
-    const auto started = Clock::now();
     refresh(snapshot_);
+    const auto started = task_start_time();
     begin_request();
     begin_task(code, &entry->name, std::chrono::system_clock::now());
     EndTaskGuard end_task_guard{this};
@@ -914,7 +931,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
         return InlineStep::unfinished;
       }
     }
-    record.duration = Clock::now() - started;
+    record.duration = task_duration(started);
     report_task(record);
     return InlineStep::done;
   }
@@ -951,11 +968,11 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       }
     } else if (auto ec = co_await write_response(response)) {
       record.outcome = TaskOutcome::dropped;
-      record.duration = Clock::now() - started;
+      record.duration = task_duration(started);
       report_task(record);
       co_return ec;
     }
-    record.duration = Clock::now() - started;
+    record.duration = task_duration(started);
     report_task(record);
     co_return std::error_code{};
   }
@@ -967,7 +984,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
                                                     Clock::time_point started) {
     const EndTaskGuard end_task_guard{this};
     record.outcome = TaskOutcome::dropped;
-    record.duration = Clock::now() - started;
+    record.duration = task_duration(started);
     report_task(record);
     if (!stream_closed_ && !peer_gone_) {
       snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),

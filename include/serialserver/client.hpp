@@ -98,6 +98,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void begin_task(TaskCode code, const std::string* name,
                   std::chrono::system_clock::time_point start);
   void end_task() noexcept;
+  /// Held while the connection drops what a task name recorded by begin_task points into.
+  std::unique_lock<std::mutex> lock_task_metadata() const { return std::unique_lock(mutex_); }
   /// Current logger and metrics, refreshed if set_logger/set_metrics changed them.
   void refresh(Snapshot& snapshot) const;
   void mark_closed() noexcept { closed_.store(true, std::memory_order_release); }
@@ -119,7 +121,7 @@ class Client : public std::enable_shared_from_this<Client> {
   mutable std::mutex mutex_;  // guards what follows
   std::shared_ptr<Logger> logger_;
   std::shared_ptr<Metrics> metrics_;
-  bool task_active_ = false;
+  std::atomic<bool> task_active_{false};
   TaskCode task_code_ = 0;
   const std::string* task_name_ = nullptr;
   std::chrono::system_clock::time_point task_start_;
