@@ -944,18 +944,14 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     if (first == 0 || blocks.size() == first + 2) {
       return blocks.subspan(first == 0 ? 0 : 1, first);
     }
+    // Grows to the longest message seen (at most the input buffer); zero-filled only then.
     static thread_local std::vector<std::uint8_t> joined;
-    joined.clear();
-    wire::BlockDecoder decoder;
-    while (!blocks.empty()) {
-      const auto step = decoder.next(blocks);
-      joined.insert(joined.end(), step.content.begin(), step.content.end());
-      blocks = blocks.subspan(step.consumed);
-      if (step.end) {
-        break;
-      }
+    if (joined.size() < blocks.size()) {
+      joined.resize(blocks.size());
     }
-    return joined;
+    wire::BlockDecoder decoder;
+    const auto decoded = decoder.decode(blocks, joined);
+    return {joined.data(), decoded.produced};
   }
 
   /// The rest of serve_inline_now() when the answer must wait for room in the output buffer.

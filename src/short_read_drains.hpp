@@ -40,7 +40,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 
 #include <asio/buffer.hpp>
 #include <asio/detail/reactive_socket_recv_op.hpp>
