@@ -3,6 +3,7 @@
 #include <serialserver/task.hpp>
 
 #include <bit>
+#include <thread>
 
 namespace serialserver {
 
@@ -72,41 +73,70 @@ void Client::refresh(Snapshot& snapshot) const {
 
 void Client::begin_task(TaskCode code, const std::string* name,
                         std::chrono::system_clock::time_point start) {
-  std::lock_guard lock(mutex_);
-  task_active_.store(true, std::memory_order_relaxed);  // ordered by the mutex
-  task_code_ = code;
-  task_name_ = name;
-  task_start_ = start;
-  assigned_codes_[code / 64] |= std::uint64_t{1} << (code % 64);
+  // The writer's half of the sequence lock (one writer: the connection's thread). No lock and
+  // no atomic read-modify-write: this runs once per request.
+  const std::uint32_t sequence = task_sequence_.load(std::memory_order_relaxed);
+  task_sequence_.store(sequence + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  task_code_.store(code, std::memory_order_relaxed);
+  task_name_.store(name, std::memory_order_relaxed);
+  task_start_.store(start.time_since_epoch().count(), std::memory_order_relaxed);
+  auto& codes = assigned_codes_[code / 64];
+  const std::uint64_t bit = std::uint64_t{1} << (code % 64);
+  if ((codes.load(std::memory_order_relaxed) & bit) == 0) {
+    codes.store(codes.load(std::memory_order_relaxed) | bit, std::memory_order_relaxed);
+  }
+  task_active_.store(true, std::memory_order_relaxed);
+  task_sequence_.store(sequence + 2, std::memory_order_release);
 }
 
 void Client::end_task() noexcept {
-  // Without the mutex: a reader that still sees the task active copies a name that stays alive,
-  // because the connection drops a task table only under the mutex (lock_task_metadata).
+  // Outside the sequence: a reader that still sees the task active copies a name that stays
+  // alive, because the connection drops a task table only under the mutex (lock_task_metadata),
+  // which metadata() holds.
   task_active_.store(false, std::memory_order_release);
 }
 
 std::optional<TaskMetadata> Client::metadata() const {
-  std::lock_guard lock(mutex_);
-  if (!task_active_.load(std::memory_order_acquire)) {
+  std::lock_guard lock(mutex_);  // keeps the task table, and so *name, alive
+  bool active = false;
+  TaskCode code = 0;
+  const std::string* name = nullptr;
+  std::chrono::system_clock::rep start = 0;
+  for (unsigned attempt = 0;; ++attempt) {
+    const std::uint32_t before = task_sequence_.load(std::memory_order_acquire);
+    if ((before & 1U) == 0) {
+      active = task_active_.load(std::memory_order_relaxed);
+      code = task_code_.load(std::memory_order_relaxed);
+      name = task_name_.load(std::memory_order_relaxed);
+      start = task_start_.load(std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (task_sequence_.load(std::memory_order_relaxed) == before) {
+        break;
+      }
+    }
+    if (attempt >= 64) {
+      std::this_thread::yield();  // the writer was preempted mid-update: let it finish
+    }
+  }
+  if (!active) {
     return std::nullopt;
   }
   TaskMetadata m;
-  m.code = task_code_;
-  if (task_name_ != nullptr) {
-    m.name = *task_name_;
+  m.code = code;
+  if (name != nullptr) {
+    m.name = *name;
   }
-  m.start = task_start_;
+  m.start = std::chrono::system_clock::time_point(std::chrono::system_clock::duration(start));
   m.bytes_read = task_bytes_read_.load(std::memory_order_relaxed);
   m.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
   return m;
 }
 
 std::vector<TaskCode> Client::task_codes() const {
-  std::lock_guard lock(mutex_);
   std::vector<TaskCode> codes;
   for (unsigned word = 0; word < assigned_codes_.size(); ++word) {
-    std::uint64_t bits = assigned_codes_[word];
+    std::uint64_t bits = assigned_codes_[word].load(std::memory_order_relaxed);
     while (bits != 0) {
       const int bit = std::countr_zero(bits);
       codes.push_back(static_cast<TaskCode>(word * 64 + static_cast<unsigned>(bit)));

@@ -462,9 +462,18 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       // Idle (or between requests): read into the small inline buffer, so that a connection
       // waiting for its next request holds no input buffer. A longer request takes a second
       // read straight into the input buffer.
-      const std::size_t n =
-          co_await stream_.async_read_some(read_buffer(idle_in_.data(), idle_in_.size()),
-                                           asio::redirect_error(asio::use_awaitable, ec));
+      const auto buffer = read_buffer(idle_in_.data(), idle_in_.size());
+      std::size_t n = 0;
+      if (phase == Phase::waiting) {
+        // No task runs while the connection waits for a request, so nothing emits on the
+        // task's cancellation signal (cancel_task): the read goes without a cancellation slot,
+        // which spares asio installing a cancellation handler in it on every request.
+        n = co_await stream_.async_read_some(
+            buffer, asio::bind_cancellation_slot(asio::cancellation_slot(),
+                                                 asio::redirect_error(asio::use_awaitable, ec)));
+      } else {
+        n = co_await stream_.async_read_some(buffer, asio::redirect_error(asio::use_awaitable, ec));
+      }
       clear_io_deadline();
       if (ec) {
         co_return read_error(ec);
@@ -609,17 +618,23 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       if (disconnect_requested_ || code == kGoodbyeTaskCode) {
         co_return co_await say_goodbye(code);
       }
-      if (!serve_without_task_now(code)) {
-        asio::awaitable<std::error_code> rest;
-        const InlineStep step = serve_inline_now(code, rest);
-        if (step == InlineStep::not_taken) {
-          if (auto ec = co_await serve_task(code)) {
-            co_return ec;
-          }
-        } else if (step == InlineStep::unfinished) {
-          if (auto ec = co_await std::move(rest)) {
-            co_return ec;
-          }
+      refresh_table();
+      const RegisteredTask* entry =
+          is_reserved_task_code(code) ? nullptr : table_->entries[code].get();
+      asio::awaitable<std::error_code> rest;
+      InlineStep step = InlineStep::not_taken;
+      if (entry == nullptr) {
+        step = serve_without_task_now(code) ? InlineStep::done : InlineStep::not_taken;
+      } else if (entry->inline_function) {
+        step = serve_inline_now(code, *entry, rest);
+      }
+      if (step == InlineStep::not_taken) {
+        if (auto ec = co_await serve_task(code)) {
+          co_return ec;
+        }
+      } else if (step == InlineStep::unfinished) {
+        if (auto ec = co_await std::move(rest)) {
+          co_return ec;
         }
       }
       if (!out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
@@ -731,10 +746,18 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     }
   }
 
+  /// Starts a request that may have to be read: its deadline (max_request_duration) starts now.
   void begin_request() noexcept {
     const auto max_duration = server().options().max_request_duration;
-    request_deadline_ =
-        max_duration.count() > 0 ? Clock::now() + max_duration : Clock::time_point::max();
+    begin_buffered_request();
+    if (max_duration.count() > 0) {
+      request_deadline_ = Clock::now() + max_duration;
+    }
+  }
+  /// Starts a request that is all in the input buffer: nothing will be read for it, so it needs
+  /// no deadline (and no clock read).
+  void begin_buffered_request() noexcept {
+    request_deadline_ = Clock::time_point::max();
     decoder_.reset();
     request_bytes_ = 0;
     request_ended_ = false;
@@ -815,10 +838,6 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   }
 
   bool serve_without_task_now(TaskCode code) {
-    refresh_table();
-    if (!is_reserved_task_code(code) && table_->entries[code]) {
-      return false;
-    }
     const auto end = wire::find_message_end(in_.readable());
     const std::uint64_t limit = server().options().max_request_bytes;
     if (!end || (limit != 0 && *end > limit) || !output_fits(2)) {
@@ -826,7 +845,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     }
     const auto started = Clock::now();
     refresh(snapshot_);
-    begin_request();
+    begin_buffered_request();
     begin_task(code, nullptr, std::chrono::system_clock::now());
     const EndTaskGuard end_task_guard{this};
     drain_buffered();  // the whole message, within the limit: request_ended_, not too large
@@ -866,11 +885,9 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   /// the input buffer and within the size limit, without a coroutine unless the answer does not
   /// fit in the output buffer or the task failed. The bookkeeping is serve_task()'s: the same
   /// reports, the same outcomes, the same bytes. Nothing is done if it returns not_taken.
-  InlineStep serve_inline_now(TaskCode code, asio::awaitable<std::error_code>& rest) {
-    const std::shared_ptr<const RegisteredTask>& entry = table_->entries[code];
-    if (!entry || !entry->inline_function) {
-      return InlineStep::not_taken;
-    }
+  /// `entry` (an inline task of table_) stays alive until the next request's refresh_table().
+  InlineStep serve_inline_now(TaskCode code, const RegisteredTask& entry,
+                              asio::awaitable<std::error_code>& rest) {
     const auto input = in_.readable();
     const auto end = wire::find_message_end(input);
     const std::uint64_t limit = server().options().max_request_bytes;
@@ -879,38 +896,28 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     }
     refresh(snapshot_);
     const auto started = task_start_time();
-    begin_request();
-    begin_task(code, &entry->name, std::chrono::system_clock::now());
+    begin_buffered_request();
+    begin_task(code, &entry.name, std::chrono::system_clock::now());
     EndTaskGuard end_task_guard{this};
     const std::span<const std::uint8_t> content = message_content(input.first(*end));
     request_bytes_ = content.size();
     request_ended_ = true;
     task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
 
-    if (stop_source_.stop_requested()) {
-      stop_source_ = std::stop_source();
-    }
     RequestReader reader(*this);
-    TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token());
+    // Nothing can cancel the task during the call (the documented contract of an inline task),
+    // so its stop token is one that never fires: no reference count to take and drop.
+    TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, std::stop_token());
     TaskRecord record;
     record.code = code;
-    record.name = entry->name;
-    Response response;
+    record.name = entry.name;
     std::optional<ErrorCode> error_code;
     std::optional<std::string> failure;
-    try {
-      response = entry->inline_function(ctx, content);
-    } catch (const TaskError& e) {
-      error_code = e.code();
-    } catch (const std::exception& e) {
-      failure = e.what();
-    } catch (...) {
-      failure = "unknown exception";
-    }
+    Response response = call_inline(entry.inline_function, ctx, content, error_code, failure);
     in_.consume(*end);  // after the call: `content` may view the input buffer
     if (failure) {
       end_task_guard.connection = nullptr;
-      rest = fail_inline_task(code, entry->name, std::move(*failure), std::move(record), started);
+      rest = fail_inline_task(std::move(*failure), std::move(record), started);
       return InlineStep::unfinished;
     }
     if (error_code) {
@@ -934,6 +941,25 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     record.duration = task_duration(started);
     report_task(record);
     return InlineStep::done;
+  }
+
+  /// Calls an inline task function. The response is built in the caller's variable (guaranteed
+  /// copy elision: no move or second destructor per request); if the function threw, the empty
+  /// response, and `error_code` (TaskError) or `failure` is set.
+  static Response call_inline(const InlineTaskFunction& function, TaskContext& ctx,
+                              std::span<const std::uint8_t> content,
+                              std::optional<ErrorCode>& error_code,
+                              std::optional<std::string>& failure) {
+    try {
+      return function(ctx, content);
+    } catch (const TaskError& e) {
+      error_code = e.code();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    } catch (...) {
+      failure = "unknown exception";
+    }
+    return Response();
   }
 
   /// The content of the whole message `blocks` (block length bytes, content, end byte): a view
@@ -973,18 +999,25 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     co_return std::error_code{};
   }
 
-  /// The rest of serve_inline_now() when the task failed: as serve_task() does, the responses
-  /// before it go out, then the connection is dropped.
-  asio::awaitable<std::error_code> fail_inline_task(TaskCode code, std::string name,
-                                                    std::string failure, TaskRecord record,
+  /// The rest of serve_inline_now() when the task failed.
+  asio::awaitable<std::error_code> fail_inline_task(std::string failure, TaskRecord record,
                                                     Clock::time_point started) {
     const EndTaskGuard end_task_guard{this};
+    co_return co_await drop_after_task(record, started, &failure);
+  }
+
+  /// Ends a task after which the connection is dropped: its function failed (`failure`: how;
+  /// null if it did not fail), or the stream closed or the peer left while it ran. The responses
+  /// to the requests before it were earned: they are sent first (under the Write timeout), so a
+  /// pipelining peer loses only what failed. Returns the close reason.
+  asio::awaitable<std::error_code> drop_after_task(TaskRecord& record, Clock::time_point started,
+                                                   const std::string* failure) {
     record.outcome = TaskOutcome::dropped;
     record.duration = task_duration(started);
     report_task(record);
-    if (!stream_closed_ && !peer_gone_) {
+    if (failure != nullptr && !stream_closed_ && !peer_gone_) {
       snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
-                              code, name, failure);
+                              record.code, record.name, *failure);
       set_close_reason(Errc::task_failed);
       (void)co_await flush();
     }
@@ -1084,22 +1117,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       failed = false;
     }
     if (failed || stream_closed_ || peer_gone_) {
-      record.outcome = TaskOutcome::dropped;
-      record.duration = Clock::now() - started;
-      report_task(record);
-      if (failed && !stream_closed_ && !peer_gone_) {
-        snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
-                                code, entry->name, failure);
-        // The responses to the requests before this one were earned: send them before the
-        // drop (under the Write timeout), so a pipelining peer loses only what failed.
-        set_close_reason(Errc::task_failed);
-        (void)co_await flush();
-      }
-      if (peer_gone_) {
-        set_close_reason(Errc::peer_closed);
-      }
-      set_close_reason(Errc::task_failed);
-      co_return close_reason_;
+      co_return co_await drop_after_task(record, started, failed ? &failure : nullptr);
     }
     drain_buffered();
     if (!drained()) {
@@ -1137,6 +1155,14 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     co_return std::error_code{};
   }
 
+  /// Counts response content for Client::metadata(). Only this connection's thread writes the
+  /// counter, so a load and a store do: no atomic read-modify-write (a locked instruction) per
+  /// response.
+  void add_task_bytes_written(std::size_t n) noexcept {
+    task_bytes_written_.store(task_bytes_written_.load(std::memory_order_relaxed) + n,
+                              std::memory_order_relaxed);
+  }
+
   /// Appends an OK response held in memory when its whole encoding fits in the output buffer
   /// (the common case, done without a coroutine call); false if write_response() must do it.
   /// The bytes are those write_response() would produce: the encoding does not depend on how
@@ -1145,13 +1171,13 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     if (response.producer() != nullptr || response.blocking_producer()) {
       return false;
     }
-    const auto content = response.bytes();
+    const std::span<const std::uint8_t> content = response.bytes();  // a view, not a copy
     if (!output_fits(1 + wire::encoded_size(content.size()))) {
       return false;
     }
     out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok));
     out_.commit(wire::encode_message(content, out_.writable()));
-    task_bytes_written_.fetch_add(content.size(), std::memory_order_relaxed);
+    add_task_bytes_written(content.size());
     return true;
   }
 
@@ -1171,7 +1197,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       const std::size_t written = encoder.write(content.first(n), space);
       out_.commit(written);
       content = content.subspan(n);
-      task_bytes_written_.fetch_add(n, std::memory_order_relaxed);
+      add_task_bytes_written(n);
     }
     co_return std::error_code{};
   }

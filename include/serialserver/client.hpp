@@ -98,7 +98,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void begin_task(TaskCode code, const std::string* name,
                   std::chrono::system_clock::time_point start);
   void end_task() noexcept;
-  /// Held while the connection drops what a task name recorded by begin_task points into.
+  /// Held while the connection drops what a task name recorded by begin_task points into
+  /// (metadata() copies the name under it).
   std::unique_lock<std::mutex> lock_task_metadata() const { return std::unique_lock(mutex_); }
   /// Current logger and metrics, refreshed if set_logger/set_metrics changed them.
   void refresh(Snapshot& snapshot) const;
@@ -118,14 +119,19 @@ class Client : public std::enable_shared_from_this<Client> {
   std::atomic<bool> closed_{false};
   std::atomic<std::uint32_t> settings_version_{0};
 
-  mutable std::mutex mutex_;  // guards what follows
+  mutable std::mutex mutex_;  // guards logger_ and metrics_; see lock_task_metadata()
   std::shared_ptr<Logger> logger_;
   std::shared_ptr<Metrics> metrics_;
+
+  // The running task, written only by the connection's thread, without a lock: a sequence lock
+  // (odd while begin_task writes) lets metadata() read a consistent copy. Every field is an
+  // atomic, so a reader that races a writer reads stale values, never torn ones, and retries.
+  std::atomic<std::uint32_t> task_sequence_{0};
   std::atomic<bool> task_active_{false};
-  TaskCode task_code_ = 0;
-  const std::string* task_name_ = nullptr;
-  std::chrono::system_clock::time_point task_start_;
-  std::array<std::uint64_t, 4> assigned_codes_{};  // a bit per task code
+  std::atomic<TaskCode> task_code_{0};
+  std::atomic<const std::string*> task_name_{nullptr};
+  std::atomic<std::chrono::system_clock::rep> task_start_{0};
+  std::array<std::atomic<std::uint64_t>, 4> assigned_codes_{};  // a bit per task code
 };
 
 }  // namespace serialserver

@@ -34,14 +34,6 @@ Bytes pattern_bytes(std::size_t n) {
   return out;
 }
 
-/// An OK response with `content`, as it must appear on the wire.
-Bytes ok_response(const Bytes& content) {
-  Bytes out{0x00};
-  const Bytes body = encode(content);
-  out.insert(out.end(), body.begin(), body.end());
-  return out;
-}
-
 /// Thread ids seen by tasks.
 class ThreadLog {
  public:

@@ -7,8 +7,11 @@
 #include "support/loopback.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -26,13 +29,6 @@ Bytes pattern(std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
     out[i] = static_cast<std::uint8_t>(i * 13 + 5);
   }
-  return out;
-}
-
-Bytes ok_response(const Bytes& content) {
-  Bytes out{0x00};
-  const Bytes body = encode(content);
-  out.insert(out.end(), body.begin(), body.end());
   return out;
 }
 
@@ -171,6 +167,58 @@ TEST_F(InlineTasks, RegistrationKeepsACoroutineFormAndRefusesEmptyFunctions) {
                    kKeepAliveTaskCode,
                    [](TaskContext&, std::span<const std::uint8_t>) { return Response(); }),
                std::invalid_argument);
+}
+
+// Client::metadata() is written by the connection's thread without a lock (a sequence lock) and
+// read here from another thread while pipelined tasks of two codes start and end back to back:
+// every copy it gives must be whole, the name and code of one task, never a mix of two.
+TEST_F(InlineTasks, MetadataReadDuringPipelinedTasksIsNeverAMixOfTwo) {
+  RawClient c("127.0.0.1", server_.port());
+  ASSERT_TRUE(eventually([&] { return server_.server().num_clients() == 1; }));
+  const auto client = server_.server().clients().front();
+  const auto started = std::chrono::system_clock::now();
+
+  constexpr int kPairs = 250;
+  Bytes batch;
+  Bytes answers;
+  for (int i = 0; i < kPairs; ++i) {
+    const Bytes reverse = request(kReverse, {7});
+    const Bytes fail = request(kFailWith, {9});
+    batch.insert(batch.end(), reverse.begin(), reverse.end());
+    batch.insert(batch.end(), fail.begin(), fail.end());
+    const Bytes ok = ok_response({7});
+    answers.insert(answers.end(), ok.begin(), ok.end());
+    answers.push_back(0x01);
+    answers.push_back(9);
+  }
+
+  std::atomic<bool> done{false};
+  std::atomic<int> seen{0};
+  std::atomic<int> mixed{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const auto m = client->metadata();
+      if (!m) {
+        continue;
+      }
+      seen.fetch_add(1);
+      const bool whole = (m->code == kReverse && m->name == "reverse") ||
+                         (m->code == kFailWith && m->name == "fail_with");
+      if (!whole || m->bytes_read > 1 || m->start < started ||
+          m->start > std::chrono::system_clock::now()) {
+        mixed.fetch_add(1);
+      }
+    }
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (seen.load() < 100 && std::chrono::steady_clock::now() < deadline) {
+    c.send(batch);
+    ASSERT_EQ(c.recv(answers.size()), answers);
+  }
+  done = true;
+  reader.join();
+  EXPECT_GE(seen.load(), 100) << "too few reads landed inside a task to test anything";
+  EXPECT_EQ(mixed.load(), 0) << "of " << seen.load();
 }
 
 TEST(InlineTaskLimits, TheRequestSizeLimitHoldsAsForAnyTask) {

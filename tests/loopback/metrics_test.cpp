@@ -133,15 +133,13 @@ TEST_F(MetricsOverHttp, ScrapeAfterKnownTrafficGivesExactValues) {
   constexpr int kOk = 5;
   constexpr int kErrors = 3;
   const Bytes hello = {'h', 'e', 'l', 'l', 'o'};
-  Bytes ok_response{0x00};
-  const Bytes body = encode(hello);
-  ok_response.insert(ok_response.end(), body.begin(), body.end());
+  const Bytes hello_response = ok_response(hello);
 
   // Connection A: kOk echoes of 5 bytes, kErrors failures with 1 byte each, then Goodbye.
   {
     RawClient a(server_.port());
     for (int i = 0; i < kOk; ++i) {
-      ASSERT_EQ(a.call(request(kEcho, hello), ok_response.size()), ok_response);
+      ASSERT_EQ(a.call(request(kEcho, hello), hello_response.size()), hello_response);
     }
     for (int i = 0; i < kErrors; ++i) {
       ASSERT_EQ(a.call(request(kFail, bytes({'x'})), 2), bytes({0x01, 0x07}));
@@ -197,7 +195,7 @@ TEST_F(MetricsOverHttp, ScrapeAfterKnownTrafficGivesExactValues) {
     // The accept loop takes connections in order: `first` is admitted before `second` comes.
     RawClient second(single_listener.port());
     EXPECT_TRUE(second.closed_within(5000ms));
-    EXPECT_EQ(first.call(request(kEcho, hello), ok_response.size()), ok_response);
+    EXPECT_EQ(first.call(request(kEcho, hello), hello_response.size()), hello_response);
   }  // `first` closes here: peer_closed
 
   // Every report is made before the connection is removed from the server.

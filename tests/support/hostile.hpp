@@ -35,14 +35,6 @@ namespace serialserver::test {
 /// two-core machine.
 inline constexpr std::chrono::milliseconds kProbeLatencyBudget = kSanitized ? 2000ms : 500ms;
 
-/// An OK response carrying `content`, as it appears on the wire.
-inline Bytes ok_response(const Bytes& content) {
-  Bytes out{0x00};
-  const Bytes body = encode(content);
-  out.insert(out.end(), body.begin(), body.end());
-  return out;
-}
-
 /// The number of descriptors this process has open (entries of /proc/self/fd, less the one
 /// the listing itself uses); -1 if unknown.
 inline int open_fd_count() {

@@ -49,6 +49,14 @@ inline Bytes encode(const Bytes& content) {
   return out;
 }
 
+/// An OK response carrying `content`, as it appears on the wire.
+inline Bytes ok_response(const Bytes& content) {
+  Bytes out{0x00};
+  const Bytes body = encode(content);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
+}
+
 /// A request: task code + the block-encoded content.
 inline Bytes request(TaskCode code, const Bytes& content = {}) {
   Bytes out{code};
