@@ -69,7 +69,10 @@ inline constexpr std::size_t kProducerChunk = 16 * 1024;
 inline constexpr unsigned kOpsPerTurn = 16;
 
 template <class Stream>
-class Connection final : public Client, public RequestSource, private AfterReadCompletion {
+class Connection final : public Client,
+                         public RequestSource,
+                         private AfterReadCompletion,
+                         private ReadSpill {
  public:
   using Clock = std::chrono::steady_clock;
 
@@ -427,6 +430,25 @@ class Connection final : public Client, public RequestSource, private AfterReadC
     }
   }
 
+  /// The buffer of a read while the input buffer holds no storage: the small inline one, and on
+  /// TCP, in the same recvmsg, up to an input buffer's worth more through this thread's spill
+  /// buffer (take_spilled_read), so that a request longer than the small buffer still takes one
+  /// read, and a read that drains the socket is known as such (see read_buffer).
+  auto idle_read_buffer() noexcept {
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      return ShortReadDrains{asio::mutable_buffer(idle_in_.data(), idle_in_.size()),
+                             &input_drained_, this, kInputCapacity - kIdleReadBytes};
+    } else {
+      return read_buffer(idle_in_.data(), idle_in_.size());
+    }
+  }
+  /// The idle read overflowed into the spill buffer: both parts go to the (empty) input buffer.
+  void take_spilled_read(std::span<const std::uint8_t> head,
+                         std::span<const std::uint8_t> rest) noexcept override {
+    in_.append(head);
+    in_.append(rest);
+  }
+
   /// Reads more bytes into the input buffer under the phase's timeout.
   asio::awaitable<std::error_code> read_more(Phase phase) {
     if (stream_closed_) {
@@ -462,7 +484,7 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       // Idle (or between requests): read into the small inline buffer, so that a connection
       // waiting for its next request holds no input buffer. A longer request takes a second
       // read straight into the input buffer.
-      const auto buffer = read_buffer(idle_in_.data(), idle_in_.size());
+      const auto buffer = idle_read_buffer();
       std::size_t n = 0;
       if (phase == Phase::waiting) {
         // No task runs while the connection waits for a request, so nothing emits on the
@@ -478,9 +500,11 @@ class Connection final : public Client, public RequestSource, private AfterReadC
       if (ec) {
         co_return read_error(ec);
       }
-      in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
-      if (n == idle_in_.size()) {
-        read_rest_now();
+      if (n <= idle_in_.size()) {  // else take_spilled_read() has put all n bytes in in_
+        in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
+        if (n == idle_in_.size()) {
+          read_rest_now();
+        }
       }
       co_return std::error_code{};
     }
@@ -500,7 +524,9 @@ class Connection final : public Client, public RequestSource, private AfterReadC
   /// served (which an inline task needs to run without a coroutine). An error or end of stream
   /// is left for the next read to report.
   void read_rest_now() noexcept {
-    if constexpr (PlainSocket<Stream>) {
+    // TCP reads the rest in the same recvmsg already (idle_read_buffer): a read that filled the
+    // small buffer there left nothing behind.
+    if constexpr (PlainSocket<Stream> && !std::same_as<Stream, asio::ip::tcp::socket>) {
       auto space = in_.writable();
       std::error_code ec;
       const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);

@@ -39,7 +39,10 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <memory>
+#include <span>
 
 #include <asio/buffer.hpp>
 #include <asio/detail/reactive_socket_recv_op.hpp>
@@ -109,12 +112,36 @@ class ReadCompletionScope {
   AfterReadCompletion* deferred_ = nullptr;
 };
 
+/// Takes the bytes of a read that overflowed its small buffer into this thread's spill buffer
+/// (see ShortReadDrains::spill).
+/// Thread-safety and lifetime: called on the thread that performs the read, during the read; the
+/// spans are valid only during the call.
+class ReadSpill {
+ public:
+  /// `head`: the read's own buffer, full; `rest`: the bytes that followed it.
+  virtual void take_spilled_read(std::span<const std::uint8_t> head,
+                                 std::span<const std::uint8_t> rest) noexcept = 0;
+
+ protected:
+  ReadSpill() = default;
+  ReadSpill(const ReadSpill&) = default;
+  ReadSpill& operator=(const ReadSpill&) = default;
+  ~ReadSpill() = default;
+};
+
 /// One mutable buffer, read by asio's epoll reactor with "a read that TCP_INQ reports as
 /// draining the socket leaves the next read queued".
 struct ShortReadDrains {
   asio::mutable_buffer buffer;
   /// Set when the read completes: true if it drained the socket (TCP_INQ said 0).
   bool* drained = nullptr;
+  /// If set, the same recvmsg also reads up to `spill_size` more bytes into a buffer of the
+  /// thread's, handed to `spill` at once (before any other read on the thread can reuse it).
+  /// Then a small `buffer` (an idle connection's, which holds no larger one) does not split a
+  /// longer request into two reads plus the failed third that asio then tries.
+  /// bytes_transferred counts both parts; `buffer` holds the first bytes only if it is no more.
+  ReadSpill* spill = nullptr;
+  std::size_t spill_size = 0;
 
   [[nodiscard]] const asio::mutable_buffer* begin() const noexcept { return &buffer; }
   [[nodiscard]] const asio::mutable_buffer* end() const noexcept { return &buffer + 1; }
@@ -141,21 +168,33 @@ class reactive_socket_recv_op_base<serialserver::detail::ShortReadDrains> : publ
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<reactive_socket_recv_op_base*>(base);
     const std::size_t size = o->buffers_.buffer.size();
-    iovec iov{o->buffers_.buffer.data(), size};
+    iovec iov[2] = {{o->buffers_.buffer.data(), size}, {nullptr, 0}};
+    std::size_t capacity = size;
+    if (o->buffers_.spill != nullptr && size != 0) {
+      const std::span<std::uint8_t> spill = spill_buffer(o->buffers_.spill_size);
+      iov[1] = {spill.data(), spill.size()};
+      capacity += spill.size();
+    }
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
     for (;;) {
       msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
+      msg.msg_iov = iov;
+      msg.msg_iovlen = iov[1].iov_len != 0 ? 2 : 1;
       msg.msg_control = control;
       msg.msg_controllen = sizeof control;
       const ssize_t n = ::recvmsg(o->socket_, &msg, o->flags_);
       if (n > 0) {
+        const auto got = static_cast<std::size_t>(n);
         o->ec_ = asio::error_code();
-        o->bytes_transferred_ = static_cast<std::size_t>(n);
-        const bool drained = static_cast<std::size_t>(n) < size && queued_bytes(msg) == 0;
+        o->bytes_transferred_ = got;
+        const bool drained = got < capacity && queued_bytes(msg) == 0;
         if (o->buffers_.drained != nullptr) {
           *o->buffers_.drained = drained;
+        }
+        if (got > size) {
+          o->buffers_.spill->take_spilled_read(
+              {static_cast<const std::uint8_t*>(iov[0].iov_base), size},
+              {static_cast<const std::uint8_t*>(iov[1].iov_base), got - size});
         }
         return drained ? done_and_exhausted : done;
       }
@@ -182,6 +221,16 @@ class reactive_socket_recv_op_base<serialserver::detail::ShortReadDrains> : publ
   }
 
  private:
+  /// This thread's spill buffer, `size` bytes (at most 64 KiB), allocated on first use.
+  static std::span<std::uint8_t> spill_buffer(std::size_t size) {
+    constexpr std::size_t kMaxSpill = 64 * 1024;
+    static thread_local std::unique_ptr<std::uint8_t[]> buffer;
+    if (!buffer) {
+      buffer = std::make_unique_for_overwrite<std::uint8_t[]>(kMaxSpill);
+    }
+    return {buffer.get(), size < kMaxSpill ? size : kMaxSpill};
+  }
+
   /// TCP_INQ's count from the control message; -1 when there is none (TCP_INQ is off).
   static int queued_bytes(const msghdr& msg) noexcept {
     for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
