@@ -482,8 +482,9 @@ class Connection final : public Client,
     set_io_deadline(phase, timeout);
     if (!in_.has_storage()) {
       // Idle (or between requests): read into the small inline buffer, so that a connection
-      // waiting for its next request holds no input buffer. A longer request takes a second
-      // read straight into the input buffer.
+      // waiting for its next request holds no input buffer. On TCP the same recvmsg reads a
+      // longer request on into the thread's spill buffer (idle_read_buffer); elsewhere it takes
+      // a second read (read_rest_now).
       const auto buffer = idle_read_buffer();
       std::size_t n = 0;
       if (phase == Phase::waiting) {

@@ -18,6 +18,13 @@
 // RST that arrived with the data is not counted by TCP_INQ; the connection covers that case (see
 // Connection::read_more): it reads at once when the bytes it holds are an incomplete request.
 //
+// The same recvmsg can also read past a small buffer into a buffer of the thread's ("spill",
+// see ShortReadDrains::spill), handed at once to the connection. An idle connection reads into a
+// 128-byte buffer (so that it holds no larger one while it waits); with the spill, a 4 KiB
+// request still arrives in one recv, and TCP_INQ then tells that it drained the socket. Without
+// it, the same request took three: 128 bytes, the rest, and asio's next speculative read, which
+// failed with EAGAIN because asio did not know the second read had drained the socket.
+//
 // How: asio's receive operation takes its "perform" step from
 // `asio::detail::reactive_socket_recv_op_base<MutableBufferSequence>`; this header specialises
 // that template for our own buffer-sequence type (allowed: the type is ours), with the same

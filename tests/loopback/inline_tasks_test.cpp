@@ -2,7 +2,8 @@
 // reaches the function whether it came in one block, in many, or was longer than the input buffer
 // (then the server reads it first, as a coroutine task); TaskError answers Error; another
 // exception drops the connection after the earlier responses; answers longer than the output
-// buffer keep their order; the size limit and the metrics records are those of any task.
+// buffer keep their order; the size limit and the metrics records are those of any task;
+// Client::metadata(), read from another thread while pipelined tasks run, is never a mix of two.
 
 #include "support/loopback.hpp"
 
