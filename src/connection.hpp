@@ -870,8 +870,8 @@ class Connection final : public Client,
     if (!end || (limit != 0 && *end > limit) || !output_fits(2)) {
       return false;  // the request is not all here, may be too large, or the answer must wait
     }
-    const auto started = Clock::now();
     refresh(snapshot_);
+    const auto started = task_start_time();
     begin_buffered_request();
     begin_task(code, nullptr, std::chrono::system_clock::now());
     const EndTaskGuard end_task_guard{this};
@@ -886,7 +886,7 @@ class Connection final : public Client,
       out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
       out_.push_back(record.error_code);
     }
-    record.duration = Clock::now() - started;
+    record.duration = task_duration(started);
     report_task(record);
     return true;
   }
@@ -979,6 +979,19 @@ class Connection final : public Client,
                               std::optional<std::string>& failure) {
     try {
       return function(ctx, content);
+    } catch (...) {
+      note_task_exception(error_code, failure);
+    }
+    return Response();
+  }
+
+  /// Inside a catch block: what the exception a task function threw means. TaskError answers
+  /// Error + its code; anything else fails the task (and drops the connection), `failure` saying
+  /// what.
+  static void note_task_exception(std::optional<ErrorCode>& error_code,
+                                  std::optional<std::string>& failure) {
+    try {
+      throw;
     } catch (const TaskError& e) {
       error_code = e.code();
     } catch (const std::exception& e) {
@@ -986,7 +999,6 @@ class Connection final : public Client,
     } catch (...) {
       failure = "unknown exception";
     }
-    return Response();
   }
 
   /// The content of the whole message `blocks` (block length bytes, content, end byte): a view
@@ -1056,9 +1068,9 @@ class Connection final : public Client,
   }
 
   asio::awaitable<std::error_code> serve_task(TaskCode code) {
-    const auto started = Clock::now();
     refresh_table();
     refresh(snapshot_);
+    const auto started = task_start_time();
     const std::shared_ptr<const RegisteredTask>& entry =
         is_reserved_task_code(code) ? kNoTask : table_->entries[code];
     begin_request();
@@ -1076,7 +1088,7 @@ class Connection final : public Client,
       if (!drained()) {
         if (auto ec = co_await drain_request()) {
           record.outcome = TaskOutcome::dropped;
-          record.duration = Clock::now() - started;
+          record.duration = task_duration(started);
           report_task(record);
           co_return ec;
         }
@@ -1093,7 +1105,7 @@ class Connection final : public Client,
       } else if (auto ec = co_await append_error(record.error_code)) {
         co_return ec;
       }
-      record.duration = Clock::now() - started;
+      record.duration = task_duration(started);
       report_task(record);
       co_return std::error_code{};
     }
@@ -1106,8 +1118,7 @@ class Connection final : public Client,
     TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token());
     Response response;
     std::optional<ErrorCode> error_code;
-    bool failed = false;
-    std::string failure;
+    std::optional<std::string> failure;
     task_running_ = true;
     task_cancelled_ = false;
     task_suspended_ = false;
@@ -1124,14 +1135,8 @@ class Connection final : public Client,
         schedule_probe();
         response = co_await entry->function(ctx);
       }
-    } catch (const TaskError& e) {
-      error_code = e.code();
-    } catch (const std::exception& e) {
-      failed = true;
-      failure = e.what();
     } catch (...) {
-      failed = true;
-      failure = "unknown exception";
+      note_task_exception(error_code, failure);
     }
     task_running_ = false;
     stop_monitor();
@@ -1141,16 +1146,16 @@ class Connection final : public Client,
     }
     if (request_too_large_) {  // the limit decides, whatever the task made of it
       error_code = kMessageTooLargeErrorCode;
-      failed = false;
+      failure.reset();
     }
-    if (failed || stream_closed_ || peer_gone_) {
-      co_return co_await drop_after_task(record, started, failed ? &failure : nullptr);
+    if (failure || stream_closed_ || peer_gone_) {
+      co_return co_await drop_after_task(record, started, failure ? &*failure : nullptr);
     }
     drain_buffered();
     if (!drained()) {
       if (auto ec = co_await drain_request()) {
         record.outcome = TaskOutcome::dropped;
-        record.duration = Clock::now() - started;
+        record.duration = task_duration(started);
         report_task(record);
         co_return ec;
       }
@@ -1170,14 +1175,14 @@ class Connection final : public Client,
       if (!write_response_now(response)) {
         if (auto ec = co_await write_response(response)) {
           record.outcome = TaskOutcome::dropped;
-          record.duration = Clock::now() - started;
+          record.duration = task_duration(started);
           report_task(record);
           co_return ec;
         }
       }
       record.outcome = TaskOutcome::ok;
     }
-    record.duration = Clock::now() - started;
+    record.duration = task_duration(started);
     report_task(record);
     co_return std::error_code{};
   }
