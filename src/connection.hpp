@@ -471,6 +471,7 @@ class Connection final : public Client,
         const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
         if (!ec) {
           in_.commit(n);
+          note_input_arrived();
           co_return std::error_code{};
         }
         if (ec != asio::error::would_block && ec != asio::error::try_again) {
@@ -501,6 +502,7 @@ class Connection final : public Client,
       if (ec) {
         co_return read_error(ec);
       }
+      note_input_arrived();
       if (n <= idle_in_.size()) {  // else take_spilled_read() has put all n bytes in in_
         in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
         if (n == idle_in_.size()) {
@@ -517,8 +519,15 @@ class Connection final : public Client,
       co_return read_error(ec);
     }
     in_.commit(n);
+    note_input_arrived();
     co_return std::error_code{};
   }
+
+  /// Called after every read that added bytes to the input buffer. The task code of the next
+  /// request served arrived in this read or an earlier one, and TaskMetadata::start is the time
+  /// of the latest read before that request began: between the code's arrival and the task's
+  /// start. One clock read per read, not per request: pipelined requests share their read's.
+  void note_input_arrived() noexcept { input_arrived_at_ = std::chrono::system_clock::now(); }
 
   /// After a read that filled the small idle buffer: reads what else the socket holds now,
   /// without waiting, so that a request longer than that buffer is usually whole before it is
@@ -873,7 +882,7 @@ class Connection final : public Client,
     refresh(snapshot_);
     const auto started = task_start_time();
     begin_buffered_request();
-    begin_task(code, nullptr, std::chrono::system_clock::now());
+    begin_task(code, nullptr, input_arrived_at_);
     const EndTaskGuard end_task_guard{this};
     drain_buffered();  // the whole message, within the limit: request_ended_, not too large
     TaskRecord record;
@@ -924,7 +933,7 @@ class Connection final : public Client,
     refresh(snapshot_);
     const auto started = task_start_time();
     begin_buffered_request();
-    begin_task(code, &entry.name, std::chrono::system_clock::now());
+    begin_task(code, &entry.name, input_arrived_at_);
     EndTaskGuard end_task_guard{this};
     const std::span<const std::uint8_t> content = message_content(input.first(*end));
     request_bytes_ = content.size();
@@ -1074,7 +1083,7 @@ class Connection final : public Client,
     const std::shared_ptr<const RegisteredTask>& entry =
         is_reserved_task_code(code) ? kNoTask : table_->entries[code];
     begin_request();
-    begin_task(code, entry ? &entry->name : nullptr, std::chrono::system_clock::now());
+    begin_task(code, entry ? &entry->name : nullptr, input_arrived_at_);
     const EndTaskGuard end_task_guard{this};
 
     TaskRecord record;
@@ -1362,6 +1371,7 @@ class Connection final : public Client,
         return;
       }
       in_.commit(n);  // pipelined input: keep it, and keep watching while there is room
+      note_input_arrived();
       start_monitor();
     }
   }
@@ -1414,6 +1424,7 @@ class Connection final : public Client,
   std::shared_ptr<Connection> deferred_probe_owner_;  // set while a probe waits for a handler
   bool reading_request_ = false;                      // the task waits in read_more for its request
   bool input_drained_ = false;  // the last asynchronous read drained the socket (TCP_INQ)
+  std::chrono::system_clock::time_point input_arrived_at_;  // see note_input_arrived()
 
   std::optional<std::stop_callback<OnStop>> on_stop_;
 };

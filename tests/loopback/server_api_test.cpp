@@ -164,6 +164,7 @@ constexpr TaskCode kWhoAmI = 10;
 constexpr TaskCode kDouble = 11;
 constexpr TaskCode kHold = 12;
 constexpr TaskCode kLog = 13;
+constexpr TaskCode kPause = 14;
 constexpr TaskCode kEcho = 20;
 constexpr TaskCode kFail = 21;
 constexpr TaskCode kBoom = 22;
@@ -231,6 +232,15 @@ void register_tasks(Server& server, const std::shared_ptr<Hold>& hold) {
         co_return Response(co_await ctx.request().async_read_all());
       },
       "echo");
+  // Answers empty after 200 ms.
+  server.register_task(
+      kPause,
+      [](TaskContext&) -> asio::awaitable<Response> {
+        asio::steady_timer timer(co_await asio::this_coro::executor, 200ms);
+        co_await timer.async_wait(asio::use_awaitable);
+        co_return Response();
+      },
+      "pause");
   server.register_task(
       kFail, [](TaskContext&) -> asio::awaitable<Response> { throw TaskError(7); }, "fail");
   server.register_task(
@@ -433,6 +443,31 @@ TEST_F(ServerApi, MetadataDuringRunningTaskAndEmptyWhenIdle) {
   hold_->release = true;
   EXPECT_EQ(c.recv(7), bytes({0x00, 0x04, 'd', 'o', 'n', 'e', 0x00}));
   EXPECT_TRUE(eventually([&] { return !client->metadata().has_value(); }));
+}
+
+// TaskMetadata::start is when the task code arrived, not when its task began: a request sent
+// behind a 200 ms task, in the same write, reports a start before that task could have ended.
+TEST_F(ServerApi, MetadataStartIsWhenThePipelinedCodeArrived) {
+  start(false);
+  RawClient c(port());
+  auto client = find_client(server(), c);
+  ASSERT_NE(client, nullptr);
+  Bytes both = request(kPause);
+  const Bytes hold = request(kHold, Bytes(1000));
+  both.insert(both.end(), hold.begin(), hold.end());
+  const auto before = std::chrono::system_clock::now();
+  c.send(both);
+  EXPECT_EQ(c.recv(2), bytes({0x00, 0x00}));  // the pause
+  const auto pause_ended = std::chrono::system_clock::now();
+  ASSERT_GE(pause_ended - before, 200ms);
+  ASSERT_TRUE(eventually([&] { return hold_->holding.load(); }));
+  const auto m = client->metadata();
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->code, kHold);
+  EXPECT_GE(m->start, before);
+  EXPECT_LT(m->start, before + 200ms);  // the hold task began after the pause's 200 ms
+  hold_->release = true;
+  EXPECT_EQ(c.recv(7), bytes({0x00, 0x04, 'd', 'o', 'n', 'e', 0x00}));
 }
 
 TEST_F(ServerApi, TaskCodesListsTheAssignedCodesInOrder) {
