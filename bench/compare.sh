@@ -6,6 +6,7 @@
 # usage: bench/compare.sh            (about 10 minutes; results in $OUTDIR, table on stdout)
 # env:   PEERS=../shared/peers (where run-peers.sh is)  REPS=3  CONFIGS="split unpinned"
 #        STREAM_BYTES=1073741824  IDLE_CONNS=10000  SKIP_PEERS=1 (only the extra measurements)
+#        DEMO_ARGS="--threads 1" (extra flags for the demo server; default none: its defaults)
 # Loopback only. Every process started here is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +39,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   echo "kernel: $(uname -r)"
   echo "cpus: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "demo flags: ${DEMO_ARGS:-(defaults)}"
 } >"$OUTDIR/env.txt"
 cat "$OUTDIR/env.txt" >&2
 
@@ -59,7 +61,7 @@ start() { # name prefix cmd... ; sets PORT and PID
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "NA"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-DEMO="$BIN/serialserver-demo --listen 127.0.0.1:{PORT} --log-level warn"
+DEMO="$BIN/serialserver-demo --listen 127.0.0.1:{PORT} --log-level warn${DEMO_ARGS:+ $DEMO_ARGS}"
 
 # ---- 1. request/response points, via the peers' runner -------------------------------------
 if [ "${SKIP_PEERS:-0}" != 1 ]; then
