@@ -11,7 +11,7 @@ std::string BinaryReader::read_string() {
     throw EndOfMessage();
   }
   const auto bytes = read_bytes(length);
-  return std::string(bytes.begin(), bytes.end());
+  return {bytes.begin(), bytes.end()};
 }
 
 }  // namespace serialserver

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "scope_exit.hpp"
 #include "unique_function.hpp"
 
 #include <cstddef>
@@ -27,16 +28,15 @@ class BlockingPool {
   BlockingPool(unsigned threads, std::size_t max_queued)
       : pool_(threads), limit_(threads + max_queued) {}
   ~BlockingPool() { pool_.join(); }
+  BlockingPool(const BlockingPool&) = delete;
+  BlockingPool& operator=(const BlockingPool&) = delete;
 
   /// Runs `f` on a worker and resumes the caller on its own executor with the result (or the
   /// exception f threw). Waits for room first.
   template <class R, class F>
   asio::awaitable<R> async_run(F f) {
     co_await async_acquire();
-    struct Release {
-      BlockingPool* self;
-      ~Release() { self->release(); }
-    } release{this};
+    const ScopeExit release_slot([this] { release(); });
     co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&,
                                             void(std::exception_ptr, R)>(
         [this](auto handler, F fn) {

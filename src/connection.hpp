@@ -50,9 +50,9 @@
 namespace serialserver::detail {
 
 /// Input buffer size: enough for a burst of pipelined small requests in one read.
-inline constexpr std::size_t kInputCapacity = 16 * 1024;
+inline constexpr std::size_t kInputCapacity = std::size_t{16} * 1024;
 /// Output buffer size: responses accumulate up to this before a flush is forced.
-inline constexpr std::size_t kOutputCapacity = 64 * 1024;
+inline constexpr std::size_t kOutputCapacity = std::size_t{64} * 1024;
 /// The inline buffer that the first read of a request goes into while the input buffer is
 /// given back (an idle connection): enough for small requests in one read, small enough to
 /// keep idle connections cheap.
@@ -62,7 +62,7 @@ inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
 /// The longest a TLS connection waits for the peer's close_notify when it ends.
 inline constexpr std::chrono::nanoseconds kTlsShutdownTimeout = std::chrono::seconds(2);
 /// Staging buffer for response producers.
-inline constexpr std::size_t kProducerChunk = 16 * 1024;
+inline constexpr std::size_t kProducerChunk = std::size_t{16} * 1024;
 /// Reads and writes in a row that did not have to wait, after which a connection lets the other
 /// connections of its I/O thread run (a peer that keeps both directions flowing, by pipelining
 /// or streaming, would otherwise keep the thread to itself).
@@ -162,6 +162,7 @@ class Connection final : public Client,
   std::uint64_t request_bytes_read() const noexcept override { return request_bytes_; }
   asio::any_io_executor request_executor() const override {
     // get_executor() is not const on asio's streams; it only copies the executor.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
     return const_cast<Stream&>(stream_).get_executor();
   }
 
@@ -851,12 +852,15 @@ class Connection final : public Client,
   /// must serve the request.
   /// Ends the task bookkeeping of begin_task when the serving scope ends, however it ends.
   struct EndTaskGuard {
-    Connection* connection;  // null once released
+    explicit EndTaskGuard(Connection* c) noexcept : connection(c) {}
     ~EndTaskGuard() {
       if (connection != nullptr) {
         connection->end_task();
       }
     }
+    EndTaskGuard(const EndTaskGuard&) = delete;
+    EndTaskGuard& operator=(const EndTaskGuard&) = delete;
+    Connection* connection;  // null once released
   };
 
   /// The answer to a code with no task function, once its request is drained: OK for a
@@ -953,7 +957,7 @@ class Connection final : public Client,
     in_.consume(*end);  // after the call: `content` may view the input buffer
     if (failure) {
       end_task_guard.connection = nullptr;
-      rest = fail_inline_task(std::move(*failure), std::move(record), started);
+      rest = fail_inline_task(std::move(*failure), record, started);
       return InlineStep::unfinished;
     }
     if (error_code) {
@@ -961,7 +965,7 @@ class Connection final : public Client,
       record.error_code = *error_code;
       if (!output_fits(2)) {
         end_task_guard.connection = nullptr;
-        rest = finish_inline_task(std::move(response), std::move(record), started);
+        rest = finish_inline_task(std::move(response), record, started);
         return InlineStep::unfinished;
       }
       out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
@@ -970,7 +974,7 @@ class Connection final : public Client,
       record.outcome = TaskOutcome::ok;
       if (!write_response_now(response)) {
         end_task_guard.connection = nullptr;
-        rest = finish_inline_task(std::move(response), std::move(record), started);
+        rest = finish_inline_task(std::move(response), record, started);
         return InlineStep::unfinished;
       }
     }
@@ -991,7 +995,7 @@ class Connection final : public Client,
     } catch (...) {
       note_task_exception(error_code, failure);
     }
-    return Response();
+    return {};
   }
 
   /// Inside a catch block: what the exception a task function threw means. TaskError answers
@@ -1382,7 +1386,7 @@ class Connection final : public Client,
   SessionData session_;
   asio::steady_timer watchdog_;
   ByteBuffer in_{kInputCapacity};
-  std::array<std::uint8_t, kIdleReadBytes> idle_in_;
+  std::array<std::uint8_t, kIdleReadBytes> idle_in_{};
   ByteBuffer out_{kOutputCapacity};
   wire::BlockDecoder decoder_;
   Snapshot snapshot_;

@@ -51,8 +51,8 @@ class ErrorCategory final : public std::error_category {
 const std::error_category& error_category() noexcept {
   // A function-local static: thread-safe initialisation, and no static-order problems for
   // error codes made during other static initialisation.
-  static const ErrorCategory category;
-  return category;
+  static const ErrorCategory kCategory;
+  return kCategory;
 }
 
 }  // namespace serialserver

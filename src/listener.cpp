@@ -3,6 +3,7 @@
 #include <serialserver/server.hpp>
 #include "connection.hpp"
 #include "cores.hpp"
+#include "scope_exit.hpp"
 #include "stream_ops.hpp"
 #include "tls_context.hpp"
 
@@ -117,6 +118,8 @@ class SocketHandshakeStream final : public HandshakeStream {
 
 class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
  public:
+  ListenerImpl(const ListenerImpl&) = delete;
+  ListenerImpl& operator=(const ListenerImpl&) = delete;
   ListenerImpl(Server& server, ListenerOptions options)
       : server_(server), options_(std::move(options)) {
     unsigned threads = options_.io_threads;
@@ -393,11 +396,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   template <class Socket>
   static asio::awaitable<void> serve(std::shared_ptr<ListenerImpl> self, Socket socket,
                                      std::string address_key) {
-    struct Release {
-      ListenerImpl* impl;
-      const std::string& key;
-      ~Release() { impl->release(key); }
-    } release{self.get(), address_key};
+    const ScopeExit release_count([&] { self->release(address_key); });
     // One deadline for the TLS handshake and the hook together; no timer when there is neither.
     std::optional<asio::steady_timer> deadline;
     if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {

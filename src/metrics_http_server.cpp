@@ -1,5 +1,6 @@
 #include <serialserver/metrics_http_server.hpp>
 #include <serialserver/prometheus_metrics.hpp>
+#include "scope_exit.hpp"
 #include "stream_ops.hpp"
 
 #include <mutex>
@@ -243,11 +244,7 @@ class MetricsHttpServer::Impl : public std::enable_shared_from_this<Impl> {
   static asio::awaitable<void> session(std::shared_ptr<Impl> self, tcp::socket socket) {
     using namespace asio::experimental::awaitable_operators;
     self->sockets_.insert(&socket);
-    struct Untrack {
-      Impl* impl;
-      tcp::socket* socket;
-      ~Untrack() { impl->sockets_.erase(socket); }
-    } untrack{self.get(), &socket};
+    const detail::ScopeExit untrack([&] { self->sockets_.erase(&socket); });
 
     // One deadline for the whole exchange: a slow client cannot hold a connection longer.
     asio::steady_timer deadline(socket.get_executor());

@@ -9,7 +9,7 @@ namespace serialserver {
 
 namespace {
 
-constexpr std::memory_order relaxed = std::memory_order_relaxed;
+constexpr std::memory_order kRelaxed = std::memory_order_relaxed;
 
 /// The `le` labels of PrometheusMetrics::kLatencyBucketsNs, in seconds, then +Inf.
 constexpr std::array<std::string_view, PrometheusMetrics::kLatencyBucketsNs.size() + 1>
@@ -70,21 +70,21 @@ PrometheusMetrics::PrometheusMetrics() : codes_(std::make_unique<std::array<Code
 PrometheusMetrics::~PrometheusMetrics() = default;
 
 void PrometheusMetrics::connection_opened(const Client& /*client*/) noexcept {
-  opened_.fetch_add(1, relaxed);
-  open_.fetch_add(1, relaxed);
+  opened_.fetch_add(1, kRelaxed);
+  open_.fetch_add(1, kRelaxed);
 }
 
 void PrometheusMetrics::connection_closed(const Client& /*client*/,
                                           std::error_code reason) noexcept {
-  open_.fetch_sub(1, relaxed);
-  closed_[close_reason_slot(reason)].fetch_add(1, relaxed);
+  open_.fetch_sub(1, kRelaxed);
+  closed_[close_reason_slot(reason)].fetch_add(1, kRelaxed);
 }
 
 void PrometheusMetrics::connection_dropped(std::string_view /*remote_address*/,
                                            DropReason reason) noexcept {
   const auto slot = static_cast<std::size_t>(reason);
   if (slot < dropped_.size()) {
-    dropped_[slot].fetch_add(1, relaxed);
+    dropped_[slot].fetch_add(1, kRelaxed);
   }
 }
 
@@ -96,18 +96,18 @@ void PrometheusMetrics::task_finished(const Client& /*client*/, const TaskRecord
   }
   const auto outcome = static_cast<std::size_t>(record.outcome);
   if (outcome < kOutcomes) {
-    slot.tasks[outcome].fetch_add(1, relaxed);
+    slot.tasks[outcome].fetch_add(1, kRelaxed);
   }
-  slot.bytes_in.fetch_add(record.bytes_read, relaxed);
-  slot.bytes_out.fetch_add(record.bytes_written, relaxed);
+  slot.bytes_in.fetch_add(record.bytes_read, kRelaxed);
+  slot.bytes_out.fetch_add(record.bytes_written, kRelaxed);
   if (record.outcome != TaskOutcome::goodbye) {
     const std::int64_t ns = record.duration.count();
     std::size_t bucket = 0;
     while (bucket < kLatencyBucketsNs.size() && ns > kLatencyBucketsNs[bucket]) {
       ++bucket;
     }
-    slot.buckets[bucket].fetch_add(1, relaxed);
-    slot.duration_sum_ns.fetch_add(ns > 0 ? static_cast<std::uint64_t>(ns) : 0, relaxed);
+    slot.buckets[bucket].fetch_add(1, kRelaxed);
+    slot.duration_sum_ns.fetch_add(ns > 0 ? static_cast<std::uint64_t>(ns) : 0, kRelaxed);
   }
 }
 
@@ -141,31 +141,31 @@ std::string PrometheusMetrics::render() const {
   auto it = std::back_inserter(out);
 
   header(out, "connections_open", "gauge", "Connections being served now.");
-  fmt::format_to(it, "serialserver_connections_open {}\n", open_.load(relaxed));
+  fmt::format_to(it, "serialserver_connections_open {}\n", open_.load(kRelaxed));
   header(out, "connections_total", "counter", "Connections served since the start.");
-  fmt::format_to(it, "serialserver_connections_total {}\n", opened_.load(relaxed));
+  fmt::format_to(it, "serialserver_connections_total {}\n", opened_.load(kRelaxed));
 
   header(out, "connections_closed_total", "counter", "Served connections that ended, by reason.");
   for (std::size_t i = 0; i < closed_.size(); ++i) {
     fmt::format_to(it, "serialserver_connections_closed_total{{reason=\"{}\"}} {}\n",
-                   close_reason_of_slot(i), closed_[i].load(relaxed));
+                   close_reason_of_slot(i), closed_[i].load(kRelaxed));
   }
   header(out, "connections_dropped_total", "counter",
          "Connections dropped before being served, by reason.");
   for (std::size_t i = 0; i < dropped_.size(); ++i) {
     fmt::format_to(it, "serialserver_connections_dropped_total{{reason=\"{}\"}} {}\n",
-                   drop_reason_name(static_cast<DropReason>(i)), dropped_[i].load(relaxed));
+                   drop_reason_name(static_cast<DropReason>(i)), dropped_[i].load(kRelaxed));
   }
   header(out, "timeouts_total", "counter",
          "Connections closed by the wait, read, write or request timeout, and handshakes that "
          "timed out.");
   const std::pair<std::string_view, std::uint64_t> timeouts[] = {
-      {"wait", closed_[static_cast<std::size_t>(Errc::timeout_waiting_for_task)].load(relaxed)},
-      {"read", closed_[static_cast<std::size_t>(Errc::read_timeout)].load(relaxed)},
-      {"write", closed_[static_cast<std::size_t>(Errc::write_timeout)].load(relaxed)},
-      {"request", closed_[static_cast<std::size_t>(Errc::request_timeout)].load(relaxed)},
+      {"wait", closed_[static_cast<std::size_t>(Errc::timeout_waiting_for_task)].load(kRelaxed)},
+      {"read", closed_[static_cast<std::size_t>(Errc::read_timeout)].load(kRelaxed)},
+      {"write", closed_[static_cast<std::size_t>(Errc::write_timeout)].load(kRelaxed)},
+      {"request", closed_[static_cast<std::size_t>(Errc::request_timeout)].load(kRelaxed)},
       {"handshake",
-       dropped_[static_cast<std::size_t>(DropReason::handshake_timeout)].load(relaxed)},
+       dropped_[static_cast<std::size_t>(DropReason::handshake_timeout)].load(kRelaxed)},
   };
   for (const auto& [kind, count] : timeouts) {
     fmt::format_to(it, "serialserver_timeouts_total{{kind=\"{}\"}} {}\n", kind, count);
@@ -182,13 +182,13 @@ std::string PrometheusMetrics::render() const {
     const CodeSlot& slot = (*codes_)[code];
     std::uint64_t tasks = 0;
     for (const auto& c : slot.tasks) {
-      tasks += c.load(relaxed);
+      tasks += c.load(kRelaxed);
     }
     if (tasks == 0) {
       continue;
     }
     const std::string* name = slot.name.load(std::memory_order_acquire);
-    seen.push_back({code, fmt::format("code=\"{}\",name=\"{}\"", code,
+    seen.push_back({code, fmt::format(R"(code="{}",name="{}")", code,
                                       name != nullptr ? escape_label(*name) : std::string())});
   }
 
@@ -197,30 +197,30 @@ std::string PrometheusMetrics::render() const {
     const CodeSlot& slot = (*codes_)[s.code];
     for (std::size_t o = 0; o < kOutcomes; ++o) {
       fmt::format_to(it, "serialserver_tasks_total{{{},outcome=\"{}\"}} {}\n", s.labels,
-                     task_outcome_name(static_cast<TaskOutcome>(o)), slot.tasks[o].load(relaxed));
+                     task_outcome_name(static_cast<TaskOutcome>(o)), slot.tasks[o].load(kRelaxed));
     }
   }
   header(out, "request_bytes_total", "counter", "Request content bytes read, by task code.");
   for (const auto& s : seen) {
     fmt::format_to(it, "serialserver_request_bytes_total{{{}}} {}\n", s.labels,
-                   (*codes_)[s.code].bytes_in.load(relaxed));
+                   (*codes_)[s.code].bytes_in.load(kRelaxed));
   }
   header(out, "response_bytes_total", "counter", "Response content bytes written, by task code.");
   for (const auto& s : seen) {
     fmt::format_to(it, "serialserver_response_bytes_total{{{}}} {}\n", s.labels,
-                   (*codes_)[s.code].bytes_out.load(relaxed));
+                   (*codes_)[s.code].bytes_out.load(kRelaxed));
   }
   header(out, "task_duration_seconds", "histogram", "Task durations, by task code.");
   for (const auto& s : seen) {
     const CodeSlot& slot = (*codes_)[s.code];
     std::uint64_t cumulative = 0;
     for (std::size_t b = 0; b < kBuckets; ++b) {
-      cumulative += slot.buckets[b].load(relaxed);
+      cumulative += slot.buckets[b].load(kRelaxed);
       fmt::format_to(it, "serialserver_task_duration_seconds_bucket{{{},le=\"{}\"}} {}\n", s.labels,
                      kBucketLabels[b], cumulative);
     }
     fmt::format_to(it, "serialserver_task_duration_seconds_sum{{{}}} {}\n", s.labels,
-                   static_cast<double>(slot.duration_sum_ns.load(relaxed)) / 1e9);
+                   static_cast<double>(slot.duration_sum_ns.load(kRelaxed)) / 1e9);
     fmt::format_to(it, "serialserver_task_duration_seconds_count{{{}}} {}\n", s.labels, cumulative);
   }
   return fmt::to_string(out);

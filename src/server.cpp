@@ -18,10 +18,10 @@
 namespace serialserver {
 
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), table_(std::make_shared<detail::TaskTable>()) {
-  logger_ = options_.logger ? options_.logger : make_stderr_logger(LogLevel::info);
-  metrics_ = options_.metrics;
-}
+    : options_(std::move(options)),
+      table_(std::make_shared<detail::TaskTable>()),
+      logger_(options_.logger ? options_.logger : make_stderr_logger(LogLevel::info)),
+      metrics_(options_.metrics) {}
 
 Server::Server(const Timeout& timeout)
     : Server([&] {

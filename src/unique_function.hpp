@@ -22,9 +22,9 @@ class UniqueFunction {
   };
   template <class F>
   struct Impl final : Base {
-    explicit Impl(F f) : f_(std::move(f)) {}
-    void call() override { f_(); }
-    F f_;
+    explicit Impl(F f) : function(std::move(f)) {}
+    void call() override { function(); }
+    F function;
   };
   std::unique_ptr<Base> impl_;
 };

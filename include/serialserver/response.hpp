@@ -47,11 +47,11 @@ class Response {
       : bytes_(std::move(bytes)) {}
   /// A response made of a copy of `bytes`.
   static Response copy_of(std::span<const std::uint8_t> bytes) {
-    return Response(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+    return {std::vector<std::uint8_t>(bytes.begin(), bytes.end())};
   }
   /// A response made of a copy of `text`.
   static Response copy_of(std::string_view text) {
-    return Response(std::vector<std::uint8_t>(text.begin(), text.end()));
+    return {std::vector<std::uint8_t>(text.begin(), text.end())};
   }
   /// A streamed response from a producer object.
   static Response stream(std::unique_ptr<ResponseProducer> producer) noexcept {
