@@ -5,11 +5,15 @@
 #
 # usage: bench/callgrind.sh [BIN]   BIN: a release bin dir with serialserver-demo and serialbench
 #                                   (default build/release/bin)
-# env:   REQUESTS=20000  PORT=23480
+# env:   SERIALSERVER_SKIP_INSTALL=1 (do not install missing Debian packages)
+#        REQUESTS=20000  PORT=23480
 # Points: C=50 P=1 ping (task 2), C=50 P=16 ping, C=50 P=1 4 KiB echo (task 1); one I/O thread.
 # The totals include start-up, 50 connects and shutdown, spread over REQUESTS.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+ss_install_bench_deps
 BIN=${1:-$ROOT/build/release/bin}
 REQUESTS=${REQUESTS:-20000}
 PORT=${PORT:-23480}

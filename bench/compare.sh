@@ -4,12 +4,16 @@
 # load generator at the same points, in one run; then streaming, idle memory and write syscalls.
 #
 # usage: bench/compare.sh            (about 10 minutes; results in $OUTDIR, table on stdout)
-# env:   PEERS=../shared/peers (where run-peers.sh is)  REPS=3  CONFIGS="split unpinned"
+# env:   SERIALSERVER_SKIP_INSTALL=1 (do not install missing Debian packages)
+#        PEERS=../shared/peers (where run-peers.sh is)  REPS=3  CONFIGS="split unpinned"
 #        STREAM_BYTES=1073741824  IDLE_CONNS=10000  SKIP_PEERS=1 (only the extra measurements)
 #        DEMO_ARGS="--threads 1" (extra flags for the demo server; default none: its defaults)
 # Loopback only. Every process started here is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+ss_install_bench_deps
 PEERS=${PEERS:-$ROOT/../shared/peers}
 REPS=${REPS:-3}
 CONFIGS=${CONFIGS:-"split unpinned"}

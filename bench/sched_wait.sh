@@ -7,12 +7,16 @@
 # the generator leaves it makes the generator, and itself, wait for a CPU: this shows how much.
 #
 # usage: bench/sched_wait.sh              (about 1 minute)
-# env:   P="1 16"  REPS=3  THREADS="1"  BIN=build/release/bin  PEERS=../shared/peers
+# env:   SERIALSERVER_SKIP_INSTALL=1 (do not install missing Debian packages)
+#        P="1 16"  REPS=3  THREADS="1"  BIN=build/release/bin  PEERS=../shared/peers
 # Prints one line per run: req/s, p50/p99 (us), the server's CPU and run-queue wait per request
 # (us), how often its threads were scheduled per request, and the generator's CPU and
 # run-queue wait (s) over its 2.5 s run. Loopback only; every process started here is stopped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+ss_install_bench_deps
 PEERS=${PEERS:-$ROOT/../shared/peers}
 BIN=${BIN:-$ROOT/build/release/bin}
 PEERS_BIN=${PEERS_BIN:-${TMPDIR:-/tmp}/serial-peers-bin}

@@ -34,6 +34,17 @@ SERIALSERVER_APT_PACKAGES=(
   libclang-rt-14-dev
 )
 
+# The Debian 12 packages that bench/ needs besides the above, installed by its scripts only (not
+# by scripts/run or scripts/test): go builds the goserial peer, strace counts write system calls,
+# valgrind counts instructions, and perf and heaptrack are used by the commands in BENCHMARKS.md.
+SERIALSERVER_BENCH_APT_PACKAGES=(
+  golang-go
+  strace
+  linux-perf
+  valgrind
+  heaptrack
+)
+
 SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"
 
 # The repository root (the parent of this file's directory).
@@ -54,10 +65,10 @@ ss_banner() {
   printf '\n%s\n== %s\n%s\n' "$line" "$*" "$line"
 }
 
-# Prints the packages of SERIALSERVER_APT_PACKAGES that are not installed, one a line.
+# Prints the packages among its arguments that are not installed, one a line.
 ss_missing_packages() {
   local pkg status
-  for pkg in "${SERIALSERVER_APT_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
     if [[ "$status" != "install ok installed" ]]; then
       printf '%s\n' "$pkg"
@@ -65,20 +76,23 @@ ss_missing_packages() {
   done
 }
 
-# Installs whichever of SERIALSERVER_APT_PACKAGES are missing, with apt-get. Runs `apt-get update`
-# once, and only when something is missing. Uses sudo only when not root.
+# Installs whichever of the packages given are missing (default: SERIALSERVER_APT_PACKAGES), with
+# apt-get. Runs `apt-get update` once, and only when something is missing. Uses sudo only when not
+# root.
 ss_install_deps() {
+  local -a wanted=("$@")
+  [[ ${#wanted[@]} -gt 0 ]] || wanted=("${SERIALSERVER_APT_PACKAGES[@]}")
   if [[ "${SERIALSERVER_SKIP_INSTALL:-0}" == 1 ]]; then
     ss_log "SERIALSERVER_SKIP_INSTALL=1: not checking Debian packages"
     return 0
   fi
   if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
-    ss_log "dpkg-query/apt-get not found (not Debian?): install these yourself: ${SERIALSERVER_APT_PACKAGES[*]}"
+    ss_log "dpkg-query/apt-get not found (not Debian?): install these yourself: ${wanted[*]}"
     return 0
   fi
 
   local -a missing
-  mapfile -t missing < <(ss_missing_packages)
+  mapfile -t missing < <(ss_missing_packages "${wanted[@]}")
   if [[ ${#missing[@]} -eq 0 ]]; then
     ss_log "all required Debian packages are installed"
     return 0
@@ -94,6 +108,12 @@ ss_install_deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     "${missing[@]}"
+}
+
+# The build packages and the benchmark tools (SERIALSERVER_BENCH_APT_PACKAGES); the bench/ scripts
+# call this. Logs to stderr, since those scripts print their tables on stdout.
+ss_install_bench_deps() {
+  ss_install_deps "${SERIALSERVER_APT_PACKAGES[@]}" "${SERIALSERVER_BENCH_APT_PACKAGES[@]}" >&2
 }
 
 # Configures and builds one preset of CMakePresets.json. Returns non-zero on failure (also when
