@@ -27,9 +27,7 @@ std::chrono::nanoseconds duration_option(const std::string& text, const char* fl
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   CLI::App app{
       "serialserver-demo: a demonstration server for the serial protocol.\n"
       "Tasks: 1 echo, 2 empty, 3 error(code=first byte), 4 produce N bytes (u64 BE),\n"
@@ -150,4 +148,18 @@ int main(int argc, char** argv) {
   }
   server.log()->info("stopped");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Any other exception ends the server like a failure to start: status 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "serialserver-demo: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "serialserver-demo: unknown exception\n";
+  }
+  return 1;
 }

@@ -132,9 +132,7 @@ std::string error_name(serialserver::ErrorCode code) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   CLI::App app{"serialserver-log: send to and read from serialserver-logd."};
   app.require_subcommand(1);
   logd::ClientOptions options;
@@ -272,4 +270,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Any other exception is a local failure too: status 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "serialserver-log: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "serialserver-log: unknown exception\n";
+  }
+  return 1;
 }

@@ -24,9 +24,7 @@ std::chrono::nanoseconds duration_option(const std::string& text, const char* fl
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   CLI::App app{
       "serialserver-logd: a log server for the serial protocol, stored in SQLite.\n"
       "Tasks: 1 append, 2 append batch, 3 read, 4 tail, 5 list (docs/logd-protocol.md)."};
@@ -145,4 +143,18 @@ int main(int argc, char** argv) {
   store->close();
   server.log()->info("stopped");
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Any other exception ends the server like a failure to start: status 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "serialserver-logd: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "serialserver-logd: unknown exception\n";
+  }
+  return 1;
 }

@@ -1189,7 +1189,9 @@ std::chrono::nanoseconds duration_arg(const std::string& text, const char* flag)
 }  // namespace
 }  // namespace serialbench
 
-int main(int argc, char** argv) {
+namespace {
+
+int run_main(int argc, char** argv) {
   using serialbench::Config;
   using serialbench::Expect;
   CLI::App app{
@@ -1323,4 +1325,19 @@ Examples:
   }
   config.progress = !quiet && !config.json && ::isatty(STDERR_FILENO) == 1;
   return serialbench::run(config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Any other exception (such as std::bad_alloc for connections too large to build) ends the run
+  // with nothing measured: status 1.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "serialbench: %s\n", e.what());
+  } catch (...) {
+    std::fputs("serialbench: unknown exception\n", stderr);
+  }
+  return serialbench::kExitErrors;
 }

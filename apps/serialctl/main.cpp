@@ -336,9 +336,7 @@ int run_goodbye(const CommonArgs& args) {
   return result.is_error() ? kExitError : kExitTransport;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_main(int argc, char** argv) {
   CLI::App app{"serialctl: call tasks on a serial-protocol server."};
   app.require_subcommand(1);
   app.fallthrough();  // the --tls flags may come before or after the subcommand
@@ -425,4 +423,19 @@ Examples:
     std::cerr << "serialctl: " << e.what() << "\n";
     return kExitUsage;
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Any other exception (from the client library or the system, such as std::bad_alloc) stops
+  // the call: reported like one from the call itself in run_call, as a transport failure.
+  try {
+    return run_main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "serialctl: " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "serialctl: unknown exception\n";
+  }
+  return kExitTransport;
 }
