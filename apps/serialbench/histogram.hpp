@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 namespace serialbench {
@@ -38,7 +39,7 @@ class Histogram {
     if (total_ == 0) {
       return 0;
     }
-    auto rank = static_cast<std::uint64_t>(q * static_cast<double>(total_) + 0.5);
+    auto rank = static_cast<std::uint64_t>(std::llround(q * static_cast<double>(total_)));
     rank = std::clamp<std::uint64_t>(rank, 1, total_);
     std::uint64_t seen = 0;
     for (std::size_t i = 0; i < counts_.size(); ++i) {

@@ -35,7 +35,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +45,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,7 +69,7 @@ constexpr int kExitErrors = 1;
 constexpr int kExitConnect = 3;
 constexpr int kExitUsage = 64;
 
-constexpr std::size_t kReadBufferSize = 256 * 1024;
+constexpr std::size_t kReadBufferSize = std::size_t{256} * 1024;
 // The per-request sequence stamp: connection number in the top 24 bits, sequence below.
 constexpr unsigned kSeqBits = 40;
 constexpr std::size_t kStampBytes = 8;
@@ -118,7 +118,7 @@ std::uint64_t process_cpu_ns() noexcept {
 }
 
 inline std::uint64_t now_ns() noexcept {
-  timespec ts;
+  timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ULL +
          static_cast<std::uint64_t>(ts.tv_nsec);
@@ -153,7 +153,7 @@ class Spinner {
 };
 
 /// Phases that the main thread announces to the workers.
-enum Phase : int { kWarmup = 0, kMeasure = 1, kStop = 2 };
+enum class Phase { warmup, measure, stop };
 
 /// One connection: its request template, its place in the sequence, and the state of the
 /// response being parsed (which may span any number of reads).
@@ -202,7 +202,7 @@ struct Stats {
 
 class Worker {
  public:
-  Worker(const Config& config, const std::atomic<int>& phase)
+  Worker(const Config& config, const std::atomic<Phase>& phase)
       : config_(config), phase_(phase), read_buffer_(kReadBufferSize) {}
 
   void add(std::unique_ptr<Conn> conn) {
@@ -262,17 +262,17 @@ class Worker {
 
  private:
   /// Follows the main thread's phases; false once the loop must end.
-  bool keep_going(int& seen_phase) {
-    const int phase = phase_.load(std::memory_order_acquire);
+  bool keep_going(Phase& seen_phase) {
+    const Phase phase = phase_.load(std::memory_order_acquire);
     if (phase != seen_phase) {
-      if (phase == kMeasure) {
+      if (phase == Phase::measure) {
         // Warm-up is over: what came before does not count.
         stats_.histogram.clear();
         stats_.completed = stats_.errors = 0;
       }
       seen_phase = phase;
     }
-    if (seen_phase == kStop) {
+    if (seen_phase == Phase::stop) {
       return false;  // responses still in flight are not counted: the window has closed
     }
     // In requests mode, 0 once every quota is done (or every connection is lost).
@@ -308,7 +308,7 @@ class Worker {
       ev.data.u64 = i;
       ::epoll_ctl(epoll_, EPOLL_CTL_ADD, conns_[i]->fd, &ev);
     }
-    int seen_phase = phase_.load(std::memory_order_acquire);
+    Phase seen_phase = phase_.load(std::memory_order_acquire);
     const std::uint64_t start = now_ns();
     for (auto& c : conns_) {
       send(*c, config_.pipeline, start);
@@ -355,7 +355,7 @@ class Worker {
       // liburing 2.3 but missing from its exported symbols: the register call it wraps.)
       ::io_uring_register(ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
     }
-    int seen_phase = phase_.load(std::memory_order_acquire);
+    Phase seen_phase = phase_.load(std::memory_order_acquire);
     const std::uint64_t start = now_ns();
     for (auto& c : conns_) {
       queue_recv(*c);
@@ -535,7 +535,7 @@ class Worker {
       retire(c);
       return false;
     }
-    if (phase_.load(std::memory_order_relaxed) != kStop) {
+    if (phase_.load(std::memory_order_relaxed) != Phase::stop) {
       send(c, freed, now);
     }
     return c.alive;
@@ -769,7 +769,7 @@ class Worker {
   }
 
   const Config& config_;
-  const std::atomic<int>& phase_;
+  const std::atomic<Phase>& phase_;
   std::vector<std::unique_ptr<Conn>> conns_;
   std::vector<std::uint8_t> read_buffer_;
   int epoll_ = -1;
@@ -961,14 +961,15 @@ std::string json_escape(const std::string& s) {
 std::size_t recv_buffer_size(const Conn& c, std::size_t pipeline) {
   const std::size_t want = c.batch.size() + 16 * pipeline;
   const std::size_t rounded = (want + 4095) / 4096 * 4096;
-  return std::clamp<std::size_t>(rounded, 16 * 1024, kReadBufferSize);
+  return std::clamp<std::size_t>(rounded, std::size_t{16} * 1024, kReadBufferSize);
 }
 
 int run(Config config) {
   std::signal(SIGPIPE, SIG_IGN);
   const std::size_t thread_count =
       std::max<std::size_t>(1, std::min<std::size_t>(config.threads, config.connections));
-  std::atomic<int> phase{config.warmup.count() > 0 && config.duration ? kWarmup : kMeasure};
+  std::atomic<Phase> phase{config.warmup.count() > 0 && config.duration ? Phase::warmup
+                                                                        : Phase::measure};
   std::vector<std::unique_ptr<Worker>> workers;
   for (std::size_t t = 0; t < thread_count; ++t) {
     workers.push_back(std::make_unique<Worker>(config, phase));
@@ -1066,13 +1067,14 @@ int run(Config config) {
 
   const std::uint64_t start = now_ns();
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& w : workers) {
     threads.emplace_back([&w] { w->run(); });
   }
   std::uint64_t measure_start = start;
   std::uint64_t measure_end = 0;
   std::uint64_t cpu_start = process_cpu_ns();
-  bool warm = phase.load() == kWarmup;
+  bool warm = phase.load() == Phase::warmup;
   const auto live = [&](std::uint64_t& completed, std::uint64_t& errors) {
     completed = errors = 0;
     for (auto& w : workers) {
@@ -1086,7 +1088,7 @@ int run(Config config) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const std::uint64_t now = now_ns();
     if (warm && now - start >= static_cast<std::uint64_t>(config.warmup.count())) {
-      phase.store(kMeasure, std::memory_order_release);
+      phase.store(Phase::measure, std::memory_order_release);
       measure_start = now;
       cpu_start = process_cpu_ns();
       warm = false;
@@ -1095,7 +1097,7 @@ int run(Config config) {
     }
     if (config.duration && !warm &&
         now - measure_start >= static_cast<std::uint64_t>(config.duration->count())) {
-      phase.store(kStop, std::memory_order_release);
+      phase.store(Phase::stop, std::memory_order_release);
       measure_end = now;
       break;
     }
