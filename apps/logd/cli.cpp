@@ -246,7 +246,7 @@ int run_main(int argc, char** argv) {
         }
       }
       std::fflush(stdout);
-      while (follow) {
+      while (follow) {  // NOLINT(bugprone-infinite-loop): --follow runs until interrupted
         q.after_id = cursor;
         q.limit = 1000;
         q.wait_ms = 10000;

@@ -22,7 +22,7 @@ using serialserver::BinaryWriter;
 
 namespace {
 
-constexpr std::size_t kInputBuffer = 64 * 1024;
+constexpr std::size_t kInputBuffer = std::size_t{64} * 1024;
 
 /// Runs one asynchronous operation on `io` for at most `timeout`; cancels it on expiry.
 /// `start` is called with a completion handler `void(std::error_code, std::size_t)`.

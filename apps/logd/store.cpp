@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <type_traits>
+#include <utility>
 
 #include <sqlite3.h>
 
@@ -30,6 +32,9 @@ struct ReaderConnection {
   sqlite3_stmt* tail_after = nullptr;
   sqlite3_stmt* tail_last = nullptr;
   sqlite3_stmt* list = nullptr;
+  ReaderConnection() = default;
+  ReaderConnection(const ReaderConnection&) = delete;
+  ReaderConnection& operator=(const ReaderConnection&) = delete;
   ~ReaderConnection() {
     for (sqlite3_stmt* s : {read, tail_after, tail_last, list}) {
       sqlite3_finalize(s);
@@ -169,10 +174,26 @@ std::vector<Record> collect(sqlite3* db, sqlite3_stmt* s) {
 /// Resets a statement when leaving a scope.
 struct ResetOnExit {
   sqlite3_stmt* s;
+  explicit ResetOnExit(sqlite3_stmt* statement) noexcept : s(statement) {}
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
   ~ResetOnExit() {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
   }
+};
+
+/// Runs a function when the enclosing scope ends, however it ends. The function must not throw.
+template <class F>
+class ScopeExit {
+ public:
+  explicit ScopeExit(F f) noexcept(std::is_nothrow_move_constructible_v<F>) : f_(std::move(f)) {}
+  ~ScopeExit() { f_(); }
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+
+ private:
+  F f_;
 };
 
 }  // namespace
@@ -202,8 +223,8 @@ bool ReadCursor::next(Record& out) {
 
 // ---- Store --------------------------------------------------------------------------------------
 
-Store::Store(StoreOptions options) : options_(std::move(options)) {
-  writer_ = open_db(options_.path, true);
+Store::Store(StoreOptions options)
+    : options_(std::move(options)), writer_(open_db(options_.path, true)) {
   try {
     exec("PRAGMA journal_mode=WAL");
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
@@ -473,11 +494,7 @@ std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
 
 std::vector<Record> Store::tail_once(const TailQuery& q) {
   auto c = acquire_reader();
-  struct Release {
-    Store* store;
-    std::unique_ptr<detail::ReaderConnection>& c;
-    ~Release() { store->release_reader(std::move(c)); }
-  } release{this, c};
+  const ScopeExit release([&] { release_reader(std::move(c)); });
   sqlite3_stmt* s = q.after_id == kTailLast ? c->tail_last : c->tail_after;
   ResetOnExit reset{s};
   bind_text(c->db, s, 1, q.log);
@@ -490,7 +507,7 @@ std::vector<Record> Store::tail_once(const TailQuery& q) {
   return collect(c->db, s);
 }
 
-std::vector<Record> Store::tail(const TailQuery& q, std::stop_token stop) {
+std::vector<Record> Store::tail(const TailQuery& q, const std::stop_token& stop) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(q.wait_ms);
   for (;;) {
     std::uint64_t seen = 0;
@@ -513,11 +530,7 @@ std::vector<Record> Store::tail(const TailQuery& q, std::stop_token stop) {
 
 std::vector<LogInfo> Store::list() {
   auto c = acquire_reader();
-  struct Release {
-    Store* store;
-    std::unique_ptr<detail::ReaderConnection>& c;
-    ~Release() { store->release_reader(std::move(c)); }
-  } release{this, c};
+  const ScopeExit release([&] { release_reader(std::move(c)); });
   ResetOnExit reset{c->list};
   std::vector<LogInfo> out;
   for (;;) {

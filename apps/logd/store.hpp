@@ -99,7 +99,7 @@ class Store {
 
   /// The messages of a tail query; if there are none, waits up to query.wait_ms for a commit
   /// (or until `stop` fires or the store closes) and looks again. Throws StorageError.
-  std::vector<Record> tail(const TailQuery& query, std::stop_token stop);
+  std::vector<Record> tail(const TailQuery& query, const std::stop_token& stop);
 
   /// Every log with its message count and last id, by name. Throws StorageError.
   std::vector<LogInfo> list();
