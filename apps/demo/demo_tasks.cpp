@@ -27,9 +27,7 @@ Response echo(TaskContext& /*ctx*/, std::span<const std::uint8_t> request) {
   return Response::copy_of(request);
 }
 
-Response empty(TaskContext& /*ctx*/, std::span<const std::uint8_t> /*request*/) {
-  return Response();
-}
+Response empty(TaskContext& /*ctx*/, std::span<const std::uint8_t> /*request*/) { return {}; }
 
 asio::awaitable<Response> error_code(TaskContext& ctx) {
   std::array<std::uint8_t, 1> first{0};
@@ -70,7 +68,7 @@ class PatternProducer final : public serialserver::ResponseProducer {
       return table;
     }();
     for (std::size_t done = 0; done < n;) {
-      const std::size_t phase = static_cast<std::size_t>((offset_ + done) & 255U);
+      const auto phase = static_cast<std::size_t>((offset_ + done) & 255U);
       const std::size_t chunk = std::min<std::size_t>(256, n - done);
       std::memcpy(out.data() + done, kTable.data() + phase, chunk);
       done += chunk;

@@ -229,7 +229,7 @@ int run_call(const CallArgs& args) {
       w.write(data);
       return;
     }
-    std::vector<std::uint8_t> buffer(64 * 1024);
+    std::vector<std::uint8_t> buffer(std::size_t{64} * 1024);
     for (;;) {
       const ssize_t n = ::read(in_fd, buffer.data(), buffer.size());
       if (n < 0 && errno == EINTR) {
@@ -247,7 +247,7 @@ int run_call(const CallArgs& args) {
   HexDumper dumper(stdout);
   std::uint64_t received = 0;
   const serialclient::BlockingConsumer consumer = [&](serialclient::BlockingResponseReader& r) {
-    std::vector<std::uint8_t> buffer(64 * 1024);
+    std::vector<std::uint8_t> buffer(std::size_t{64} * 1024);
     for (;;) {
       const std::size_t n = r.read_some(buffer);
       if (n == 0) {
