@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   std::mutex latencies_mutex;
   std::vector<double> latencies_ms;
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(o.connections));
   const auto start = std::chrono::steady_clock::now();
   for (int c = 0; c < o.connections; ++c) {
     threads.emplace_back([&, c] {

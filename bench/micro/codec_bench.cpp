@@ -95,7 +95,7 @@ BENCHMARK(BM_BlockEncoderStream)->Apply(apply_sizes);
 // sizes, as a reader that hashes or forwards content would touch them itself.
 void BM_DecodeNext(benchmark::State& state) {
   const auto wire = encoded(random_content(static_cast<std::size_t>(state.range(0))));
-  const std::size_t content_size = static_cast<std::size_t>(state.range(0));
+  const auto content_size = static_cast<std::size_t>(state.range(0));
   run_warm(state, [&] {
     BlockDecoder decoder;
     std::span<const std::uint8_t> input = wire;
@@ -128,7 +128,7 @@ BENCHMARK(BM_DecodeCopy)->Apply(apply_sizes);
 // Copying decoding from socket-sized reads (64 KiB) into a 64 KiB output buffer.
 void BM_DecodeCopyChunked(benchmark::State& state) {
   const auto wire = encoded(random_content(static_cast<std::size_t>(state.range(0))));
-  const std::size_t content_size = static_cast<std::size_t>(state.range(0));
+  const auto content_size = static_cast<std::size_t>(state.range(0));
   constexpr std::size_t kRead = 64 << 10;
   std::vector<std::uint8_t> out(kRead);
   run_warm(state, [&] {

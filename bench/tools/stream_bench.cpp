@@ -72,7 +72,7 @@ void write_all(int fd, const std::uint8_t* data, std::size_t n) {
 void send_request(int fd, std::uint8_t task, std::uint64_t bytes) {
   std::vector<std::uint8_t> blocks;
   blocks.reserve(kChunk + kChunk / 255 + 2);
-  std::vector<std::uint8_t> content(255 * 4096);  // whole blocks per chunk
+  std::vector<std::uint8_t> content(std::size_t{255} * 4096);  // whole blocks per chunk
   for (std::size_t i = 0; i < content.size(); ++i) {
     content[i] = static_cast<std::uint8_t>(i);
   }
@@ -124,11 +124,11 @@ std::uint64_t read_response(int fd, bool check_pattern, std::vector<std::uint8_t
         }();
         std::size_t done = 0;
         while (done < step.content.size()) {
-          const std::size_t phase = static_cast<std::size_t>((total + done) & 255);
+          const auto phase = static_cast<std::size_t>((total + done) & 255);
           const std::size_t n = std::min<std::size_t>(256, step.content.size() - done);
           if (std::memcmp(step.content.data() + done, kTable.data() + phase, n) != 0) {
             std::fprintf(stderr, "pattern mismatch near %llu\n",
-                         static_cast<unsigned long long>(total + done));
+                         static_cast<unsigned long long>(total) + done);
             std::exit(3);
           }
           done += n;
@@ -219,6 +219,7 @@ int main(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
     std::vector<int> fds;
+    fds.reserve(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       fds.push_back(connect_to(host, port));
     }

@@ -158,7 +158,7 @@ Result Client::call(TaskCode code, const BlockingProducer& producer,
       BlockingRequestWriter writer(*this);
       producer(writer);
     }
-    const ResponseHead head = run<ResponseHead>(
+    const auto head = run<ResponseHead>(
         [&]() -> asio::awaitable<ResponseHead> { co_return co_await state->async_end_request(); });
     result.status = head.status;
     result.error_code = head.error_code;

@@ -24,14 +24,24 @@ namespace serialclient::detail {
 namespace {
 
 // Large enough that a big response arrives in few reads, small enough to keep per connection.
-constexpr std::size_t kReadBufferSize = 64 * 1024;
+constexpr std::size_t kReadBufferSize = std::size_t{64} * 1024;
 // A streaming request goes out whenever this much is buffered.
-constexpr std::size_t kWriteFlushThreshold = 64 * 1024;
+constexpr std::size_t kWriteFlushThreshold = std::size_t{64} * 1024;
 // Content is encoded in pieces of this size so that the write buffer never grows past about
 // twice the threshold, whatever the caller hands in at once.
-constexpr std::size_t kEncodePiece = 64 * 1024;
+constexpr std::size_t kEncodePiece = std::size_t{64} * 1024;
 
-std::system_error system_error(Errc e) { return std::system_error(make_error_code(e)); }
+std::system_error system_error(Errc e) { return {make_error_code(e)}; }
+
+/// Cancels a timer's waits. asio's cancel() reports a failure by exception, but the timer
+/// service's cancel cannot fail (it only takes the waits off its queue), so the functions that
+/// close and unlock can stay noexcept.
+void cancel_waits(asio::steady_timer& timer) noexcept {
+  try {
+    timer.cancel();
+  } catch (...) {  // not reached: see above
+  }
+}
 
 /// Asio reports OS errors in its own "asio.system" category, which does not compare equal to
 /// std::errc values; the system category does, so callers can test `ec == std::errc::...`.
@@ -268,7 +278,7 @@ void ConnectionState::unlock() noexcept {
   }
   auto next = std::move(waiters_.front());
   waiters_.pop_front();
-  next->cancel();
+  cancel_waits(*next);
 }
 
 void ConnectionState::check_open() const {
@@ -553,7 +563,7 @@ void ConnectionState::arm(std::chrono::nanoseconds timeout, Errc on_timeout) {
 
 void ConnectionState::disarm() noexcept {
   ++timer_generation_;
-  op_timer_.cancel();
+  cancel_waits(op_timer_);
 }
 
 void ConnectionState::throw_io_error(std::error_code ec) {
@@ -580,8 +590,8 @@ void ConnectionState::close_now(std::error_code reason) noexcept {
   }
   std::error_code ignored;
   socket_.close(ignored);
-  op_timer_.cancel();
-  keep_alive_timer_.cancel();
+  cancel_waits(op_timer_);
+  cancel_waits(keep_alive_timer_);
 }
 
 void ConnectionState::close() noexcept {

@@ -41,6 +41,8 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
  public:
   ConnectionState(asio::any_io_executor executor, Options options);
   ~ConnectionState();
+  ConnectionState(const ConnectionState&) = delete;
+  ConnectionState& operator=(const ConnectionState&) = delete;
 
   /// Resolves, connects, runs the handshake, starts the keep-alive loop.
   asio::awaitable<void> async_connect(std::string_view address);
