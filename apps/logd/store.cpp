@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <type_traits>
 #include <utility>
 
 #include <sqlite3.h>
@@ -181,19 +180,6 @@ struct ResetOnExit {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
   }
-};
-
-/// Runs a function when the enclosing scope ends, however it ends. The function must not throw.
-template <class F>
-class ScopeExit {
- public:
-  explicit ScopeExit(F f) noexcept(std::is_nothrow_move_constructible_v<F>) : f_(std::move(f)) {}
-  ~ScopeExit() { f_(); }
-  ScopeExit(const ScopeExit&) = delete;
-  ScopeExit& operator=(const ScopeExit&) = delete;
-
- private:
-  F f_;
 };
 
 }  // namespace
@@ -478,6 +464,21 @@ void Store::release_reader(std::unique_ptr<detail::ReaderConnection> connection)
   }
 }
 
+/// A reader connection taken from the pool for one scope, given back when the scope ends,
+/// however it ends.
+class Store::ReaderLease {
+ public:
+  explicit ReaderLease(Store& store) : store_(store), connection_(store.acquire_reader()) {}
+  ~ReaderLease() { store_.release_reader(std::move(connection_)); }
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
+  detail::ReaderConnection* operator->() const noexcept { return connection_.get(); }
+
+ private:
+  Store& store_;
+  std::unique_ptr<detail::ReaderConnection> connection_;
+};
+
 std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
   auto c = acquire_reader();
   sqlite3* db = c->db;
@@ -493,8 +494,7 @@ std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
 }
 
 std::vector<Record> Store::tail_once(const TailQuery& q) {
-  auto c = acquire_reader();
-  const ScopeExit release([&] { release_reader(std::move(c)); });
+  const ReaderLease c(*this);
   sqlite3_stmt* s = q.after_id == kTailLast ? c->tail_last : c->tail_after;
   ResetOnExit reset{s};
   bind_text(c->db, s, 1, q.log);
@@ -529,8 +529,7 @@ std::vector<Record> Store::tail(const TailQuery& q, const std::stop_token& stop)
 }
 
 std::vector<LogInfo> Store::list() {
-  auto c = acquire_reader();
-  const ScopeExit release([&] { release_reader(std::move(c)); });
+  const ReaderLease c(*this);
   ResetOnExit reset{c->list};
   std::vector<LogInfo> out;
   for (;;) {

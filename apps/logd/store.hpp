@@ -113,6 +113,7 @@ class Store {
 
  private:
   friend class ReadCursor;
+  class ReaderLease;
   using PendingPtr = std::shared_ptr<detail::PendingAppend>;
 
   std::unique_ptr<detail::ReaderConnection> acquire_reader();
