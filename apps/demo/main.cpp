@@ -6,6 +6,7 @@
 #include <serialserver/metrics_http_server.hpp>
 #include <serialserver/prometheus_metrics.hpp>
 #include <serialserver/server.hpp>
+#include "common/guarded_main.hpp"
 #include "demo_tasks.hpp"
 
 #include <csignal>
@@ -154,12 +155,5 @@ int run_main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // Any other exception ends the server like a failure to start: status 1.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "serialserver-demo: " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << "serialserver-demo: unknown exception\n";
-  }
-  return 1;
+  return serialserver::apps::guarded_main("serialserver-demo", 1, run_main, argc, argv);
 }

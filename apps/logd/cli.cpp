@@ -6,6 +6,7 @@
 //   serialserver-log list
 
 #include <serialserver/duration.hpp>
+#include "common/guarded_main.hpp"
 #include "logd_client.hpp"
 #include "logd_protocol.hpp"
 
@@ -276,12 +277,5 @@ int run_main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // Any other exception is a local failure too: status 1.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "serialserver-log: " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << "serialserver-log: unknown exception\n";
-  }
-  return 1;
+  return serialserver::apps::guarded_main("serialserver-log", 1, run_main, argc, argv);
 }

@@ -5,6 +5,7 @@
 #include <serialserver/listener.hpp>
 #include <serialserver/logger.hpp>
 #include <serialserver/server.hpp>
+#include "common/guarded_main.hpp"
 #include "logd_server.hpp"
 #include "store.hpp"
 
@@ -149,12 +150,5 @@ int run_main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // Any other exception ends the server like a failure to start: status 1.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "serialserver-logd: " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << "serialserver-logd: unknown exception\n";
-  }
-  return 1;
+  return serialserver::apps::guarded_main("serialserver-logd", 1, run_main, argc, argv);
 }

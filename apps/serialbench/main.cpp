@@ -24,6 +24,7 @@
 #include <serialserver/protocol.hpp>
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
+#include "common/guarded_main.hpp"
 #include "histogram.hpp"
 
 #include <arpa/inet.h>
@@ -1334,12 +1335,6 @@ Examples:
 int main(int argc, char** argv) {
   // Any other exception (such as std::bad_alloc for connections too large to build) ends the run
   // with nothing measured: status 1.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "serialbench: %s\n", e.what());
-  } catch (...) {
-    std::fputs("serialbench: unknown exception\n", stderr);
-  }
-  return serialbench::kExitErrors;
+  return serialserver::apps::guarded_main("serialbench", serialbench::kExitErrors, run_main, argc,
+                                          argv);
 }

@@ -4,6 +4,7 @@
 
 #include <serialserver/duration.hpp>
 #include <serialserver/logger.hpp>
+#include "common/guarded_main.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -430,12 +431,5 @@ Examples:
 int main(int argc, char** argv) {
   // Any other exception (from the client library or the system, such as std::bad_alloc) stops
   // the call: reported like one from the call itself in run_call, as a transport failure.
-  try {
-    return run_main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "serialctl: " << e.what() << "\n";
-  } catch (...) {
-    std::cerr << "serialctl: unknown exception\n";
-  }
-  return kExitTransport;
+  return serialserver::apps::guarded_main("serialctl", kExitTransport, run_main, argc, argv);
 }
