@@ -1069,8 +1069,19 @@ int run(Config config) {
   const std::uint64_t start = now_ns();
   std::vector<std::thread> threads;
   threads.reserve(workers.size());
-  for (auto& w : workers) {
-    threads.emplace_back([&w] { w->run(); });
+  try {
+    for (auto& w : workers) {
+      threads.emplace_back([&w] { w->run(); });
+    }
+  } catch (...) {
+    // A thread that cannot start (std::system_error: the process is out of threads) ends the
+    // run like any other failure, after the threads already started have been stopped and
+    // joined: destroying a joinable std::thread would call std::terminate.
+    phase.store(Phase::stop, std::memory_order_release);
+    for (auto& t : threads) {
+      t.join();
+    }
+    throw;
   }
   std::uint64_t measure_start = start;
   std::uint64_t measure_end = 0;

@@ -73,6 +73,33 @@ std::vector<std::uint8_t> parse_hex(const std::string& text) {
   return out;
 }
 
+/// A file descriptor this program opened (--file, --out), closed when the scope ends however it
+/// ends. Not for stdin or stdout, which stay open until the process exits.
+class OwnedFd {
+ public:
+  explicit OwnedFd(int fd) noexcept : fd_(fd) {}
+  ~OwnedFd() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+
+  int get() const noexcept { return fd_; }
+
+  /// Closes now and returns close()'s result: for a file written to, its last chance to report
+  /// a write error (a full disk on a network file system, say).
+  int close() noexcept {
+    const int fd = fd_;
+    fd_ = -1;
+    return ::close(fd);
+  }
+
+ private:
+  int fd_;
+};
+
 /// Writes all of `data` to `fd`; throws std::system_error.
 void write_all(int fd, std::span<const std::uint8_t> data) {
   while (!data.empty()) {
@@ -196,24 +223,19 @@ int run_call(const CallArgs& args) {
   if (args.data) {
     data = parse_hex(*args.data);
   }
-  int in_fd = -1;
-  if (args.file) {
-    in_fd = ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC);
-    if (in_fd < 0) {
-      std::cerr << "serialctl: cannot open " << *args.file << ": " << std::strerror(errno) << "\n";
-      return kExitUsage;
-    }
-  } else if (args.from_stdin) {
-    in_fd = STDIN_FILENO;
+  OwnedFd in_file(args.file ? ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC) : -1);
+  if (args.file && in_file.get() < 0) {
+    std::cerr << "serialctl: cannot open " << *args.file << ": " << std::strerror(errno) << "\n";
+    return kExitUsage;
   }
-  int out_fd = STDOUT_FILENO;
-  if (args.out) {
-    out_fd = ::open(args.out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out_fd < 0) {
-      std::cerr << "serialctl: cannot create " << *args.out << ": " << std::strerror(errno) << "\n";
-      return kExitUsage;
-    }
+  const int in_fd = args.file ? in_file.get() : args.from_stdin ? STDIN_FILENO : -1;
+  OwnedFd out_file(
+      args.out ? ::open(args.out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1);
+  if (args.out && out_file.get() < 0) {
+    std::cerr << "serialctl: cannot create " << *args.out << ": " << std::strerror(errno) << "\n";
+    return kExitUsage;
   }
+  const int out_fd = args.out ? out_file.get() : STDOUT_FILENO;
   // Raw bytes into a file or pipe; a terminal gets a readable dump instead.
   const bool dump = !args.out && ::isatty(STDOUT_FILENO) == 1;
 
@@ -280,7 +302,7 @@ int run_call(const CallArgs& args) {
         std::fflush(stdout);
         std::cerr << "OK, " << received << " bytes\n";
       }
-      if (args.out && ::close(out_fd) != 0) {
+      if (args.out && out_file.close() != 0) {
         std::cerr << "serialctl: write " << *args.out << ": " << std::strerror(errno) << "\n";
         return kExitTransport;
       }
