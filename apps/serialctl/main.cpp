@@ -367,7 +367,8 @@ int run_main(int argc, char** argv) {
 TLS (1.2 or later) with --tls: the server's certificate is verified against --tls-ca (default:
 the system's CAs) and must carry the host of ADDR (or --tls-server-name).
 
-Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage.
+Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage
+(a bad argument, or a --file or --out that cannot be opened; nothing is sent).
 
 Examples:
   serialctl call 127.0.0.1:7070 1 --data 68656c6c6f         echo "hello" (hex dump on a terminal)

@@ -220,6 +220,18 @@ TEST(CliUsage, MistakesExitSixtyFour) {
   EXPECT_NE(call_help.out.find("--data"), std::string::npos);
 }
 
+TEST(CliUsage, FilesThatCannotBeOpenedExitSixtyFourBeforeConnecting) {
+  // Port 1 has no server: the status shows that the files were checked first.
+  const std::string missing = "/nonexistent-serialctl-dir/in.bin";
+  auto r = run("serialctl", {"call", "127.0.0.1:1", "1", "--file", missing});
+  EXPECT_EQ(r.status, 64) << r.err;
+  EXPECT_NE(r.err.find("cannot open " + missing), std::string::npos) << r.err;
+  const std::string unwritable = "/nonexistent-serialctl-dir/out.bin";
+  r = run("serialctl", {"call", "127.0.0.1:1", "1", "--data", "00", "--out", unwritable});
+  EXPECT_EQ(r.status, 64) << r.err;
+  EXPECT_NE(r.err.find("cannot create " + unwritable), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, BenchEchoValidatedJson) {
   const auto r = run("serialbench", {address_, "--connections", "4", "--pipeline", "8", "--size",
                                      "300", "--task", "1", "--requests", "4000", "--json"});
