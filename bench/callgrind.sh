@@ -7,7 +7,8 @@
 #                                   (default build/release/bin)
 # env:   SERIALSERVER_SKIP_INSTALL=1 (do not install missing Debian packages)
 #        REQUESTS=20000  PORT=23480  PEERS=../shared/peers (the limit server's source)
-# Points: C=50 P=1 ping (task 2), C=50 P=16 ping, C=50 P=1 4 KiB echo (task 1); one I/O thread.
+# Points: C=50 P=1 ping (task 2), C=50 P=16 ping, C=50 P=1 4 KiB echo (task 1), C=1000 P=1 ping;
+# one I/O thread.
 # Figures per point: the demo's whole run's total over REQUESTS (start-up, 50 connects and
 # shutdown included), and the marginal cost of a request (runs of REQUESTS and 5 x REQUESTS
 # compared), for the demo and, measured the same way, for the limit peer (a minimal C server:
@@ -60,7 +61,8 @@ marginal() { # server name c p size task
 }
 echo "| point | demo, whole run | demo, marginal | limit, marginal |"
 echo "|---|---:|---:|---:|"
-for point in "50 1 0 2 c50_ping" "50 16 0 2 c50_P16_ping" "50 1 4096 1 c50_echo4k"; do
+for point in "50 1 0 2 c50_ping" "50 16 0 2 c50_P16_ping" "50 1 4096 1 c50_echo4k" \
+             "1000 1 0 2 c1000_ping"; do
   read -r c p size task name <<<"$point"
   demo_result=$(marginal demo "$name" "$c" "$p" "$size" "$task")
   limit_result=$(marginal limit "limit_$name" "$c" "$p" "$size" "$task")
