@@ -5,7 +5,7 @@
 # CPU 1), NGROUPS groups with the order of the generators rotated from group to group so that none
 # always runs first. The limit server is started once for all runs.
 #
-# usage: bench/generators.sh              (about 2 minutes with the defaults)
+# usage: bench/generators.sh              (about 3 minutes with the defaults)
 # env:   SERIALSERVER_SKIP_INSTALL=1 (do not install missing Debian packages)
 #        NGROUPS=10  CONNS="1 50"  ENGINES="epoll io_uring"  BIN=build/release/bin
 #        PEERS=../shared/peers
