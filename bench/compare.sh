@@ -10,11 +10,8 @@
 #        DEMO_ARGS="--threads 1" (extra flags for the demo server; default none: its defaults)
 # Loopback only. Every process started here is stopped on exit.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/lib.sh
-source "$ROOT/scripts/lib.sh"
-ss_install_bench_deps
-PEERS=${PEERS:-$ROOT/../shared/peers}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 REPS=${REPS:-3}
 CONFIGS=${CONFIGS:-"split unpinned"}
 STREAM_BYTES=${STREAM_BYTES:-1073741824}
@@ -22,9 +19,6 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 STAMP=$(date +%Y%m%d-%H%M%S)
 OUTDIR=${OUTDIR:-${TMPDIR:-/tmp}/serialserver-compare/$STAMP}
 mkdir -p "$OUTDIR"
-BIN=${BIN:-$ROOT/build/release/bin}
-PEERS_BIN=${PEERS_BIN:-${TMPDIR:-/tmp}/serial-peers-bin}
-mkdir -p "$PEERS_BIN"
 
 log() { echo "$*" | tee -a "$OUTDIR/compare.log" >&2; }
 
@@ -33,8 +27,7 @@ if [ ! -x "$BIN/serialserver-demo" ] || [ ! -x "$BIN/stream_bench" ]; then
   (cd "$ROOT" && cmake --preset release >/dev/null && cmake --build --preset release -j2 \
      --target serialserver-demo stream_bench >/dev/null)
 fi
-gcc -O2 -Wall -o "$PEERS_BIN/loadgen" "$PEERS/loadgen/loadgen.c" -lpthread
-gcc -O2 -Wall -o "$PEERS_BIN/limit" "$PEERS/limit/limit.c"
+bench_build_c_peers
 (cd "$PEERS/goserial" && GOCACHE=${GOCACHE:-$PEERS_BIN/gocache} go build -o "$PEERS_BIN/goserial" .)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -51,8 +44,6 @@ PIDS=()
 stop_all() { local p; for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
              for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; PIDS=(); }
 trap stop_all EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 start() { # name prefix cmd... ; sets PORT and PID
   local name=$1 prefix=$2; shift 2
   PORT=$(free_port)

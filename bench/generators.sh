@@ -14,27 +14,18 @@
 # ratios to the loadgen run of the same group and in how many groups it was at least as fast.
 # Loopback only; every process started here is stopped.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/lib.sh
-source "$ROOT/scripts/lib.sh"
-ss_install_bench_deps
-PEERS=${PEERS:-$ROOT/../shared/peers}
-BIN=${BIN:-$ROOT/build/release/bin}
-PEERS_BIN=${PEERS_BIN:-${TMPDIR:-/tmp}/serial-peers-bin}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 NGROUPS=${NGROUPS:-10}
 CONNS=${CONNS:-"1 50"}
 ENGINES=${ENGINES:-"epoll io_uring"}
 [ "$(nproc)" -ge 2 ] || { echo "generators.sh: needs two CPUs for the split placement" >&2; exit 1; }
-mkdir -p "$PEERS_BIN"
-gcc -O2 -Wall -o "$PEERS_BIN/loadgen" "$PEERS/loadgen/loadgen.c" -lpthread
-gcc -O2 -Wall -o "$PEERS_BIN/limit" "$PEERS/limit/limit.c"
+bench_build_c_peers
 RUNS=$(mktemp)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null; rm -f "$RUNS"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -13,26 +13,17 @@
 # (us), how often its threads were scheduled per request, and the generator's CPU and
 # run-queue wait (s) over its 2.5 s run. Loopback only; every process started here is stopped.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/lib.sh
-source "$ROOT/scripts/lib.sh"
-ss_install_bench_deps
-PEERS=${PEERS:-$ROOT/../shared/peers}
-BIN=${BIN:-$ROOT/build/release/bin}
-PEERS_BIN=${PEERS_BIN:-${TMPDIR:-/tmp}/serial-peers-bin}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 REPS=${REPS:-3}
 PIPELINES=${P:-"1 16"}
 THREADS=${THREADS:-1}
-mkdir -p "$PEERS_BIN"
-gcc -O2 -Wall -o "$PEERS_BIN/loadgen" "$PEERS/loadgen/loadgen.c" -lpthread
-gcc -O2 -Wall -o "$PEERS_BIN/limit" "$PEERS/limit/limit.c"
+bench_build_c_peers
 OUT=$(mktemp)
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -f "$OUT"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 # Sums over a process's threads: ns on a CPU, ns runnable and waiting, times scheduled.
 schedstat() { cat /proc/"$1"/task/*/schedstat 2>/dev/null |
               awk '{r += $1; w += $2; s += $3} END {printf "%.0f %.0f %.0f\n", r, w, s}'; }
