@@ -17,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 #include <variant>
 
 #include <asio/co_spawn.hpp>
@@ -52,6 +53,28 @@ asio::awaitable<void> HandshakeStream::async_read_exact(std::span<std::uint8_t> 
 namespace detail {
 
 namespace {
+
+/// Owns a native socket descriptor between two asio sockets (see ListenerImpl::hand_over):
+/// closes it unless disowned. Thread-safety: none; moved between threads, used by one at a time.
+class OwnedDescriptor {
+ public:
+  explicit OwnedDescriptor(int fd) noexcept : fd_(fd) {}
+  OwnedDescriptor(OwnedDescriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  OwnedDescriptor& operator=(OwnedDescriptor&&) = delete;
+  OwnedDescriptor(const OwnedDescriptor&) = delete;
+  OwnedDescriptor& operator=(const OwnedDescriptor&) = delete;
+  ~OwnedDescriptor() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+  }
+  int get() const noexcept { return fd_; }
+  void disown() noexcept { fd_ = -1; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
 
 /// A parsed listen address.
 struct ParsedAddress {
@@ -127,7 +150,11 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       threads = available_cores();
     }
     for (unsigned i = 0; i < threads; ++i) {
-      contexts_.push_back(std::make_unique<asio::io_context>(1));
+      // One thread runs each context, and each socket is used only by its context's thread
+      // (see hand_over), so the reactor's per-socket locks are dropped (callgrind, ping at C=50:
+      // 2,462 to 2,358 user-space instructions per request). Posting to a context from any
+      // thread (the scheduler's lock) and registering sockets (the registration lock) stay safe.
+      contexts_.push_back(std::make_unique<asio::io_context>(ASIO_CONCURRENCY_HINT_UNSAFE_IO));
       guards_.emplace_back(contexts_.back()->get_executor());
     }
   }
@@ -271,8 +298,10 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       auto& ctx = *self->contexts_[next];
       next = (next + 1) % self->contexts_.size();
       std::error_code ec;
-      Socket socket =
-          co_await acceptor.async_accept(ctx, asio::redirect_error(asio::use_awaitable, ec));
+      // Accepted on this thread's own context, so that everything done to the socket here
+      // (admission, a refusal's close, the close of one accepted as the listener stops) stays
+      // on the thread that runs its reactor; hand_over() then moves it to its I/O thread.
+      Socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (self->stop_.stop_requested() || !acceptor.is_open()) {
         co_return;
       }
@@ -288,14 +317,56 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       if (!self->admit(socket, address_key)) {
         continue;
       }
-      if (plain_tcp_or_unix(*self)) {
-        asio::dispatch(ctx, [self, socket = std::move(socket),
-                             address_key = std::move(address_key)]() mutable {
-          serve_plain(std::move(self), std::move(socket), std::move(address_key));
-        });
-      } else {
-        asio::co_spawn(ctx, serve(self, std::move(socket), std::move(address_key)), asio::detached);
+      hand_over(self, ctx, std::move(socket), std::move(address_key));
+    }
+  }
+
+  /// Starts serving an admitted `socket`, accepted on the acceptor's context, on `ctx`'s I/O
+  /// thread. The I/O contexts lock neither their sockets' reactor state nor their operation
+  /// queues (ASIO_CONCURRENCY_HINT_UNSAFE_IO), so a socket must be used by the one thread that
+  /// runs its context: one bound for another context is released here (its registration with
+  /// this context's reactor is dropped) and its descriptor is assigned anew on that thread.
+  template <class Socket>
+  static void hand_over(const std::shared_ptr<ListenerImpl>& self, asio::io_context& ctx,
+                        Socket socket, std::string address_key) {
+    if (&ctx == self->contexts_.front().get()) {  // this thread's own context: no move
+      start_serving(self, std::move(socket), std::move(address_key));
+      return;
+    }
+    std::error_code ec;
+    const auto protocol = socket.local_endpoint(ec).protocol();
+    OwnedDescriptor descriptor(ec ? -1 : socket.release(ec));
+    if (ec || !descriptor) {
+      self->server_.log()->warn("handing a connection to its I/O thread failed: {}", ec.message());
+      self->release(address_key);
+      return;  // `socket` or `descriptor` closes the connection
+    }
+    asio::post(ctx, [self, &ctx, protocol, descriptor = std::move(descriptor),
+                     address_key = std::move(address_key)]() mutable {
+      Socket moved(ctx);
+      std::error_code assign_error;
+      moved.assign(protocol, descriptor.get(), assign_error);
+      if (assign_error) {
+        self->server_.log()->warn("handing a connection to its I/O thread failed: {}",
+                                  assign_error.message());
+        self->release(address_key);
+        return;  // `descriptor` closes the connection
       }
+      descriptor.disown();
+      start_serving(self, std::move(moved), std::move(address_key));
+    });
+  }
+
+  /// Serves `socket` on the thread that runs its context (the caller's).
+  template <class Socket>
+  static void start_serving(const std::shared_ptr<ListenerImpl>& self, Socket socket,
+                            std::string address_key) {
+    if (plain_tcp_or_unix(*self)) {
+      serve_plain(self, std::move(socket), std::move(address_key));
+    } else {
+      auto executor = socket.get_executor();
+      asio::co_spawn(executor, serve(self, std::move(socket), std::move(address_key)),
+                     asio::detached);
     }
   }
 
