@@ -178,7 +178,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       }
       tls_context_ = make_server_tls_context(*options_.tls);
     }
-    auto& ctx = *contexts_.front();
+    auto& ctx = acceptor_context();
     if (parsed.is_unix) {
       struct stat st {};
       if (::stat(parsed.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
@@ -244,7 +244,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     }
     shutting_down_ = true;
     if (started_) {
-      asio::post(*contexts_.front(), [self = shared_from_this()] {
+      asio::post(acceptor_context(), [self = shared_from_this()] {
         std::visit(
             [](auto& acceptor) {
               if constexpr (!std::is_same_v<std::decay_t<decltype(acceptor)>, std::monostate>) {
@@ -305,7 +305,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
       // the accept's freed memory to later allocations it fits, here the new connection's
       // long-lived frames, and the implied form's is larger (94-145 bytes more resident per
       // idle connection, bench/compare.sh's idle measurement).
-      Socket socket = co_await acceptor.async_accept(*self->contexts_.front(),
+      Socket socket = co_await acceptor.async_accept(self->acceptor_context(),
                                                      asio::redirect_error(asio::use_awaitable, ec));
       if (self->stop_.stop_requested() || !acceptor.is_open()) {
         co_return;
@@ -334,7 +334,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   template <class Socket>
   static void hand_over(const std::shared_ptr<ListenerImpl>& self, asio::io_context& ctx,
                         Socket socket, std::string address_key) {
-    if (&ctx == self->contexts_.front().get()) {  // this thread's own context: no move
+    if (&ctx == &self->acceptor_context()) {  // this thread's own context: no move
       start_serving(self, std::move(socket), std::move(address_key));
       return;
     }
@@ -374,6 +374,10 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
                      asio::detached);
     }
   }
+
+  /// The context the acceptor is made on and runs on (the first I/O thread's): accepts, their
+  /// refusals and the acceptor's close happen there, and hand_over() moves sockets from it.
+  asio::io_context& acceptor_context() const noexcept { return *contexts_.front(); }
 
   /// True when connections go to the server as accepted: no TLS and no handshake hook.
   static bool plain_tcp_or_unix(const ListenerImpl& self) noexcept {
