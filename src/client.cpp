@@ -13,12 +13,12 @@ std::atomic<std::uint64_t> next_client_id{1};
 
 Client::Client(Server& server, ByteOrder byte_order, std::string local_address,
                std::string remote_address)
-    : server_(server),
-      byte_order_(byte_order),
-      local_address_(std::move(local_address)),
+    : local_address_(std::move(local_address)),
       remote_address_(std::move(remote_address)),
       timestamp_(std::chrono::system_clock::now()),
-      id_(next_client_id.fetch_add(1, std::memory_order_relaxed)) {}
+      id_(next_client_id.fetch_add(1, std::memory_order_relaxed)),
+      server_(server),
+      byte_order_(byte_order) {}
 
 Client::~Client() = default;
 

@@ -104,24 +104,25 @@ class Client : public std::enable_shared_from_this<Client> {
   /// Current logger and metrics, refreshed if set_logger/set_metrics changed them.
   void refresh(Snapshot& snapshot) const;
   void mark_closed() noexcept { closed_.store(true, std::memory_order_release); }
-
-  std::atomic<std::uint64_t> task_bytes_read_{0};
-  std::atomic<std::uint64_t> task_bytes_written_{0};
   /// @endcond
 
  private:
-  Server& server_;
-  const ByteOrder byte_order_;
+  // Fields that requests do not touch come first. The ones that every request reads or writes
+  // (from server_ on) come last, next to the connection's own, so that a request touches few
+  // cache lines: with many connections, each line is a cache miss.
   const std::string local_address_;
   const std::string remote_address_;
   const std::chrono::system_clock::time_point timestamp_;
   const std::uint64_t id_;
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint32_t> settings_version_{0};
 
   mutable std::mutex mutex_;  // guards logger_ and metrics_; see lock_task_metadata()
   std::shared_ptr<Logger> logger_;
   std::shared_ptr<Metrics> metrics_;
+
+  Server& server_;
+  const ByteOrder byte_order_;
+  std::atomic<std::uint32_t> settings_version_{0};
 
   // The running task, written only by the connection's thread, without a lock: a sequence lock
   // (odd while begin_task writes) lets metadata() read a consistent copy. Every field is an
@@ -132,6 +133,12 @@ class Client : public std::enable_shared_from_this<Client> {
   std::atomic<const std::string*> task_name_{nullptr};
   std::atomic<std::chrono::system_clock::rep> task_start_{0};
   std::array<std::atomic<std::uint64_t>, 4> assigned_codes_{};  // a bit per task code
+
+ protected:
+  /// @cond INTERNAL
+  std::atomic<std::uint64_t> task_bytes_read_{0};
+  std::atomic<std::uint64_t> task_bytes_written_{0};
+  /// @endcond
 };
 
 }  // namespace serialserver
