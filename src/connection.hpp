@@ -633,62 +633,205 @@ class Connection final : public Client,
     return wire::find_message_end(data.subspan(1)).has_value();
   }
 
-  asio::awaitable<std::error_code> serve() {
+  /// What serve() must do next, once serve_buffered() has served all it could without waiting.
+  enum class Next : std::uint8_t {
+    read,        // idle: wait for the next request
+    flush,       // write out the output buffer, which the socket did not take at once
+    disconnect,  // idle after a disconnect request: end the connection
+    goodbye,     // answer next_code_ (the Goodbye code, or any code after a disconnect request)
+    task,        // serve next_code_ with serve_task()
+    rest,        // co_await rest_: the end of an inline task that serve_inline_now() began
+  };
+
+  /// Serves the requests in the input buffer for as long as that takes no waiting: the inline
+  /// tasks, and the codes without a task function, whose answers fit in the output buffer. Writes
+  /// the responses when no complete request is left (or half the output buffer is full), and
+  /// gives the buffers back once the connection is idle. Returns what has to wait.
+  Next serve_buffered() {
     for (;;) {
       if (in_.empty()) {
         // Most responses go out here without a coroutine call; flush() waits if need be.
         write_without_waiting();
         if (!out_.empty()) {
-          if (auto ec = co_await flush()) {
-            co_return ec;
-          }
+          return Next::flush;
         }
         // Idle now: give the buffers back. (Not in flush(), which a streamed response calls
         // for every buffer's worth: that would free and allocate the buffer each time.)
         in_.release_if_empty();
         out_.release_if_empty();
-        if (disconnect_requested_) {
-          co_return make_error_code(Errc::graceful_disconnect);
-        }
-        // Through read_more(), although its frame stays with an idle connection (about 290
-        // bytes): the same read written here saves that, but asio's two-block frame cache then
-        // misses once more per request (+250 instructions per ping, +800 per 4 KiB echo).
-        if (auto ec = co_await read_more(Phase::waiting)) {
-          co_return ec;
-        }
-        continue;
+        return disconnect_requested_ ? Next::disconnect : Next::read;
       }
       const TaskCode code = in_.pop_front();
+      next_code_ = code;
       if (disconnect_requested_ || code == kGoodbyeTaskCode) {
-        co_return co_await say_goodbye(code);
+        return Next::goodbye;
       }
       refresh_table();
       const RegisteredTask* entry =
           is_reserved_task_code(code) ? nullptr : table_->entries[code].get();
-      asio::awaitable<std::error_code> rest;
       InlineStep step = InlineStep::not_taken;
       if (entry == nullptr) {
         step = serve_without_task_now(code) ? InlineStep::done : InlineStep::not_taken;
       } else if (entry->inline_function) {
-        step = serve_inline_now(code, *entry, rest);
+        step = serve_inline_now(code, *entry, rest_);
       }
       if (step == InlineStep::not_taken) {
-        if (auto ec = co_await serve_task(code)) {
-          co_return ec;
-        }
-      } else if (step == InlineStep::unfinished) {
-        if (auto ec = co_await std::move(rest)) {
-          co_return ec;
-        }
+        return Next::task;
       }
-      if (!out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered())) {
+      if (step == InlineStep::unfinished) {
+        return Next::rest;
+      }
+      if (output_due()) {
         write_without_waiting();
         if (!out_.empty()) {
+          return Next::flush;
+        }
+      }
+    }
+  }
+
+  /// True if the responses in the output buffer should go out now, after a request: no complete
+  /// request is left in the input buffer to answer in the same write, or the buffer is half full.
+  bool output_due() const noexcept {
+    return !out_.empty() && (out_.size() >= kOutputCapacity / 2 || !complete_request_buffered());
+  }
+
+  asio::awaitable<std::error_code> serve() {
+    Next next = serve_buffered();
+    for (;;) {
+      switch (next) {
+        case Next::read:
+          if constexpr (PlainSocket<Stream>) {
+            // Waits, and serves the requests that arrive, in plain completion handlers: the
+            // coroutine resumes only for what has to wait (see async_serve_while_idle).
+            IdleResult result = co_await async_serve_while_idle();
+            if (result.exception) {
+              std::rethrow_exception(result.exception);
+            }
+            if (result.ec) {
+              co_return result.ec;
+            }
+            next = result.next;
+          } else {
+            if (auto ec = co_await read_more(Phase::waiting)) {
+              co_return ec;
+            }
+            next = serve_buffered();
+          }
+          break;
+        case Next::flush:
           if (auto ec = co_await flush()) {
             co_return ec;
           }
+          next = serve_buffered();
+          break;
+        case Next::disconnect:
+          co_return make_error_code(Errc::graceful_disconnect);
+        case Next::goodbye:
+          co_return co_await say_goodbye(next_code_);
+        case Next::task:
+        case Next::rest: {
+          std::error_code ec;
+          if (next == Next::task) {
+            ec = co_await serve_task(next_code_);
+          } else {
+            ec = co_await std::move(rest_);
+          }
+          if (ec) {
+            co_return ec;
+          }
+          if (output_due()) {
+            write_without_waiting();
+            if (!out_.empty()) {
+              if (auto flush_ec = co_await flush()) {
+                co_return flush_ec;
+              }
+            }
+          }
+          next = serve_buffered();
+          break;
         }
       }
+    }
+  }
+
+  // ---- serving while idle, without the coroutine (plain sockets) ------------------------------
+  /// How async_serve_while_idle() ended: an error of the read (the connection ends with it), an
+  /// exception that serving threw (rethrown in serve(), as if thrown there), or what to do next.
+  struct IdleResult {
+    std::error_code ec;
+    Next next = Next::read;
+    std::exception_ptr exception;
+
+    static IdleResult failed(std::error_code e) { return {e, Next::read, nullptr}; }
+    static IdleResult then(Next n) { return {{}, n, nullptr}; }
+    static IdleResult threw(std::exception_ptr x) { return {{}, Next::read, std::move(x)}; }
+  };
+
+  /// Waits for the next request as read_more(Phase::waiting) does, then serves what
+  /// serve_buffered() can, and while that ends idle, reads and serves again: all in the read's
+  /// completion handler, without resuming the coroutine. A connection whose requests are inline
+  /// tasks or keep-alives thus touches, per request, its own state and the read's, and not the
+  /// frames of the coroutine chain, each in cache lines of its own (with many connections, each
+  /// a cache miss), nor runs their resumption. Completes when something has to wait: a flush, a
+  /// task, a Goodbye, an error.
+  auto async_serve_while_idle() {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(IdleResult)>(
+        [this](auto handler) {
+          // Inside the coroutine's suspension: completing here would resume it from within
+          // itself, so a read that cannot start completes through a post.
+          if (stream_closed_) {
+            asio::post(stream_.get_executor(),
+                       [handler = std::move(handler),
+                        ec = read_error(asio::error::operation_aborted)]() mutable {
+                         std::move(handler)(IdleResult::failed(ec));
+                       });
+            return;
+          }
+          start_idle_read(std::move(handler));
+        },
+        asio::use_awaitable);
+  }
+
+  /// read_more(Phase::waiting)'s read, with `handler` (async_serve_while_idle's) carried along;
+  /// requires !stream_closed_ and no input storage (serve_buffered() returned Next::read).
+  template <class Handler>
+  void start_idle_read(Handler handler) {
+    set_io_deadline(Phase::waiting, server().options().timeout.wait);
+    // No cancellation slot: nothing emits on the task's signal while no task runs (read_more).
+    stream_.async_read_some(idle_read_buffer(), [this, handler = std::move(handler)](
+                                                    std::error_code ec, std::size_t n) mutable {
+      on_idle_read(std::move(handler), ec, n);
+    });
+  }
+
+  template <class Handler>
+  void on_idle_read(Handler handler, std::error_code ec, std::size_t n) {
+    clear_io_deadline();
+    if (ec) {
+      std::move(handler)(IdleResult::failed(read_error(ec)));
+      return;
+    }
+    note_input_arrived();
+    if (n <= idle_in_.size()) {  // else take_spilled_read() has put all n bytes in in_
+      in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
+      if (n == idle_in_.size()) {
+        read_rest_now();
+      }
+    }
+    Next next = Next::read;
+    try {
+      next = serve_buffered();
+    } catch (...) {
+      std::move(handler)(IdleResult::threw(std::current_exception()));
+      return;
+    }
+    if (next != Next::read) {
+      std::move(handler)(IdleResult::then(next));
+    } else if (stream_closed_) {
+      std::move(handler)(IdleResult::failed(read_error(asio::error::operation_aborted)));
+    } else {
+      start_idle_read(std::move(handler));
     }
   }
 
@@ -1440,6 +1583,8 @@ class Connection final : public Client,
   bool probe_pending_ = false;
   std::shared_ptr<Connection> deferred_probe_owner_;  // set while a probe waits for a handler
   bool reading_request_ = false;                      // the task waits in read_more for its request
+  TaskCode next_code_ = 0;                            // the code of Next::goodbye and Next::task
+  asio::awaitable<std::error_code> rest_;             // the coroutine of Next::rest
 
   std::optional<std::stop_callback<OnStop>> on_stop_;
 };
