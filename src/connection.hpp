@@ -1560,6 +1560,7 @@ class Connection final : public Client,
   bool request_too_large_ = false;
   bool drain_overflow_ = false;
   bool input_drained_ = false;  // the last asynchronous read drained the socket (TCP_INQ)
+  TaskCode next_code_ = 0;      // the code of Next::goodbye and Next::task
   std::array<std::uint8_t, kIdleReadBytes> idle_in_{};
 
   SessionData session_;
@@ -1583,7 +1584,6 @@ class Connection final : public Client,
   bool probe_pending_ = false;
   std::shared_ptr<Connection> deferred_probe_owner_;  // set while a probe waits for a handler
   bool reading_request_ = false;                      // the task waits in read_more for its request
-  TaskCode next_code_ = 0;                            // the code of Next::goodbye and Next::task
   asio::awaitable<std::error_code> rest_;             // the coroutine of Next::rest
 
   std::optional<std::stop_callback<OnStop>> on_stop_;
