@@ -801,17 +801,21 @@ class Connection final : public Client,
     // No cancellation slot: nothing emits on the task's signal while no task runs (read_more).
     stream_.async_read_some(idle_read_buffer(), [this, handler = std::move(handler)](
                                                     std::error_code ec, std::size_t n) mutable {
-      on_idle_read(std::move(handler), ec, n);
+      on_idle_read(handler, ec, n);
     });
   }
 
+  /// `handler` stays in the completed read's handler, which asio destroys after this returns,
+  /// unless the next read takes it: one move of it per request, not one per call.
   template <class Handler>
-  void on_idle_read(Handler handler, std::error_code ec, std::size_t n) {
+  void on_idle_read(Handler& handler, std::error_code ec, std::size_t n) {
     clear_io_deadline();
     if (ec) {
       std::move(handler)(IdleResult::failed(read_error(ec)));
       return;
     }
+    // The end of read_more()'s idle read, written out again: a function shared by both measured
+    // 37 instructions more per ping (callgrind, C=50).
     note_input_arrived();
     if (n <= idle_in_.size()) {  // else take_spilled_read() has put all n bytes in in_
       in_.append(std::span<const std::uint8_t>(idle_in_.data(), n));
