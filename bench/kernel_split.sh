@@ -61,18 +61,15 @@ measure() { # name command...
       -g none --sort dso 2>/dev/null |
     awk '/%/ { v = $1; sub("%", "", v); n += $2; if ($3 == "[kernel.kallsyms]") k = v }
          END { print n, k + 0 }')
-  # shellcheck disable=SC2046
-  set -- $(shares "$OUT/$name.data" __sys_recvmsg __sys_recvfrom ksys_read \
-           __sys_sendto __sys_sendmsg ksys_write do_epoll_wait sock_def_readable)
-  # Each sample stands for 1/2000 s; the requests in those 2 s are rps x 2.
-  awk -v name="$name" -v rps="$rps" -v lg="$lg" -v samples="$samples" -v kernel="$kernel" \
-      -v recv="$(awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {print a + b + c}')" \
-      -v send="$(awk -v a="$4" -v b="$5" -v c="$6" 'BEGIN {print a + b + c}')" \
-      -v epoll="$7" -v wake="$8" 'BEGIN {
-        per = samples / 2000 * 1e9 / (rps * 2) / 100   # ns per request for one percent
-        printf "%-6s rps=%-7d lg_cpu=%3s%%  ns/req: total=%5.0f user=%4.0f kernel=%5.0f recv=%5.0f send=%5.0f epoll_wait=%4.0f wake=%4.0f\n",
-          name, rps, lg, 100 * per, (100 - kernel) * per, kernel * per, recv * per, send * per,
-          epoll * per, wake * per }'
+  # Each sample stands for 1/2000 s; the requests in those 2 s are rps x 2. The shares come in
+  # the order asked: three receive syscalls, three send syscalls, epoll_wait, the wake-up.
+  shares "$OUT/$name.data" __sys_recvmsg __sys_recvfrom ksys_read __sys_sendto __sys_sendmsg \
+      ksys_write do_epoll_wait sock_def_readable |
+    awk -v name="$name" -v rps="$rps" -v lg="$lg" -v samples="$samples" -v kernel="$kernel" '{
+      per = samples / 2000 * 1e9 / (rps * 2) / 100   # ns per request for one percent
+      printf "%-6s rps=%-7d lg_cpu=%3s%%  ns/req: total=%5.0f user=%4.0f kernel=%5.0f recv=%5.0f send=%5.0f epoll_wait=%4.0f wake=%4.0f\n",
+        name, rps, lg, 100 * per, (100 - kernel) * per, kernel * per, ($1 + $2 + $3) * per,
+        ($4 + $5 + $6) * per, $7 * per, $8 * per }'
 }
 
 echo "kernel_split: C=$C P=1 ping, split (server CPU 0, generator CPU 1), $(date -u +%FT%TZ)"
