@@ -9,8 +9,8 @@ namespace serialserver {
 /// reserved (PROTOCOL.md section 4).
 using TaskCode = std::uint8_t;
 
-/// An error code: the byte that follows an Error response (PROTOCOL.md section 5). Applications
-/// use 0..253.
+/// An error code: the byte that follows an Error response (docs/protocol.md section 5).
+/// Applications use 0..251; 252..255 are the library's.
 using ErrorCode = std::uint8_t;
 
 /// The first reserved task code; applications cannot register it or anything above it.
@@ -24,6 +24,12 @@ inline constexpr TaskCode kGoodbyeTaskCode = 255;
 inline constexpr ErrorCode kUnknownTaskErrorCode = 255;
 /// Error code sent when a request's content exceeds the server's configured limit.
 inline constexpr ErrorCode kMessageTooLargeErrorCode = 254;
+/// Error code sent when a limit on tasks running at once was reached: the task was not started.
+inline constexpr ErrorCode kBusyErrorCode = 253;
+/// Error code sent when a task ran past its time budget and was cancelled.
+inline constexpr ErrorCode kDeadlineExceededErrorCode = 252;
+/// Reserved task code: describe. The server answers OK with the listing of its task codes.
+inline constexpr TaskCode kDescribeTaskCode = 251;
 
 /// True for the reserved task codes 250..255.
 constexpr bool is_reserved_task_code(TaskCode code) noexcept {
