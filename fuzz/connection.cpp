@@ -11,7 +11,7 @@
 // - not leak, overflow or hit undefined behaviour (AddressSanitizer, UBSan).
 // Only coroutine tasks are registered, so that every run is single-threaded and repeatable.
 
-#include "connection.hpp"
+#include "core/connection.hpp"
 
 #include <serialserver/serialserver.hpp>
 #include "fuzz_check.hpp"

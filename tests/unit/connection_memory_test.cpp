@@ -5,7 +5,7 @@
 // pool of the blocking task; every run is bounded in time.
 
 #include <serialserver/serialserver.hpp>
-#include "connection.hpp"
+#include "core/connection.hpp"
 #include "support/memory_stream.hpp"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-#include "stream_ops.hpp"
+#include "net/stream_ops.hpp"
 
 namespace serialserver::detail {
 

@@ -55,6 +55,15 @@
 #include <asio/detail/reactive_socket_recv_op.hpp>
 #include <asio/detail/socket_ops.hpp>
 #include <asio/error.hpp>
+#include <asio/version.hpp>
+
+// The specialisation below copies the members of asio 1.22's private
+// reactive_socket_recv_op_base and reactive_socket_recv_op: another version may have changed
+// them. Upgrading asio means re-reading those two templates, adapting this file and widening the
+// range here and in the top CMakeLists.txt's find_package(Asio ...).
+static_assert(ASIO_VERSION >= 102200 && ASIO_VERSION < 102300,
+              "src/net/short_read_drains.hpp is written against asio 1.22's private receive "
+              "operation; check it against this asio version before widening the range");
 
 namespace serialserver::detail {
 

@@ -17,11 +17,11 @@
 #include <serialserver/task.hpp>
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
-#include "blocking_pool.hpp"
-#include "byte_buffer.hpp"
-#include "short_read_drains.hpp"
-#include "stream_ops.hpp"
-#include "task_table.hpp"
+#include "core/blocking_pool.hpp"
+#include "core/byte_buffer.hpp"
+#include "core/task_table.hpp"
+#include "net/short_read_drains.hpp"
+#include "net/stream_ops.hpp"
 
 #include <algorithm>
 #include <array>

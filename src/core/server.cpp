@@ -1,9 +1,9 @@
 #include <serialserver/server.hpp>
-#include "blocking_pool.hpp"
-#include "connection.hpp"
-#include "cores.hpp"
-#include "stream_ops.hpp"
-#include "task_table.hpp"
+#include "core/blocking_pool.hpp"
+#include "core/connection.hpp"
+#include "core/task_table.hpp"
+#include "net/cores.hpp"
+#include "net/stream_ops.hpp"
 
 #include <algorithm>
 #include <stdexcept>

@@ -1,11 +1,11 @@
 #include <serialserver/error.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
-#include "connection.hpp"
-#include "cores.hpp"
-#include "scope_exit.hpp"
-#include "stream_ops.hpp"
-#include "tls_context.hpp"
+#include "core/connection.hpp"
+#include "net/cores.hpp"
+#include "net/stream_ops.hpp"
+#include "net/tls_context.hpp"
+#include "util/scope_exit.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>

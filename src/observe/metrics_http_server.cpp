@@ -1,7 +1,7 @@
 #include <serialserver/metrics_http_server.hpp>
 #include <serialserver/prometheus_metrics.hpp>
-#include "scope_exit.hpp"
-#include "stream_ops.hpp"
+#include "net/stream_ops.hpp"
+#include "util/scope_exit.hpp"
 
 #include <mutex>
 #include <set>

@@ -1,7 +1,7 @@
 #pragma once
 
-#include "scope_exit.hpp"
-#include "unique_function.hpp"
+#include "util/scope_exit.hpp"
+#include "util/unique_function.hpp"
 
 #include <cstddef>
 #include <deque>
