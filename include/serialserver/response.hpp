@@ -1,9 +1,12 @@
 #pragma once
 
+#include <serialserver/protocol.hpp>
+
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -36,7 +39,8 @@ class BlockingResponseProducer {
   virtual std::size_t produce(std::span<std::uint8_t> out) = 0;
 };
 
-/// What an OK task function returns: nothing (the empty message), bytes, or a producer.
+/// What a task function returns: for OK nothing (the empty message), bytes, or a producer; or an
+/// Error answer (Response::error), the same as throwing TaskError but without an exception.
 /// Thread-safety: a plain movable value. Lifetime: owned by the server once returned.
 class Response {
  public:
@@ -72,6 +76,19 @@ class Response {
   template <class F>
   static Response stream(F producer);
 
+  /// An Error answer with `code`, as if the task function had thrown TaskError(code), without
+  /// the cost of an exception. Applications use codes 0..251; 252..255 are the library's
+  /// (docs/protocol.md section 5), and a client may take them for the library's meaning.
+  static Response error(ErrorCode code) noexcept {
+    Response r;
+    r.error_code_ = code;
+    return r;
+  }
+  /// True for a Response::error answer.
+  bool is_error() const noexcept { return error_code_.has_value(); }
+  /// The error code of a Response::error answer (0 for an OK response).
+  ErrorCode error_code() const noexcept { return error_code_.value_or(0); }
+
   /// The response bytes (empty for a streamed response).
   const std::vector<std::uint8_t>& bytes() const noexcept { return bytes_; }
   /// The response bytes, to change in place.
@@ -85,6 +102,7 @@ class Response {
   std::vector<std::uint8_t> bytes_;
   std::unique_ptr<ResponseProducer> producer_;
   std::unique_ptr<BlockingResponseProducer> blocking_producer_;
+  std::optional<ErrorCode> error_code_;
 };
 
 namespace detail {

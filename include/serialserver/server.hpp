@@ -16,9 +16,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <asio/awaitable.hpp>
@@ -84,14 +87,26 @@ class Server {
   Server& operator=(const Server&) = delete;
   ~Server();
 
+  /// Registers a task function for `code`, of the kind options.kind says (by default the one
+  /// its signature says: see TaskOptions), named options.name for logs and metrics. A second
+  /// registration replaces the first. Throws std::invalid_argument for the reserved codes
+  /// 250..255, an empty function, or a function that cannot run as the kind named.
+  ///
+  ///     server.register_task(1, echo, {.name = "echo"});  // a coroutine, from its signature
+  ///     server.register_task(2, lookup, {.name = "lookup", .kind = TaskKind::blocking});
+  template <class F>
+  void register_task(TaskCode code, F function, TaskOptions options);
+
   /// Registers a coroutine task function for `code` (Go: Register); a second registration
   /// replaces the first. `name` is for logs and metrics. Throws std::invalid_argument for the
   /// reserved codes 250..255 or an empty function.
   void register_task(TaskCode code, TaskFunction function, std::string name = {});
-  /// Registers a blocking task function, which runs on the worker pool. As register_task.
+  /// Registers a blocking task function, which runs on the worker pool. As register_task; the
+  /// same as register_task(code, function, {.name = name, .kind = TaskKind::blocking}).
   void register_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name = {});
   /// Registers an inline task function (see InlineTaskFunction), which runs on the I/O thread
-  /// without a coroutine when its request is already buffered. As register_task.
+  /// without a coroutine when its request is already buffered. As register_task; the same as
+  /// register_task(code, function, {.name = name, .kind = TaskKind::inline_call}).
   void register_inline_task(TaskCode code, InlineTaskFunction function, std::string name = {});
   /// The function and name registered for `code` (Go: TaskFunc), or nothing.
   std::optional<RegisteredTask> task(TaskCode code) const;
@@ -181,5 +196,47 @@ class Server {
   std::once_flag pool_once_;
   std::unique_ptr<detail::BlockingPool> pool_;
 };
+
+template <class F>
+void Server::register_task(TaskCode code, F function, TaskOptions options) {
+  constexpr bool can_inline =
+      std::is_invocable_r_v<Response, F&, TaskContext&, std::span<const std::uint8_t>>;
+  constexpr bool can_coroutine = std::is_invocable_r_v<asio::awaitable<Response>, F&, TaskContext&>;
+  constexpr bool can_block = !can_coroutine && std::is_invocable_r_v<Response, F&, TaskContext&>;
+  TaskKind kind = options.kind;
+  if (kind == TaskKind::automatic) {
+    static_assert(can_inline || can_coroutine || can_block,
+                  "a task function is callable as asio::awaitable<Response>(TaskContext&), "
+                  "Response(TaskContext&) or Response(TaskContext&, std::span<const uint8_t>)");
+    kind = can_inline      ? TaskKind::inline_call
+           : can_coroutine ? TaskKind::coroutine
+                           : TaskKind::blocking;
+  }
+  switch (kind) {
+    case TaskKind::inline_call:
+      if constexpr (can_inline) {
+        register_inline_task(code, InlineTaskFunction(std::move(function)),
+                             std::move(options.name));
+        return;
+      }
+      break;
+    case TaskKind::coroutine:
+      if constexpr (can_coroutine) {
+        register_task(code, TaskFunction(std::move(function)), std::move(options.name));
+        return;
+      }
+      break;
+    case TaskKind::blocking:
+      if constexpr (can_block) {
+        register_blocking_task(code, BlockingTaskFunction(std::move(function)),
+                               std::move(options.name));
+        return;
+      }
+      break;
+    case TaskKind::automatic:
+      break;
+  }
+  throw std::invalid_argument("register_task: the function cannot run as the kind of task named");
+}
 
 }  // namespace serialserver

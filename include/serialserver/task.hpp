@@ -11,6 +11,7 @@
 #include <functional>
 #include <span>
 #include <stop_token>
+#include <string>
 
 #include <asio/awaitable.hpp>
 
@@ -79,6 +80,25 @@ using BlockingTaskFunction = std::function<Response(TaskContext&)>;
 /// drops the connection); the stop token never fires during the call.
 using InlineTaskFunction =
     std::function<Response(TaskContext&, std::span<const std::uint8_t> request)>;
+
+/// How a task function runs; see TaskFunction, BlockingTaskFunction and InlineTaskFunction.
+enum class TaskKind : std::uint8_t {
+  automatic,    ///< deduced from the function's signature (Server::register_task)
+  coroutine,    ///< a TaskFunction: a coroutine on the I/O thread
+  blocking,     ///< a BlockingTaskFunction: a plain call on the worker pool
+  inline_call,  ///< an InlineTaskFunction: the whole request in, the response out, at once
+};
+
+/// How a task is registered (Server::register_task). Thread-safety: a plain value.
+struct TaskOptions {
+  /// For logs and metrics (may be empty).
+  std::string name;
+  /// How the function runs. `automatic` takes it from the function's signature: (TaskContext&,
+  /// std::span<const std::uint8_t>) is inline, (TaskContext&) returning asio::awaitable<Response>
+  /// a coroutine, (TaskContext&) returning Response blocking. Name it for a callable whose
+  /// signature does not say, such as a generic lambda.
+  TaskKind kind = TaskKind::automatic;
+};
 
 /// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of
 /// `function` and `blocking_function` is set; `inline_function` is set as well for a task

@@ -1109,6 +1109,9 @@ class Connection final : public Client,
     std::optional<std::string> failure;
     Response response = call_inline(entry.inline_function, ctx, content, error_code, failure);
     in_.consume(*end);  // after the call: `content` may view the input buffer
+    if (response.is_error()) {
+      error_code = response.error_code();
+    }
     if (failure) {
       end_task_guard.connection = nullptr;
       rest = fail_inline_task(std::move(*failure), record, started);
@@ -1304,6 +1307,9 @@ class Connection final : public Client,
       }
     } catch (...) {
       note_task_exception(error_code, failure);
+    }
+    if (response.is_error()) {
+      error_code = response.error_code();
     }
     task_running_ = false;
     stop_monitor();
