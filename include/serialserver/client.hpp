@@ -64,7 +64,9 @@ class Client : public std::enable_shared_from_this<Client> {
 
   /// The task being served now, or nothing when idle.
   std::optional<TaskMetadata> metadata() const;
-  /// Every task code this connection has been assigned so far, in increasing order.
+  /// Every task code this connection has been sent so far, in increasing order (Go: TaskCodes,
+  /// "all assigned task codes"): the reserved keep-alive and codes with no registered function
+  /// count too, since each was served (answered OK or Error); a Goodbye does not.
   std::vector<TaskCode> task_codes() const;
   /// When the server took the connection.
   std::chrono::system_clock::time_point timestamp() const noexcept { return timestamp_; }

@@ -4,7 +4,10 @@
 
 namespace serialserver {
 
-/// The server-side timeouts of PROTOCOL.md section 6. Go: serialserver.Timeout.
+/// The server-side timeouts of docs/protocol.md section 6. Go: serialserver.Timeout.
+/// A timeout of zero (or less) expires at once: a zero Wait closes a connection as soon as it is
+/// idle with nothing buffered, a zero Read or Write as soon as a read or write has to wait. There
+/// is no "no timeout" value; use a long one.
 /// Thread-safety: a plain value.
 struct Timeout {
   /// Go: DefaultWait. The longest the server waits for the next task code.

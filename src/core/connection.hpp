@@ -22,6 +22,7 @@
 #include "core/task_table.hpp"
 #include "net/short_read_drains.hpp"
 #include "net/stream_ops.hpp"
+#include "util/scope_exit.hpp"
 
 #include <algorithm>
 #include <array>
@@ -338,13 +339,20 @@ class Connection final : public Client,
     co_return;
   }
 
+  /// Cancels the task that runs, or the producer of its streamed response: its stop token fires,
+  /// and a coroutine's pending operation is cancelled. A cancelled producer ends the connection
+  /// (write_response): an OK that has started cannot become an Error.
   void cancel_task() {
-    if (!task_running_ || task_cancelled_) {
+    if ((!task_running_ && !producing_) || task_cancelled_) {
       return;
     }
     task_cancelled_ = true;
+    if (producing_) {
+      // Whichever step notices it (the producer, or a flush that waits), the connection ends.
+      set_close_reason(Errc::cancelled);
+    }
     stop_source_.request_stop();
-    if (!task_is_blocking_) {
+    if (producing_ ? !producing_blocking_ : !task_is_blocking_) {
       cancel_emitted_ = true;
       task_cancel_.emit(asio::cancellation_type::terminal);
     }
@@ -954,10 +962,21 @@ class Connection final : public Client,
     request_ended_ = false;
     request_too_large_ = false;
     drain_overflow_ = false;
+    task_cancelled_ = false;  // a cancel of an earlier task (or its producer) is spent
     task_bytes_read_.store(0, std::memory_order_relaxed);
     task_bytes_written_.store(0, std::memory_order_relaxed);
   }
 
+  /// The one place a task ends: its record (outcome, duration since `started`, bytes) goes to
+  /// the metrics and the debug log, and the connection's totals.
+  void report_task(TaskRecord& record, TaskOutcome outcome, Clock::time_point started) {
+    record.outcome = outcome;
+    report_task(record, started);
+  }
+  void report_task(TaskRecord& record, Clock::time_point started) {
+    record.duration = task_duration(started);
+    report_task(record);
+  }
   void report_task(TaskRecord& record) {
     record.bytes_read = request_bytes_;
     record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
@@ -1053,8 +1072,7 @@ class Connection final : public Client,
       out_.push_back(static_cast<std::uint8_t>(ResponseCode::error));
       out_.push_back(record.error_code);
     }
-    record.duration = task_duration(started);
-    report_task(record);
+    report_task(record, started);
     return true;
   }
 
@@ -1135,8 +1153,7 @@ class Connection final : public Client,
         return InlineStep::unfinished;
       }
     }
-    record.duration = task_duration(started);
-    report_task(record);
+    report_task(record, started);
     return InlineStep::done;
   }
 
@@ -1198,13 +1215,10 @@ class Connection final : public Client,
         co_return ec;
       }
     } else if (auto ec = co_await write_response(response)) {
-      record.outcome = TaskOutcome::dropped;
-      record.duration = task_duration(started);
-      report_task(record);
+      report_task(record, TaskOutcome::dropped, started);
       co_return ec;
     }
-    record.duration = task_duration(started);
-    report_task(record);
+    report_task(record, started);
     co_return std::error_code{};
   }
 
@@ -1221,9 +1235,7 @@ class Connection final : public Client,
   /// pipelining peer loses only what failed. Returns the close reason.
   asio::awaitable<std::error_code> drop_after_task(TaskRecord& record, Clock::time_point started,
                                                    const std::string* failure) {
-    record.outcome = TaskOutcome::dropped;
-    record.duration = task_duration(started);
-    report_task(record);
+    report_task(record, TaskOutcome::dropped, started);
     if (failure != nullptr && !stream_closed_ && !peer_gone_) {
       snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
                               record.code, record.name, *failure);
@@ -1257,9 +1269,7 @@ class Connection final : public Client,
       drain_buffered();
       if (!drained()) {
         if (auto ec = co_await drain_request()) {
-          record.outcome = TaskOutcome::dropped;
-          record.duration = task_duration(started);
-          report_task(record);
+          report_task(record, TaskOutcome::dropped, started);
           co_return ec;
         }
       }
@@ -1275,8 +1285,7 @@ class Connection final : public Client,
       } else if (auto ec = co_await append_error(record.error_code)) {
         co_return ec;
       }
-      record.duration = task_duration(started);
-      report_task(record);
+      report_task(record, started);
       co_return std::error_code{};
     }
 
@@ -1327,9 +1336,7 @@ class Connection final : public Client,
     drain_buffered();
     if (!drained()) {
       if (auto ec = co_await drain_request()) {
-        record.outcome = TaskOutcome::dropped;
-        record.duration = task_duration(started);
-        report_task(record);
+        report_task(record, TaskOutcome::dropped, started);
         co_return ec;
       }
     }
@@ -1347,16 +1354,13 @@ class Connection final : public Client,
     } else {
       if (!write_response_now(response)) {
         if (auto ec = co_await write_response(response)) {
-          record.outcome = TaskOutcome::dropped;
-          record.duration = task_duration(started);
-          report_task(record);
+          report_task(record, TaskOutcome::dropped, started);
           co_return ec;
         }
       }
       record.outcome = TaskOutcome::ok;
     }
-    record.duration = task_duration(started);
-    report_task(record);
+    report_task(record, started);
     co_return std::error_code{};
   }
 
@@ -1420,6 +1424,11 @@ class Connection final : public Client,
     if (auto* producer = response.producer(); producer != nullptr || response.blocking_producer()) {
       auto staging = std::make_unique_for_overwrite<std::uint8_t[]>(kProducerChunk);
       const std::span<std::uint8_t> chunk(staging.get(), kProducerChunk);
+      // Client::cancel(), a timeout or the end of a disconnect's grace period may cancel the
+      // producer as they cancel a task (cancel_task); its stop token is the task's.
+      producing_ = true;
+      producing_blocking_ = producer == nullptr;
+      const ScopeExit not_producing([this]() noexcept { producing_ = false; });
       for (;;) {
         std::size_t n = 0;
         try {
@@ -1430,9 +1439,18 @@ class Connection final : public Client,
                 [p = response.blocking_producer(), chunk]() { return p->produce(chunk); });
           }
         } catch (const std::exception& e) {
-          snapshot_.logger->error("{}: response producer failed after OK: {}", to_string(),
-                                  e.what());
-          co_return make_error_code(Errc::response_failed);
+          if (!task_cancelled_) {  // else it failed because it was cancelled: see below
+            snapshot_.logger->error("{}: response producer failed after OK: {}", to_string(),
+                                    e.what());
+            co_return make_error_code(Errc::response_failed);
+          }
+        }
+        if (task_cancelled_) {
+          if (cancel_emitted_) {  // so that the connection's last steps are not cancelled too
+            cancel_emitted_ = false;
+            co_await asio::this_coro::reset_cancellation_state();
+          }
+          co_return producer_cancelled();
         }
         if (n == 0) {
           break;
@@ -1451,6 +1469,14 @@ class Connection final : public Client,
     }
     out_.commit(encoder.finish(out_.writable()));
     co_return std::error_code{};
+  }
+
+  /// The producer of a streamed response was cancelled: the response stops part-way, so the
+  /// connection ends (the peer sees it close, never a shorter response taken for a whole one).
+  std::error_code producer_cancelled() {
+    snapshot_.logger->info("{}: streamed response cancelled; dropping the connection", to_string());
+    set_close_reason(Errc::cancelled);
+    return close_reason_;
   }
 
   // ---- noticing a suspended task -----------------------------------------------------------
@@ -1588,6 +1614,8 @@ class Connection final : public Client,
   bool task_is_blocking_ = false;
   bool cancel_emitted_ = false;
   bool peer_gone_ = false;
+  bool producing_ = false;           // write_response() is running a response producer
+  bool producing_blocking_ = false;  // ... on the worker pool
 
   asio::cancellation_signal monitor_cancel_;
   bool monitor_active_ = false;

@@ -490,6 +490,13 @@ TEST_F(ServerApi, TaskCodesListsTheAssignedCodesInOrder) {
             bytes({0x00, 0x04, 0x00, 0x00, 0x00, 0x02, 0x00}));
   EXPECT_EQ(other_client->task_codes(), std::vector<TaskCode>{kDouble});
   EXPECT_EQ(client->task_codes(), (std::vector<TaskCode>{kLog, kEcho, kFail}));
+
+  // Every code the client sent counts, as documented: the keep-alive and an unregistered code
+  // too (Go's "all assigned task codes"), not only the application's registered ones.
+  EXPECT_EQ(c.call(request(kKeepAliveTaskCode), 2), bytes({0x00, 0x00}));
+  EXPECT_EQ(c.call(request(200), 2), bytes({0x01, 0xFF}));
+  EXPECT_EQ(client->task_codes(),
+            (std::vector<TaskCode>{kLog, kEcho, kFail, 200, kKeepAliveTaskCode}));
 }
 
 TEST_F(ServerApi, ClientLoggerAndMetricsOverrideTheServerOnes) {

@@ -66,6 +66,16 @@ TEST(Timeouts, WaitTimeoutClosesAnIdleConnection) {
   })) << "the reason did not reach the log";
 }
 
+TEST(Timeouts, AZeroWaitTimeoutExpiresAtOnce) {
+  // Documented on Timeout: zero is not "no timeout"; the connection ends as soon as it waits.
+  TimeoutServer s(timeouts(0ms, 5000ms, 5000ms));
+  const auto start = Clock::now();
+  RawClient c(s.server.port());
+  EXPECT_TRUE(c.closed_within(kTimingSlack));
+  EXPECT_LT(elapsed_since(start), kTimingSlack);
+  EXPECT_EQ(s.first_close_reason(), make_error_code(Errc::timeout_waiting_for_task));
+}
+
 TEST(Timeouts, WaitIsCountedAgainFromTheEndOfEachResponse) {
   constexpr auto kWait = 600ms;
   TimeoutServer s(timeouts(kWait, 5000ms, 5000ms));
