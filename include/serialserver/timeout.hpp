@@ -4,7 +4,7 @@
 
 namespace serialserver {
 
-/// The server-side timeouts of PROTOCOL.md section 6. Go: serialserver.Timeout.
+/// The server-side timeouts of docs/protocol.md section 6. Go: serialserver.Timeout.
 /// Thread-safety: a plain value.
 struct Timeout {
   /// Go: DefaultWait. The longest the server waits for the next task code.
