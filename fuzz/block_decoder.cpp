@@ -1,4 +1,4 @@
-// Fuzz target: the block decoder (PROTOCOL.md section 2) and its round trip with the encoder.
+// Fuzz target: the block decoder (docs/protocol.md section 2) and its round trip with the encoder.
 //
 // The input is a stream of block-encoded messages (possibly cut off, possibly with anything in
 // it), followed by a few bytes that choose how it is split into reads and how large the output

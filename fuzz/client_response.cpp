@@ -8,7 +8,7 @@
 // calls chosen by the input: plain calls (reserved codes too), streaming calls whose consumer
 // reads in small pieces, pipelined batches, keep-alive and goodbye. Every call's outcome (its
 // Result, or the std::system_error it threw) must equal what an independent model of
-// PROTOCOL.md section 3 predicts from the same bytes; nothing else may be thrown, and
+// docs/protocol.md section 3 predicts from the same bytes; nothing else may be thrown, and
 // AddressSanitizer/UBSan watch the buffer handling.
 
 #include <serialserver/protocol.hpp>

@@ -5,7 +5,7 @@
 // request size. The connection serves it with a set of coroutine tasks (echo, empty, coded
 // error, streamed response, partial reader, failing ones...) and must:
 // - end, in bounded time, with nothing left registered with the server;
-// - write exactly the responses that an independent model of PROTOCOL.md sections 3 to 5 and of
+// - write exactly the responses that an independent model of docs/protocol.md sections 3-5 and of
 //   these tasks predicts, and end for the reason the model predicts (with an injected failure:
 //   a prefix of those responses);
 // - not leak, overflow or hit undefined behaviour (AddressSanitizer, UBSan).
@@ -54,7 +54,7 @@ constexpr TaskCode kError = 3;       // Error with the content's first byte (3 i
 constexpr TaskCode kProducer = 4;    // OK, streamed; length from the first two content bytes
 constexpr TaskCode kPartial = 5;     // reads one byte and answers it; the rest is drained
 constexpr TaskCode kThrows = 6;      // throws at once, reading nothing: the connection drops
-constexpr TaskCode kHi = 7;          // "hi" for 01 02 03 04 (PROTOCOL.md section 8), else Error 3
+constexpr TaskCode kHi = 7;          // "hi" for 01 02 03 04 (docs/protocol.md 8), else Error 3
 constexpr TaskCode kReadU32 = 8;     // reads exactly 4 bytes and answers them reversed; Error 4 if
                                      // the message is shorter
 constexpr TaskCode kReadThrow = 10;  // reads everything, then throws: the connection drops

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets into fuzz/corpus/<target>/.
 
-The seeds are the worked bytes of PROTOCOL.md section 8 and edge cases (empty input, full
+The seeds are the worked bytes of docs/protocol.md section 8 and edge cases (empty input, full
 255-byte blocks, cut-off messages, reserved codes 250..255, oversized requests...). Each target
 takes its parameters from the end of its input the way FuzzedDataProvider reads them, so every
 seed is "wire bytes + a tail of parameters"; `Tail` builds such tails. Run it again after

@@ -28,6 +28,8 @@ SERIALSERVER_APT_PACKAGES=(
   clang-format
   clang-tidy
   doxygen
+  # The programs' man pages, generated from their --help at build time (cmake/SerialserverDocs.cmake).
+  help2man
   # The fuzz targets (scripts/fuzz): clang with libFuzzer, its sanitizer runtimes and
   # FuzzedDataProvider.h.
   clang

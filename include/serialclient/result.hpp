@@ -17,7 +17,7 @@ using serialserver::TaskCode;
 /// Message content.
 using Bytes = std::vector<std::uint8_t>;
 
-/// What the server answered (PROTOCOL.md section 3).
+/// What the server answered (docs/protocol.md section 3).
 enum class Status : std::uint8_t {
   ok,       ///< the task ran; Result::response holds its content
   error,    ///< the task failed with Result::error_code

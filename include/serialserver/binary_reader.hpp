@@ -1,7 +1,7 @@
 #pragma once
 
 // Typed reads from a message's content. Multi-byte numbers use the byte order that the
-// connection's handshake chose (PROTOCOL.md section 2).
+// connection's handshake chose (docs/protocol.md section 2).
 
 #include <serialserver/byte_order.hpp>
 #include <serialserver/error.hpp>

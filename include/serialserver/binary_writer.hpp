@@ -1,7 +1,7 @@
 #pragma once
 
 // Builds message content with typed values. Multi-byte numbers use the byte order that the
-// connection's handshake chose (PROTOCOL.md section 2); BinaryReader reads them back.
+// connection's handshake chose (docs/protocol.md section 2); BinaryReader reads them back.
 
 // binary_reader.hpp holds the byte-order conversion (detail::to_from_order) that both share.
 #include <serialserver/binary_reader.hpp>

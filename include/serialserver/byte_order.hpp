@@ -6,7 +6,7 @@
 namespace serialserver {
 
 /// The byte order that a connection's handshake chose for multi-byte numbers inside message
-/// content (PROTOCOL.md section 2). Big-endian where there was no handshake.
+/// content (docs/protocol.md section 2). Big-endian where there was no handshake.
 /// Thread-safety: a plain value.
 enum class ByteOrder : std::uint8_t {
   big_endian,

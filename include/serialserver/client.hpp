@@ -39,8 +39,8 @@ class Client : public std::enable_shared_from_this<Client> {
   void cancel();
   /// Closes the connection now, without a response; a running task is cancelled.
   void close();
-  /// Begins a graceful disconnection (PROTOCOL.md section 7): an idle connection closes at once;
-  /// a running task may finish and send its response, then the connection closes; a task code
+  /// Begins a graceful disconnection (docs/protocol.md section 7): an idle connection closes at
+  /// once; a running task may finish and send its response, then the connection closes; a task code
   /// that arrives meanwhile is answered with Goodbye. After `grace` has passed, a task still
   /// running is cancelled and the connection closed without a response. A second call keeps the
   /// earlier of the two deadlines. Non-blocking.

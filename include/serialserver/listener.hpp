@@ -97,7 +97,7 @@ class Listener {
   std::string local_address() const;
   /// The bound TCP port (0 for a Unix socket).
   std::uint16_t port() const;
-  /// Graceful shutdown (PROTOCOL.md section 7): stops accepting (new connections are refused)
+  /// Graceful shutdown (docs/protocol.md section 7): stops accepting (new connections are refused)
   /// and disconnects every connection of this listener with `grace`. Non-blocking.
   void shutdown(std::chrono::nanoseconds grace);
   /// Blocks until shutdown() was called and every connection has ended; then joins the threads.

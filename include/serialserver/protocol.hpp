@@ -6,7 +6,7 @@
 namespace serialserver {
 
 /// A task code: the first byte of every request. 0..249 are for applications; 250..255 are
-/// reserved (PROTOCOL.md section 4).
+/// reserved (docs/protocol.md section 4).
 using TaskCode = std::uint8_t;
 
 /// An error code: the byte that follows an Error response (docs/protocol.md section 5).
@@ -36,7 +36,7 @@ constexpr bool is_reserved_task_code(TaskCode code) noexcept {
   return code >= kFirstReservedTaskCode;
 }
 
-/// The response code byte that starts every response (PROTOCOL.md section 3).
+/// The response code byte that starts every response (docs/protocol.md section 3).
 enum class ResponseCode : std::uint8_t {
   ok = 0x00,       ///< followed by the block-encoded response content
   error = 0x01,    ///< followed by exactly one error-code byte

@@ -40,10 +40,10 @@ class Connection;
 
 /// Options of a Server. Every field has a safe default.
 struct ServerOptions {
-  /// Wait, Read and Write timeouts (PROTOCOL.md section 6).
+  /// Wait, Read and Write timeouts (docs/protocol.md section 6).
   Timeout timeout{};
   /// The largest request content accepted, in bytes; 0 means no limit. A larger request is
-  /// answered with Error 254 (PROTOCOL.md section 5). The default bounds what a task that
+  /// answered with Error 254 (docs/protocol.md section 5). The default bounds what a task that
   /// collects its request (async_read_all) may be made to hold; a server whose tasks stream
   /// larger requests raises it or sets 0.
   std::uint64_t max_request_bytes = std::uint64_t{64} << 20;

@@ -1,6 +1,6 @@
 #pragma once
 
-// The per-connection protocol state machine (PROTOCOL.md sections 2 to 7), written once over a
+// The per-connection protocol state machine (docs/protocol.md sections 2 to 7), written once over a
 // stream type so that it runs on TCP and Unix sockets, TLS streams and the in-memory test stream.
 //
 // Shape: one coroutine (serve) reads a task code, runs the task, drains what the task left of its
@@ -1342,7 +1342,7 @@ class Connection final : public Client,
     }
     if (request_too_large_) {
       // Also when only the drain found the excess (a task that read little or nothing of its
-      // request): the limit holds for every task (PROTOCOL.md section 5).
+      // request): the limit holds for every task (docs/protocol.md section 5).
       error_code = kMessageTooLargeErrorCode;
     }
     if (error_code) {

@@ -1,4 +1,4 @@
-// PROTOCOL.md section 7 over real sockets: graceful disconnection through Client::disconnect,
+// docs/protocol.md section 7 over real sockets: graceful disconnection through Client::disconnect,
 // Server::disconnect and Listener::shutdown; and Client::cancel and Client::close.
 
 #include "demo_tasks.hpp"

@@ -1,5 +1,5 @@
-// PROTOCOL.md sections 3 to 5 over real sockets: the request size limit (Error 254 after draining,
-// and closing past the drain limit), and draining of requests whose content nobody reads
+// docs/protocol.md sections 3 to 5 over real sockets: the request size limit (Error 254 after
+// draining, and closing past the drain limit), and draining of requests whose content nobody reads
 // (unknown tasks, keep-alive).
 
 #include "demo_tasks.hpp"

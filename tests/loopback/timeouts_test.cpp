@@ -1,4 +1,4 @@
-// PROTOCOL.md section 6 over real sockets: the Wait, Read and Write timeouts, each checked for
+// docs/protocol.md section 6 over real sockets: the Wait, Read and Write timeouts, each checked for
 // "not before" and "by" (with slack for a shared, possibly sanitized machine).
 
 #include "demo_tasks.hpp"

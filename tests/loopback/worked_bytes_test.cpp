@@ -1,5 +1,5 @@
-// PROTOCOL.md section 8, byte for byte, over real sockets: TCP on 127.0.0.1 and ::1, and a Unix
-// socket.
+// docs/protocol.md section 8, byte for byte, over real sockets: TCP on 127.0.0.1 and ::1, and a
+// Unix socket.
 
 #include "demo_tasks.hpp"
 #include "support/loopback.hpp"

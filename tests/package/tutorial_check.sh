@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # Runs tutorial-server (examples/tutorial, docs/tutorial.md) on a Unix socket, calls its tasks with
-# serialctl as the tutorial does and checks the answers, then stops it with SIGTERM and checks
-# that it shuts down cleanly. Bounded: every wait has a limit; the server and the temporary
-# directory are removed on any exit.
+# serialctl as the tutorial does and checks the answers, then stops it with SIGTERM while a task
+# runs (section 9) and checks that it shuts down cleanly. Bounded: every wait has a limit; the
+# server and the temporary directory are removed on any exit.
 #
-# Usage: tutorial_check.sh TUTORIAL_SERVER SERIALCTL
+# The log lines and serialctl messages that the tutorial shows are compared with the real ones.
+# The expected lines live in one place, docs/tutorial.md itself: every line of it that starts
+# with a "[YYYY-MM-DD" timestamp is a log line the server must print (sections 5, 8 and 9), and
+# the line after a `$ serialctl call ...` command quoted below is what serialctl must print.
+# Both sides are compared after normalise() below, which masks only what differs from run to run
+# (times, addresses, connection ids, durations, the number of I/O threads). When the format of
+# the log changes, run the tutorial's commands and paste the new lines into the tutorial.
+#
+# Usage: tutorial_check.sh TUTORIAL_SERVER SERIALCTL [TUTORIAL_MD]
 set -euo pipefail
 
 server_bin="$1"
 serialctl="$2"
+tutorial="${3:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/docs/tutorial.md}"
+[[ -r "$tutorial" ]] || { echo "tutorial_check: FAIL: cannot read $tutorial" >&2; exit 1; }
 work="$(mktemp -d)"
 server_pid=""
 
@@ -42,6 +52,28 @@ call() {
 expect() {  # expect STATUS HEX-STDOUT WHAT
   [[ "$last_status" == "$1" ]] || fail "$3: exit status $last_status, expected $1 (stderr: $last_err)"
   [[ "$last_hex" == "$2" ]] || fail "$3: output $last_hex, expected $2"
+}
+
+# What varies from run to run, masked in the tutorial's lines and in the real ones alike: the
+# time stamp, addresses (TCP in the tutorial, a Unix socket here, whose peer is "unix"),
+# connection ids, durations and the number of I/O threads (one per core).
+normalise() {
+  local path_pattern
+  path_pattern="$(printf '%s' "$sock" | sed 's/[][\\/.*^$]/\\&/g')"
+  sed -E \
+    -e 's/^\[[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+\]/[TIME]/' \
+    -e "s/$path_pattern/ADDR/g" \
+    -e 's/[0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]+/ADDR/g' \
+    -e 's/\[[0-9a-fA-F:]+\]:[0-9]+/ADDR/g' \
+    -e 's/(^|[ =])unix(->| |$)/\1ADDR\2/g' \
+    -e 's/(^| )id=[0-9]+/\1id=N/g' \
+    -e 's/duration_ms=[0-9]+/duration_ms=N/g' \
+    -e 's/with [0-9]+ I\/O threads/with N I\/O threads/'
+}
+
+# The line the tutorial shows right after the line that contains $1 (a command it quotes).
+tutorial_line_after() {
+  awk -v cmd="$1" 'found { print; exit } index($0, cmd) { found = 1 }' "$tutorial"
 }
 
 sock="$work/tutorial.sock"
@@ -80,12 +112,23 @@ expect 3 "" "delay past the caller's timeout"
 call call "$sock" 9
 expect 1 "" "unknown task"
 [[ "$last_err" == *"error code 255"* ]] || fail "unknown task: stderr '$last_err'"
+shown="$(tutorial_line_after 'serialctl call 127.0.0.1:7070 9')"
+[[ "$last_err" == "$shown" ]] || fail "unknown task: serialctl printed '$last_err', the tutorial shows '$shown'"
 
 call keepalive "$sock"
 expect 0 "$(printf 'OK\n' | od -An -tx1 | tr -d ' \n')" "keepalive"
 
-# Graceful shutdown: the server still serves the delay task above (until its 10 s are up or the
-# 3 s grace period ends), then exits 0.
+# Graceful shutdown, as section 9 shows it: a 5 s delay is running when SIGTERM comes; the 3 s
+# grace period ends first, so the task is cancelled, its connection closed without an answer,
+# and the server exits 0.
+opened_before="$(grep -c 'connection opened' "$work/server.log" || true)"
+timeout 60 "$serialctl" call "$sock" 3 --data 00001388 >"$work/delay.out" 2>"$work/delay.err" &
+delay_pid=$!
+for ((i = 0; i < 300; i++)); do  # until the delay's connection is open (30 s at most)
+  (($(grep -c 'connection opened' "$work/server.log" || true) > opened_before)) && break
+  sleep 0.1
+done
+sleep 0.5  # and its request read: the task is running
 kill -TERM "$server_pid"
 status=0
 for ((i = 0; i < 300; i++)); do
@@ -98,4 +141,24 @@ server_pid=""
 [[ "$status" == 0 ]] || fail "exit status $status after SIGTERM"
 grep -q "listening on $sock" "$work/server.log" || fail "no 'listening on' line in the log"
 grep -q "stopped" "$work/server.log" || fail "no 'stopped' line in the log"
-echo "tutorial_check: OK"
+
+delay_status=0
+wait "$delay_pid" || delay_status=$?
+[[ "$delay_status" == 3 ]] || fail "delay cut by the shutdown: serialctl exit status $delay_status, expected 3"
+shown="$(tutorial_line_after 'serialctl call 127.0.0.1:7070 3 --data 00001388')"
+[[ "$(cat "$work/delay.err")" == "$shown" ]] ||
+  fail "delay cut by the shutdown: serialctl printed '$(cat "$work/delay.err")', the tutorial shows '$shown'"
+
+# Every log line the tutorial shows must be one the server printed.
+normalise <"$work/server.log" >"$work/server.normalised"
+expected=0
+while IFS= read -r line; do
+  expected=$((expected + 1))
+  grep -qxF -- "$line" "$work/server.normalised" ||
+    fail "the tutorial shows a log line the server did not print:
+  $line
+the server printed (normalised):
+$(sed 's/^/  /' "$work/server.normalised")"
+done < <(grep -E '^\[[0-9]{4}-[0-9]{2}-[0-9]{2} ' "$tutorial" | normalise)
+((expected >= 6)) || fail "only $expected log lines found in $tutorial (sections 5, 8 and 9 show 6)"
+echo "tutorial_check: OK ($expected log lines of the tutorial compared)"

@@ -1,4 +1,4 @@
-// Tests of BinaryReader and BinaryWriter: typed content in both byte orders (PROTOCOL.md
+// Tests of BinaryReader and BinaryWriter: typed content in both byte orders (docs/protocol.md
 // section 2), and the error category of error.hpp.
 
 #include <serialserver/binary_reader.hpp>

@@ -1,4 +1,4 @@
-// The connection state machine (detail::Connection) over the in-memory stream: PROTOCOL.md
+// The connection state machine (detail::Connection) over the in-memory stream: docs/protocol.md
 // sections 3, 4 and 8 under every input and output chunking, pipelining, draining, requests cut
 // off by the end of the stream, goodbye, timeouts and cancellation of a pending read, and a
 // failure injected at every single stream operation. No sockets, no threads besides the worker
@@ -118,7 +118,7 @@ constexpr TaskCode kErrorTask = 3;     // Error with the content's first byte (3
 constexpr TaskCode kProducer = 4;      // OK with a streamed response, length from the content
 constexpr TaskCode kPartial = 5;       // reads one content byte and answers it; rest drained
 constexpr TaskCode kFailing = 6;       // throws a non-coded exception: connection dropped
-constexpr TaskCode kHi = 7;            // PROTOCOL.md section 8: "hi" for 01 02 03 04, else Error 3
+constexpr TaskCode kHi = 7;            // docs/protocol.md 8: "hi" for 01 02 03 04, else Error 3
 constexpr TaskCode kBlockingEcho = 8;  // as kEcho, on the worker pool
 constexpr TaskCode kUnknown = 9;       // not registered
 
@@ -142,7 +142,7 @@ struct Request {
   Bytes content;
 };
 
-/// What the server answers to `r` (PROTOCOL.md sections 3 and 4, and the test tasks).
+/// What the server answers to `r` (docs/protocol.md sections 3 and 4, and the test tasks).
 Bytes expected_response(const Request& r) {
   switch (r.code) {
     case kEcho:
@@ -192,7 +192,7 @@ Workload make_workload(const std::vector<Request>& requests, std::mt19937& rng, 
   return w;
 }
 
-/// PROTOCOL.md section 8, as one pipelined conversation ending with goodbye.
+/// docs/protocol.md section 8, as one pipelined conversation ending with goodbye.
 Workload worked_bytes() {
   const Bytes c300 = produced_content(300);
   const Bytes head(c300.begin(), c300.begin() + 255);
@@ -621,7 +621,7 @@ TEST_F(ConnectionMemory, TaskThatStopsReadingEarlyHasTheRestDrained) {
 
 TEST(ConnectionMemoryLimit, OverTheLimitRequestIsAnswered254WhateverTheTaskRead) {
   // Found by fuzzing (fuzz/corpus/connection/limit-unread): a task that read little or nothing
-  // of an over-the-limit request got OK, since only the drain saw the excess. PROTOCOL.md
+  // of an over-the-limit request got OK, since only the drain saw the excess. docs/protocol.md
   // section 5: Error 254 for every task, and the connection stays usable.
   ServerOptions options = quiet_options();
   options.max_request_bytes = 8;

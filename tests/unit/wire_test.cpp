@@ -1,5 +1,5 @@
-// Tests of the block framing (PROTOCOL.md sections 2, 3 and 8): BlockDecoder, find_message_end,
-// encode_message and BlockEncoder.
+// Tests of the block framing (docs/protocol.md sections 2, 3 and 8): BlockDecoder,
+// find_message_end, encode_message and BlockEncoder.
 
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
@@ -119,7 +119,7 @@ Decoded decode_with_copy(std::span<const std::uint8_t> input, std::size_t piece,
   return result;
 }
 
-// ---- Worked bytes of PROTOCOL.md
+// ---- Worked bytes of docs/protocol.md
 // -----------------------------------------------------------------
 
 TEST(EncodedSize, CountsBlocksAndEndByte) {

@@ -1,6 +1,6 @@
 #pragma once
 
-// Decoding of the block framing of a message (PROTOCOL.md section 2):
+// Decoding of the block framing of a message (docs/protocol.md section 2):
 //   message := block* end;  block := N (1..255) + N bytes of content;  end := 0x00.
 // Sans-I/O and allocation-free: the decoder only looks at the bytes it is given, so the same code
 // serves sockets, in-memory streams and tests.

@@ -1,6 +1,6 @@
 #pragma once
 
-// Encoding of message content into the block framing (PROTOCOL.md section 2). A sender of this
+// Encoding of message content into the block framing (docs/protocol.md section 2). A sender of this
 // project emits full 255-byte blocks and then the remainder; only a streaming producer's explicit
 // flush emits a shorter block early. Sans-I/O and allocation-free.
 
