@@ -23,6 +23,9 @@ SERIALSERVER_APT_PACKAGES=(
   # serialbench's io_uring engine.
   liburing-dev
   libsqlite3-dev
+  # serialserver-log: JSON output (nlohmann-json) and time parsing (Howard Hinnant's date).
+  nlohmann-json3-dev
+  libhowardhinnant-date-dev
   pkg-config
   python3
   clang-format

@@ -45,14 +45,13 @@ inline void add_version_flag(CLI::App& app, const std::string& program) {
 /// CLI11's check for a file argument that must exist and be readable; its message names the
 /// file, so that "--tls-ca nofile.pem" is a usage error about nofile.pem.
 inline CLI::Validator readable_file() {
-  return CLI::Validator(
-      [](std::string& path) -> std::string {
-        if (::access(path.c_str(), R_OK) != 0) {
-          return path + ": " + std::strerror(errno);
-        }
-        return {};
-      },
-      "FILE", "readable file");
+  return {[](std::string& path) -> std::string {
+            if (::access(path.c_str(), R_OK) != 0) {
+              return path + ": " + std::strerror(errno);
+            }
+            return {};
+          },
+          "FILE", "readable file"};
 }
 
 namespace detail {
@@ -66,6 +65,13 @@ inline std::optional<std::string> unknown_subcommand(const CLI::App& app, int ar
   for (int i = 1; i < argc; ++i) {
     const std::string_view word(argv[i]);
     if (word.empty() || word.front() == '-') {
+      // The value of an option that takes one ("--addr A") is not a subcommand either.
+      const CLI::Option* option = word.find('=') == std::string_view::npos
+                                      ? app.get_option_no_throw(std::string(word))
+                                      : nullptr;
+      if (option != nullptr && option->get_type_size() > 0) {
+        ++i;
+      }
       continue;
     }
     for (const auto* sub : app.get_subcommands({})) {

@@ -13,7 +13,9 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/read.hpp>
+#include <asio/ssl/host_name_verification.hpp>
 #include <asio/write.hpp>
+#include <openssl/ssl.h>
 
 namespace logd {
 
@@ -74,11 +76,51 @@ std::pair<std::string, std::string> split_host_port(const std::string& address) 
   return {host, port};
 }
 
+/// Runs `load`; turns its failure into a std::system_error naming the file.
+template <class F>
+void load_tls_file(const char* what, const std::string& path, F&& load) {
+  std::error_code ec;
+  load(ec);
+  if (ec) {
+    throw std::system_error(ec, std::string("TLS ") + what + " '" + path + "'");
+  }
+}
+
+/// The client's TLS context: TLS 1.2 or later, the peer verified, the client certificate if any.
+std::shared_ptr<asio::ssl::context> make_tls_context(const serialclient::TlsOptions& options) {
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  context->set_options(asio::ssl::context::default_workarounds);
+  if (options.ca_file.empty()) {
+    load_tls_file("default CA paths", "",
+                  [&](std::error_code& ec) { context->set_default_verify_paths(ec); });
+  } else {
+    load_tls_file("CA file", options.ca_file,
+                  [&](std::error_code& ec) { context->load_verify_file(options.ca_file, ec); });
+  }
+  context->set_verify_mode(asio::ssl::verify_peer);
+  if (!options.certificate_file.empty()) {
+    const std::string& key =
+        options.private_key_file.empty() ? options.certificate_file : options.private_key_file;
+    load_tls_file("certificate", options.certificate_file, [&](std::error_code& ec) {
+      context->use_certificate_chain_file(options.certificate_file, ec);
+    });
+    load_tls_file("private key", key, [&](std::error_code& ec) {
+      context->use_private_key_file(key, asio::ssl::context::pem, ec);
+    });
+  }
+  return context;
+}
+
 }  // namespace
 
 Client::Client(ClientOptions options)
     : options_(std::move(options)), socket_(io_), in_(kInputBuffer) {
   if (options_.address.find('/') != std::string::npos) {
+    if (options_.tls) {
+      throw std::invalid_argument("TLS needs a TCP address, not the socket path " +
+                                  options_.address);
+    }
     const asio::local::stream_protocol::endpoint unix_endpoint(options_.address);
     socket_.open(asio::generic::stream_protocol(unix_endpoint.protocol()));
     run_with_timeout(io_, socket_, options_.timeout, [&](auto handler) {
@@ -112,15 +154,43 @@ Client::Client(ClientOptions options)
     }
     const int one = 1;
     ::setsockopt(socket_.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (options_.tls) {
+      tls_handshake(host);
+    }
   }
   handshake();
 }
 
 Client::~Client() = default;
 
+void Client::tls_handshake(const std::string& host) {
+  tls_context_ = make_tls_context(*options_.tls);
+  const std::string name = options_.tls->server_name.empty() ? host : options_.tls->server_name;
+  tls_.emplace(socket_, *tls_context_);
+  std::error_code not_an_address;
+  asio::ip::make_address(name, not_an_address);
+  // SNI carries host names only (RFC 6066); an IP address is matched against the IP SANs.
+  if (not_an_address && SSL_set_tlsext_host_name(tls_->native_handle(), name.c_str()) != 1) {
+    throw std::runtime_error("TLS: cannot send the server name " + name);
+  }
+  tls_->set_verify_callback(asio::ssl::host_name_verification(name));
+  try {
+    run_with_timeout(io_, socket_, options_.timeout, [&](auto handler) {
+      tls_->async_handshake(asio::ssl::stream_base::client,
+                            [handler](std::error_code ec) mutable { handler(ec, 0); });
+    });
+  } catch (const std::system_error& e) {
+    throw std::system_error(e.code(), "TLS handshake with " + options_.address);
+  }
+}
+
 void Client::write_all(std::span<const std::uint8_t> data) {
   run_with_timeout(io_, socket_, options_.timeout, [&](auto handler) {
-    asio::async_write(socket_, asio::buffer(data.data(), data.size()), handler);
+    if (tls_) {
+      asio::async_write(*tls_, asio::buffer(data.data(), data.size()), handler);
+    } else {
+      asio::async_write(socket_, asio::buffer(data.data(), data.size()), handler);
+    }
   });
 }
 
@@ -130,7 +200,12 @@ void Client::fill() {
     in_end_ = 0;
   }
   in_end_ += run_with_timeout(io_, socket_, options_.timeout, [&](auto handler) {
-    socket_.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_), handler);
+    const auto space = asio::buffer(in_.data() + in_end_, in_.size() - in_end_);
+    if (tls_) {
+      tls_->async_read_some(space, handler);
+    } else {
+      socket_.async_read_some(space, handler);
+    }
   });
 }
 
@@ -182,7 +257,7 @@ void Client::call_streamed(serialserver::TaskCode code, std::span<const std::uin
     throw ServerError(read_byte());
   }
   if (response == static_cast<std::uint8_t>(serialserver::ResponseCode::goodbye)) {
-    throw std::runtime_error("the server said goodbye");
+    throw GoodbyeReceived();
   }
   if (response != static_cast<std::uint8_t>(serialserver::ResponseCode::ok)) {
     throw std::runtime_error("bad response code " + std::to_string(response));
@@ -293,6 +368,14 @@ std::vector<LogInfo> Client::list() {
     out.push_back(decode_log_info(r));
   }
   return out;
+}
+
+std::uint64_t Client::delete_messages(const DeleteQuery& query) {
+  BinaryWriter w(options_.byte_order);
+  encode_delete_query(w, query);
+  const auto reply = call(kTaskDelete, w.data());
+  BinaryReader r(reply, options_.byte_order);
+  return decode_delete_result(r);
 }
 
 }  // namespace logd

@@ -18,6 +18,9 @@
 
 #include <asio/generic/stream_protocol.hpp>
 #include <asio/io_context.hpp>
+#include <asio/ssl/context.hpp>
+#include <asio/ssl/stream.hpp>
+#include <serialclient/tls.hpp>
 
 namespace logd {
 
@@ -32,6 +35,13 @@ class ServerError : public std::runtime_error {
   serialserver::ErrorCode code_;
 };
 
+/// The server answered Goodbye: it is closing the connection (it is shutting down).
+/// Thread-safety: an immutable value.
+class GoodbyeReceived : public std::runtime_error {
+ public:
+  GoodbyeReceived() : std::runtime_error("the server said goodbye") {}
+};
+
 /// Options of a Client.
 struct ClientOptions {
   /// "host:port", "[v6]:port" or a Unix socket path (anything with a '/').
@@ -42,6 +52,11 @@ struct ClientOptions {
   std::optional<std::string> token;
   /// The rolling timeout of every read and write (and of the connect).
   std::chrono::milliseconds timeout{30000};
+  /// TLS (1.2 or later) for a TCP address, as the serialclient library does it: the server's
+  /// certificate verified against ca_file (or the system's CAs) and its name (server_name, or
+  /// the host of `address`) checked; certificate_file and private_key_file for mutual TLS.
+  /// Empty means plaintext.
+  std::optional<serialclient::TlsOptions> tls;
 };
 
 /// One connection to logd, handshaken at construction.
@@ -49,8 +64,9 @@ struct ClientOptions {
 /// connection closes with it. After an I/O failure or a timeout the client is unusable.
 class Client {
  public:
-  /// Connects and runs the handshake. Throws std::system_error (I/O, timeout) or
-  /// std::runtime_error (handshake refused or token needed).
+  /// Connects, runs the TLS handshake if options.tls is set, then logd's handshake. Throws
+  /// std::system_error (I/O, timeout, a TLS file that cannot be loaded, a failed TLS handshake)
+  /// or std::runtime_error (handshake refused or token needed).
   explicit Client(ClientOptions options);
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -66,9 +82,11 @@ class Client {
   std::vector<Record> tail(const TailQuery& query);
   /// Task 5: every log with its count.
   std::vector<LogInfo> list();
+  /// Task 6: removes the messages of a log older than query.before_ns; returns how many.
+  std::uint64_t delete_messages(const DeleteQuery& query);
 
   /// Sends task `code` with `content` and returns the OK content. Throws ServerError for an
-  /// Error response, std::runtime_error for Goodbye.
+  /// Error response, GoodbyeReceived for Goodbye.
   std::vector<std::uint8_t> call(serialserver::TaskCode code,
                                  std::span<const std::uint8_t> content);
   /// As call, handing the OK content to `sink` in pieces as it arrives.
@@ -86,10 +104,13 @@ class Client {
   void read_exact(std::span<std::uint8_t> out);
   void fill();
   void handshake();
+  void tls_handshake(const std::string& host);
 
   ClientOptions options_;
   asio::io_context io_;
   asio::generic::stream_protocol::socket socket_;
+  std::shared_ptr<asio::ssl::context> tls_context_;
+  std::optional<asio::ssl::stream<asio::generic::stream_protocol::socket&>> tls_;
   std::vector<std::uint8_t> in_;
   std::size_t in_begin_ = 0;
   std::size_t in_end_ = 0;

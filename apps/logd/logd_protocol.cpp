@@ -138,6 +138,13 @@ void encode_log_info(BinaryWriter& w, const LogInfo& info) {
   w.write_u64(info.last_id);
 }
 
+void encode_delete_query(BinaryWriter& w, const DeleteQuery& q) {
+  w.write_string(q.log);
+  w.write_i64(q.before_ns);
+}
+
+void encode_delete_result(BinaryWriter& w, std::uint64_t deleted) { w.write_u64(deleted); }
+
 std::vector<Field> decode_fields(BinaryReader& r) {
   const std::uint32_t n = r.read_u32();
   if (n > kMaxFields) {
@@ -231,6 +238,16 @@ TailQuery decode_tail_query(std::span<const std::uint8_t> payload, ByteOrder ord
   });
 }
 
+DeleteQuery decode_delete_query(std::span<const std::uint8_t> payload, ByteOrder order) {
+  return decode_whole(payload, order, [](BinaryReader& r) {
+    DeleteQuery q;
+    q.log = r.read_string();
+    check_name(q.log);
+    q.before_ns = r.read_i64();
+    return q;
+  });
+}
+
 Record decode_record(BinaryReader& r) {
   Record rec;
   rec.id = r.read_u64();
@@ -254,6 +271,8 @@ LogInfo decode_log_info(BinaryReader& r) {
   info.last_id = r.read_u64();
   return info;
 }
+
+std::uint64_t decode_delete_result(BinaryReader& r) { return r.read_u64(); }
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -30,6 +30,7 @@ inline constexpr serialserver::TaskCode kTaskAppendBatch = 2;
 inline constexpr serialserver::TaskCode kTaskRead = 3;
 inline constexpr serialserver::TaskCode kTaskTail = 4;
 inline constexpr serialserver::TaskCode kTaskList = 5;
+inline constexpr serialserver::TaskCode kTaskDelete = 6;
 
 /// Error codes of logd (the byte after an Error response).
 inline constexpr serialserver::ErrorCode kErrMalformed = 1;     ///< truncated or trailing bytes
@@ -121,6 +122,14 @@ struct TailQuery {
   std::uint32_t wait_ms = 0;
 };
 
+/// A delete query: removes the messages of `log` with time < before_ns; the default, INT64_MAX,
+/// removes all of the log. Thread-safety: a plain value.
+struct DeleteQuery {
+  std::string log;
+  std::int64_t before_ns = std::numeric_limits<std::int64_t>::max();
+  bool operator==(const DeleteQuery&) const = default;
+};
+
 /// One entry of the list of logs. Thread-safety: a plain value.
 struct LogInfo {
   std::string name;
@@ -158,6 +167,10 @@ void encode_record(serialserver::BinaryWriter& w, const Record& r);
 void encode_fields(serialserver::BinaryWriter& w, std::span<const Field> fields);
 /// One list entry: string name, u64 count, u64 last_id.
 void encode_log_info(serialserver::BinaryWriter& w, const LogInfo& info);
+/// The payload of task 6: string log, i64 before.
+void encode_delete_query(serialserver::BinaryWriter& w, const DeleteQuery& q);
+/// The OK payload of task 6: u64 deleted (how many messages were removed).
+void encode_delete_result(serialserver::BinaryWriter& w, std::uint64_t deleted);
 
 // ---- decoding with validation (server side); they throw ProtocolError -----------------------
 /// Decodes and validates one message (limits, level). time_ns 0 is left as is.
@@ -170,6 +183,8 @@ Message decode_append(std::span<const std::uint8_t> payload, ByteOrder order);
 ReadQuery decode_read_query(std::span<const std::uint8_t> payload, ByteOrder order);
 /// Decodes and validates a whole tail payload.
 TailQuery decode_tail_query(std::span<const std::uint8_t> payload, ByteOrder order);
+/// Decodes and validates a whole delete payload (kErrBadName, kErrMalformed).
+DeleteQuery decode_delete_query(std::span<const std::uint8_t> payload, ByteOrder order);
 /// Decodes fields (u32 n + pairs), validating the limits.
 std::vector<Field> decode_fields(serialserver::BinaryReader& r);
 
@@ -178,6 +193,8 @@ std::vector<Field> decode_fields(serialserver::BinaryReader& r);
 Record decode_record(serialserver::BinaryReader& r);
 /// Decodes one list entry.
 LogInfo decode_log_info(serialserver::BinaryReader& r);
+/// Decodes the OK payload of task 6: the number of messages removed.
+std::uint64_t decode_delete_result(serialserver::BinaryReader& r);
 
 /// Reads a token file: its content without trailing whitespace. Throws std::runtime_error if it
 /// cannot be read, is empty, or exceeds kMaxTokenBytes. Thread-safety: a plain function.
