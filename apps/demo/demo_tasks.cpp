@@ -107,12 +107,12 @@ asio::awaitable<Response> count(TaskContext& ctx) {
 }  // namespace
 
 void register_demo_tasks(serialserver::Server& server) {
-  server.register_inline_task(1, echo, "echo");
-  server.register_inline_task(2, empty, "empty");
-  server.register_task(3, error_code, "error");
-  server.register_task(4, produce, "produce");
-  server.register_task(5, sleep, "sleep");
-  server.register_task(6, count, "count");
+  server.register_task(1, echo, {.name = "echo"});
+  server.register_task(2, empty, {.name = "empty"});
+  server.register_task(3, error_code, {.name = "error"});
+  server.register_task(4, produce, {.name = "produce"});
+  server.register_task(5, sleep, {.name = "sleep"});
+  server.register_task(6, count, {.name = "count"});
 }
 
 }  // namespace demo

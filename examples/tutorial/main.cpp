@@ -128,9 +128,9 @@ int main(int argc, char** argv) {
   options.logger = std::make_shared<ss::SpdlogLogger>(console);
 
   ss::Server server(options);
-  server.register_task(kUpper, upper, "upper");
-  server.register_blocking_task(kStats, stats, "stats");
-  server.register_task(kDelay, delay, "delay");
+  server.register_task(kUpper, upper, {.name = "upper"});
+  server.register_task(kStats, stats, {.name = "stats"});
+  server.register_task(kDelay, delay, {.name = "delay"});
 
   ss::ListenerOptions listener_options;
   listener_options.address = address;
