@@ -23,6 +23,8 @@ SERIALSERVER_APT_PACKAGES=(
   # serialbench's io_uring engine.
   liburing-dev
   libsqlite3-dev
+  # The server library's Prometheus metrics (PrometheusMetrics).
+  prometheus-cpp-dev
   pkg-config
   python3
   clang-format
