@@ -25,6 +25,8 @@ SERIALSERVER_APT_PACKAGES=(
   libsqlite3-dev
   # The server library's Prometheus metrics (PrometheusMetrics).
   prometheus-cpp-dev
+  # Every JSON the project writes (the structured logger's JSON lines among them).
+  nlohmann-json3-dev
   pkg-config
   python3
   clang-format
