@@ -23,8 +23,12 @@ SERIALSERVER_APT_PACKAGES=(
   # serialbench's io_uring engine.
   liburing-dev
   libsqlite3-dev
-  # serialserver-log: JSON output (nlohmann-json) and time parsing (Howard Hinnant's date).
+  # The server library's Prometheus metrics (PrometheusMetrics).
+  prometheus-cpp-dev
+  # Every JSON the project writes: the structured logger's JSON lines, serialserver-log's
+  # --output json, serialbench's --json.
   nlohmann-json3-dev
+  # serialserver-log's time parsing (Howard Hinnant's date library).
   libhowardhinnant-date-dev
   pkg-config
   python3

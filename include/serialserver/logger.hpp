@@ -12,8 +12,9 @@
 #include <fmt/format.h>
 
 namespace spdlog {
+class formatter;
 class logger;
-}
+}  // namespace spdlog
 
 namespace serialserver {
 
@@ -99,7 +100,10 @@ class LogField {
 /// Appends `message` and `fields` to `out` in `format`: for text, `msg="..." key=value ...`
 /// (values quoted and escaped when they hold spaces, quotes, '=' or control characters); for
 /// JSON, the members `"msg":"...","key":value,...` without the enclosing braces, so that a
-/// line pattern can add the time and level around them. Thread-safety: a pure function.
+/// line can add the time and level around them. JSON is written by nlohmann-json: control
+/// characters are escaped, and bytes that are not valid UTF-8 are replaced by U+FFFD, so the
+/// line is valid JSON whatever the values hold; non-finite numbers are written as null.
+/// Thread-safety: a pure function.
 void append_log_fields(std::string& out, LogFormat format, std::string_view message,
                        std::span<const LogField> fields);
 
@@ -115,8 +119,8 @@ class Logger {
   /// Writes one line. Must not throw.
   virtual void write(LogLevel level, std::string_view message) noexcept = 0;
   /// Writes one structured line: a message and its fields. The default renders them as text
-  /// (append_log_fields with LogFormat::text) and passes the result to write(); SpdlogLogger
-  /// renders its own format. Must not throw.
+  /// (append_log_fields with LogFormat::text) and passes the result to write(); the stderr
+  /// logger and SpdlogLogger render their own forms. Must not throw.
   virtual void write_fields(LogLevel level, std::string_view message,
                             std::span<const LogField> fields) noexcept;
 
@@ -163,24 +167,34 @@ class Logger {
 };
 
 /// A Logger that writes through an spdlog logger (the adapter for applications that use
-/// spdlog). Every line's message part (spdlog's %v) is rendered in `format`: plain messages
-/// become `msg="..."` (text) or `"msg":"..."` (JSON), structured ones add their fields. The
-/// time and level come from the spdlog logger's pattern; set_pattern() installs the matching
-/// one. Thread-safety: as safe as the spdlog logger given (the _mt sinks are).
+/// spdlog). spdlog owns the line: its pattern (or formatter) adds the time, level and logger
+/// name, and this adapter only supplies the message.
+///
+/// - LogFormat::text (the default): the message as it is, and a structured line's fields after
+///   it as ` key=value` (quoted as append_log_fields does). With spdlog's default pattern:
+///   `[2024-01-02 03:04:05.678] [app] [info] connection opened client=... id=1`.
+/// - LogFormat::json: for a logger (or sinks) whose formatter is json_formatter(). Each record
+///   becomes one JSON object with the time, level, logger name, message and fields as members;
+///   records the application logs straight through spdlog get the same form, with only "msg".
+///
+/// Thread-safety: as safe as the spdlog logger given (the _mt sinks are).
 class SpdlogLogger final : public Logger {
  public:
-  /// Writes through `logger`, at the levels that logger has enabled, as `format` lines.
+  /// Writes through `logger`, at the levels that logger has enabled, in `format` (see above).
   explicit SpdlogLogger(std::shared_ptr<spdlog::logger> logger, LogFormat format = LogFormat::text);
   bool enabled(LogLevel level) const noexcept override;
   void write(LogLevel level, std::string_view message) noexcept override;
   void write_fields(LogLevel level, std::string_view message,
                     std::span<const LogField> fields) noexcept override;
-  /// The format of the message part.
+  /// The format given to the constructor.
   LogFormat format() const noexcept { return format_; }
-  /// Gives `logger` the line pattern of `format`, with UTC times: text lines read
-  /// `ts=2024-01-02T03:04:05.678901Z level=info msg=...`, JSON lines
-  /// `{"ts":"2024-01-02T03:04:05.678901Z","level":"info","msg":...}`.
-  static void set_pattern(spdlog::logger& logger, LogFormat format);
+  /// An spdlog formatter that writes each record as a JSON line, in UTC:
+  /// `{"ts":"2024-01-02T03:04:05.678901Z","level":"info","logger":"app","msg":"...",...}`
+  /// (levels as spdlog names them: trace, debug, info, warning, error, critical). Give it to
+  /// the logger (`logger->set_formatter(SpdlogLogger::json_formatter())`) or to some of its
+  /// sinks, and use LogFormat::json for the SpdlogLogger. Strings are escaped as
+  /// append_log_fields does.
+  static std::unique_ptr<spdlog::formatter> json_formatter();
   /// The wrapped spdlog logger.
   const std::shared_ptr<spdlog::logger>& spdlog_logger() const noexcept { return logger_; }
 
@@ -189,7 +203,11 @@ class SpdlogLogger final : public Logger {
   LogFormat format_;
 };
 
-/// The default logger: stderr, lines at `level` and above, in `format`. Thread-safe.
+/// The default logger: stderr, lines at `level` and above, in `format`: text lines read
+/// `ts=2024-01-02T03:04:05.678901Z level=info msg="connection opened" id=1 ...` (logfmt), JSON
+/// lines `{"ts":"2024-01-02T03:04:05.678901Z","level":"info","msg":"connection opened","id":1}`
+/// (times in UTC; levels trace, debug, info, warning, error). Each line is written with one
+/// fwrite(), so lines from several threads do not interleave. Thread-safe.
 std::shared_ptr<Logger> make_stderr_logger(LogLevel level = LogLevel::info,
                                            LogFormat format = LogFormat::text);
 

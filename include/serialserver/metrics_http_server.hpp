@@ -4,6 +4,12 @@
 // only one request per connection, so this answers `GET /metrics` (and HEAD) and nothing else:
 // every response closes the connection, requests are bounded in size and time, and there is no
 // keep-alive, chunking or request body.
+//
+// Why not prometheus-cpp's pull Exposer: it would bring civetweb (and zlib) to every user of
+// the library, with a thread pool of its own, while this endpoint runs on standalone Asio like
+// the rest of the library and is already bounded (request size and time, connections) and
+// tested. Applications that prefer the Exposer can register PrometheusMetrics::collectable()
+// with it instead.
 
 #include <chrono>
 #include <cstddef>

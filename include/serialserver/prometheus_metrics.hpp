@@ -1,22 +1,21 @@
 #pragma once
 
-// A Metrics implementation that renders the Prometheus text exposition format, version 0.0.4.
-//
-// Why by hand: Debian 12 ships no prometheus-cpp package (libprometheus-cpp-dev has no
-// candidate in bookworm), and the project installs its dependencies from Debian only. The text
-// format is small and stable (counters, a gauge and one histogram family), so it is written
-// here rather than vendored.
+// A Metrics implementation on prometheus-cpp (Debian: prometheus-cpp-dev): its families,
+// counters and gauge hold the values, and its text serializer renders the Prometheus text
+// exposition format, version 0.0.4. The header keeps prometheus-cpp out of sight except for
+// collectable(), which hands the families to a prometheus-cpp Exposer or Registry user.
 
 #include <serialserver/metrics.hpp>
 
 #include <array>
-#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <vector>
+
+namespace prometheus {
+class Collectable;
+}
 
 namespace serialserver {
 
@@ -41,12 +40,19 @@ namespace serialserver {
 ///
 /// Per-code series appear once a task with that code has finished.
 ///
+/// Names are never removed: a code registered again under another name starts series of its
+/// own, and the old name's series keep their last values (prometheus-cpp frees a removed series,
+/// and the hooks hold pointers to them without a lock).
+///
 /// Thread-safety: every member function may be called from any thread at once. The Metrics
-/// hooks are a few relaxed atomic increments on fixed per-code slots (no allocation and no
-/// lock, except the first time a code is seen with a new name); render() reads the counters
-/// without stopping the writers, so one scrape may see a task in one family and not yet in
-/// another, but every counter is monotonic and each histogram's `_count` equals its `+Inf`
-/// bucket. Lifetime: hand it to the server as a std::shared_ptr; keep one to render.
+/// hooks are a few atomic increments of prometheus-cpp counters and of fixed histogram slots
+/// (no allocation and no lock, except the first time a code is seen with a new name).
+/// task_duration_seconds is not a prometheus::Histogram, whose Observe() takes a mutex: its
+/// buckets are relaxed atomics handed to prometheus-cpp as a histogram family at each scrape.
+/// render() reads the values without stopping the writers, so one scrape may see a task in one
+/// family and not yet in another, but every counter is monotonic and each histogram's `_count`
+/// equals its `+Inf` bucket. Lifetime: hand it to the server as a std::shared_ptr; keep one to
+/// render.
 class PrometheusMetrics final : public Metrics {
  public:
   /// Upper bounds of the task_duration_seconds buckets, in nanoseconds (100 us to 10 s).
@@ -67,35 +73,18 @@ class PrometheusMetrics final : public Metrics {
   void task_finished(const Client& client, const TaskRecord& record) noexcept override;
   void connection_dropped(std::string_view remote_address, DropReason reason) noexcept override;
 
-  /// Every family in the text exposition format (HELP and TYPE lines, then the samples).
+  /// Every family in the text exposition format (HELP and TYPE lines, then the samples), as
+  /// prometheus-cpp's TextSerializer writes it. Families without series yet are left out.
   std::string render() const;
 
+  /// Every family as a prometheus-cpp Collectable, for a prometheus::Exposer
+  /// (RegisterCollectable) or any other prometheus-cpp consumer. It stays valid after this
+  /// object is gone (it then holds the last values).
+  std::shared_ptr<prometheus::Collectable> collectable() const noexcept;
+
  private:
-  static constexpr std::size_t kOutcomes = 4;
-  static constexpr std::size_t kCloseReasons = 16;  // none, the 14 Errc values, other
-  static constexpr std::size_t kDropReasons = 5;
-  static constexpr std::size_t kBuckets = kLatencyBucketsNs.size() + 1;  // the last is +Inf
-
-  using Counter = std::atomic<std::uint64_t>;
-  struct CodeSlot {
-    std::array<Counter, kOutcomes> tasks{};
-    Counter bytes_in{0};
-    Counter bytes_out{0};
-    std::array<Counter, kBuckets> buckets{};  // not cumulative; render() sums them
-    Counter duration_sum_ns{0};
-    std::atomic<const std::string*> name{nullptr};  // owned by names_
-  };
-
-  void set_name(CodeSlot& slot, std::string_view name) noexcept;
-
-  std::unique_ptr<std::array<CodeSlot, 256>> codes_;
-  std::atomic<std::int64_t> open_{0};
-  Counter opened_{0};
-  std::array<Counter, kCloseReasons> closed_{};
-  std::array<Counter, kDropReasons> dropped_{};
-
-  std::mutex names_mutex_;  // guards names_; taken only when a code's name changes
-  std::vector<std::unique_ptr<const std::string>> names_;
+  class State;
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace serialserver

@@ -1,9 +1,22 @@
 #include <serialserver/error.hpp>
 #include <serialserver/prometheus_metrics.hpp>
 
-#include <iterator>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
-#include <fmt/format.h>
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
 
 namespace serialserver {
 
@@ -11,14 +24,26 @@ namespace {
 
 constexpr std::memory_order kRelaxed = std::memory_order_relaxed;
 
-/// The `le` labels of PrometheusMetrics::kLatencyBucketsNs, in seconds, then +Inf.
-constexpr std::array<std::string_view, PrometheusMetrics::kLatencyBucketsNs.size() + 1>
-    kBucketLabels = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
-                     "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "0.5",
-                     "1",      "2.5",     "5",      "10",    "+Inf"};
+constexpr std::size_t kOutcomes = 4;
+constexpr std::size_t kCodes = 256;
+constexpr std::size_t kBuckets = PrometheusMetrics::kLatencyBucketsNs.size() + 1;  // last: +Inf
 
-/// Close reasons by slot: 0 no error, 1..13 the Errc values, 14 anything else.
-constexpr std::size_t kOtherCloseReason = 15;
+constexpr std::string_view kDurationFamily = "serialserver_task_duration_seconds";
+
+/// The order families are rendered in (prometheus-cpp's Registry groups them by type).
+constexpr std::array<std::string_view, 9> kFamilyOrder = {"serialserver_connections_open",
+                                                          "serialserver_connections_total",
+                                                          "serialserver_connections_closed_total",
+                                                          "serialserver_connections_dropped_total",
+                                                          "serialserver_timeouts_total",
+                                                          "serialserver_tasks_total",
+                                                          "serialserver_request_bytes_total",
+                                                          "serialserver_response_bytes_total",
+                                                          kDurationFamily};
+
+/// Close reasons by slot: 0 no error, 1..14 the Errc values, 15 anything else.
+constexpr std::size_t kCloseReasons = 16;
+constexpr std::size_t kOtherCloseReason = kCloseReasons - 1;
 std::size_t close_reason_slot(std::error_code reason) noexcept {
   if (!reason) {
     return 0;
@@ -29,201 +54,262 @@ std::size_t close_reason_slot(std::error_code reason) noexcept {
   }
   return kOtherCloseReason;
 }
-std::string_view close_reason_of_slot(std::size_t slot) {
+std::string close_reason_of_slot(std::size_t slot) {
   if (slot == 0) {
-    return close_reason_name({});
+    return std::string(close_reason_name({}));
   }
   if (slot == kOtherCloseReason) {
     return "other";
   }
-  return close_reason_name(make_error_code(static_cast<Errc>(slot)));
+  return std::string(close_reason_name(make_error_code(static_cast<Errc>(slot))));
 }
 
-/// A label value with backslash, double quote and line feed escaped, as the format asks.
-std::string escape_label(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (const char ch : value) {
-    if (ch == '\\') {
-      out += "\\\\";
-    } else if (ch == '"') {
-      out += "\\\"";
-    } else if (ch == '\n') {
-      out += "\\n";
-    } else {
-      out += ch;
-    }
-  }
-  return out;
+constexpr std::size_t kDropReasons = 5;
+
+/// The kinds of serialserver_timeouts_total.
+enum class TimeoutKind : std::uint8_t { wait, read, write, request, handshake };
+constexpr std::array<std::string_view, 5> kTimeoutKinds = {"wait", "read", "write", "request",
+                                                           "handshake"};
+
+/// The timeout a close reason is, if it is one.
+std::optional<TimeoutKind> timeout_of(std::error_code reason) noexcept {
+  if (reason == make_error_code(Errc::timeout_waiting_for_task)) return TimeoutKind::wait;
+  if (reason == make_error_code(Errc::read_timeout)) return TimeoutKind::read;
+  if (reason == make_error_code(Errc::write_timeout)) return TimeoutKind::write;
+  if (reason == make_error_code(Errc::request_timeout)) return TimeoutKind::request;
+  return std::nullopt;
 }
 
-void header(fmt::memory_buffer& out, std::string_view name, std::string_view type,
-            std::string_view help) {
-  fmt::format_to(std::back_inserter(out), "# HELP serialserver_{} {}\n# TYPE serialserver_{} {}\n",
-                 name, help, name, type);
-}
+/// The series of one task code under one name: prometheus-cpp counters, and the duration
+/// histogram's buckets (not cumulative; Collect() sums them).
+struct CodeSeries {
+  unsigned code = 0;
+  std::string name;
+  std::array<prometheus::Counter*, kOutcomes> tasks{};
+  prometheus::Counter* request_bytes = nullptr;
+  prometheus::Counter* response_bytes = nullptr;
+  std::array<std::atomic<std::uint64_t>, kBuckets> buckets{};
+  std::atomic<std::uint64_t> duration_sum_ns{0};
+};
 
 }  // namespace
 
-PrometheusMetrics::PrometheusMetrics() : codes_(std::make_unique<std::array<CodeSlot, 256>>()) {}
+/// The families, and the Collectable that gathers them for a scrape.
+class PrometheusMetrics::State final : public prometheus::Collectable {
+  // First: the members below that refer to families are initialized from it.
+  prometheus::Registry registry_;
+
+ public:
+  State()
+      : open(prometheus::BuildGauge()
+                 .Name("serialserver_connections_open")
+                 .Help("Connections being served now.")
+                 .Register(registry_)
+                 .Add({})),
+        opened(prometheus::BuildCounter()
+                   .Name("serialserver_connections_total")
+                   .Help("Connections served since the start.")
+                   .Register(registry_)
+                   .Add({})),
+        tasks_(prometheus::BuildCounter()
+                   .Name("serialserver_tasks_total")
+                   .Help("Finished tasks by task code and outcome.")
+                   .Register(registry_)),
+        request_bytes_(prometheus::BuildCounter()
+                           .Name("serialserver_request_bytes_total")
+                           .Help("Request content bytes read, by task code.")
+                           .Register(registry_)),
+        response_bytes_(prometheus::BuildCounter()
+                            .Name("serialserver_response_bytes_total")
+                            .Help("Response content bytes written, by task code.")
+                            .Register(registry_)) {
+    auto& closed_family = prometheus::BuildCounter()
+                              .Name("serialserver_connections_closed_total")
+                              .Help("Served connections that ended, by reason.")
+                              .Register(registry_);
+    for (std::size_t i = 0; i < closed.size(); ++i) {
+      closed[i] = &closed_family.Add({{"reason", close_reason_of_slot(i)}});
+    }
+    auto& dropped_family = prometheus::BuildCounter()
+                               .Name("serialserver_connections_dropped_total")
+                               .Help("Connections dropped before being served, by reason.")
+                               .Register(registry_);
+    for (std::size_t i = 0; i < dropped.size(); ++i) {
+      dropped[i] = &dropped_family.Add(
+          {{"reason", std::string(drop_reason_name(static_cast<DropReason>(i)))}});
+    }
+    auto& timeouts_family =
+        prometheus::BuildCounter()
+            .Name("serialserver_timeouts_total")
+            .Help(
+                "Connections closed by the wait, read, write or request timeout, and handshakes "
+                "that timed out.")
+            .Register(registry_);
+    for (std::size_t i = 0; i < timeouts.size(); ++i) {
+      timeouts[i] = &timeouts_family.Add({{"kind", std::string(kTimeoutKinds[i])}});
+    }
+  }
+
+  /// The series of `code` named `name`, made the first time that pair is seen; null if making
+  /// it failed (out of memory).
+  CodeSeries* series_for(unsigned code, std::string_view name) noexcept {
+    try {
+      const std::lock_guard lock(mutex_);
+      auto found = std::find_if(series_.begin(), series_.end(),
+                                [&](const auto& s) { return s->code == code && s->name == name; });
+      if (found == series_.end()) {
+        series_.push_back(make_series(code, name));
+        found = std::prev(series_.end());
+      }
+      current[code].store(found->get(), std::memory_order_release);
+      return found->get();
+    } catch (...) {
+      return nullptr;
+    }
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> families = registry_.Collect();
+    prometheus::MetricFamily durations = collect_durations();
+    if (!durations.metric.empty()) {
+      families.push_back(std::move(durations));
+    }
+    const auto rank = [](const prometheus::MetricFamily& family) {
+      return std::find(kFamilyOrder.begin(), kFamilyOrder.end(), family.name) -
+             kFamilyOrder.begin();
+    };
+    std::stable_sort(families.begin(), families.end(),
+                     [&](const auto& a, const auto& b) { return rank(a) < rank(b); });
+    return families;
+  }
+
+  prometheus::Gauge& open;
+  prometheus::Counter& opened;
+  std::array<prometheus::Counter*, kCloseReasons> closed{};
+  std::array<prometheus::Counter*, kDropReasons> dropped{};
+  std::array<prometheus::Counter*, kTimeoutKinds.size()> timeouts{};
+  /// Each code's series under the name it was last seen with; null before its first task.
+  std::array<std::atomic<CodeSeries*>, kCodes> current{};
+
+ private:
+  std::unique_ptr<CodeSeries> make_series(unsigned code, std::string_view name) {
+    auto series = std::make_unique<CodeSeries>();
+    series->code = code;
+    series->name = name;
+    const prometheus::Labels labels = {{"code", std::to_string(code)}, {"name", series->name}};
+    for (std::size_t o = 0; o < kOutcomes; ++o) {
+      prometheus::Labels with_outcome = labels;
+      with_outcome.emplace("outcome", task_outcome_name(static_cast<TaskOutcome>(o)));
+      series->tasks[o] = &tasks_.Add(with_outcome);
+    }
+    series->request_bytes = &request_bytes_.Add(labels);
+    series->response_bytes = &response_bytes_.Add(labels);
+    return series;
+  }
+
+  prometheus::MetricFamily collect_durations() const {
+    prometheus::MetricFamily family;
+    family.name = kDurationFamily;
+    family.help = "Task durations, by task code.";
+    family.type = prometheus::MetricType::Histogram;
+    const std::lock_guard lock(mutex_);
+    std::vector<const CodeSeries*> sorted;
+    sorted.reserve(series_.size());
+    for (const auto& s : series_) {
+      sorted.push_back(s.get());
+    }
+    std::sort(sorted.begin(), sorted.end(), [](const CodeSeries* a, const CodeSeries* b) {
+      return std::tie(a->code, a->name) < std::tie(b->code, b->name);
+    });
+    for (const CodeSeries* s : sorted) {
+      prometheus::ClientMetric metric;
+      metric.label = {{"code", std::to_string(s->code)}, {"name", s->name}};
+      std::uint64_t cumulative = 0;
+      for (std::size_t b = 0; b < kBuckets; ++b) {
+        cumulative += s->buckets[b].load(kRelaxed);
+        const double upper = b < kLatencyBucketsNs.size()
+                                 ? static_cast<double>(kLatencyBucketsNs[b]) / 1e9
+                                 : std::numeric_limits<double>::infinity();
+        metric.histogram.bucket.push_back({cumulative, upper});
+      }
+      metric.histogram.sample_count = cumulative;
+      metric.histogram.sample_sum = static_cast<double>(s->duration_sum_ns.load(kRelaxed)) / 1e9;
+      family.metric.push_back(std::move(metric));
+    }
+    return family;
+  }
+
+  prometheus::Family<prometheus::Counter>& tasks_;
+  prometheus::Family<prometheus::Counter>& request_bytes_;
+  prometheus::Family<prometheus::Counter>& response_bytes_;
+  mutable std::mutex mutex_;  // guards series_ (appended to, and read by a scrape)
+  std::vector<std::unique_ptr<CodeSeries>> series_;  // never shrinks: the hooks hold pointers
+};
+
+PrometheusMetrics::PrometheusMetrics() : state_(std::make_shared<State>()) {}
 
 PrometheusMetrics::~PrometheusMetrics() = default;
 
 void PrometheusMetrics::connection_opened(const Client& /*client*/) noexcept {
-  opened_.fetch_add(1, kRelaxed);
-  open_.fetch_add(1, kRelaxed);
+  state_->opened.Increment();
+  state_->open.Increment();
 }
 
 void PrometheusMetrics::connection_closed(const Client& /*client*/,
                                           std::error_code reason) noexcept {
-  open_.fetch_sub(1, kRelaxed);
-  closed_[close_reason_slot(reason)].fetch_add(1, kRelaxed);
+  state_->open.Decrement();
+  state_->closed[close_reason_slot(reason)]->Increment();
+  if (const auto kind = timeout_of(reason)) {
+    state_->timeouts[static_cast<std::size_t>(*kind)]->Increment();
+  }
 }
 
 void PrometheusMetrics::connection_dropped(std::string_view /*remote_address*/,
                                            DropReason reason) noexcept {
   const auto slot = static_cast<std::size_t>(reason);
-  if (slot < dropped_.size()) {
-    dropped_[slot].fetch_add(1, kRelaxed);
+  if (slot < state_->dropped.size()) {
+    state_->dropped[slot]->Increment();
+  }
+  if (reason == DropReason::handshake_timeout) {
+    state_->timeouts[static_cast<std::size_t>(TimeoutKind::handshake)]->Increment();
   }
 }
 
 void PrometheusMetrics::task_finished(const Client& /*client*/, const TaskRecord& record) noexcept {
-  CodeSlot& slot = (*codes_)[record.code];
-  const std::string* name = slot.name.load(std::memory_order_acquire);
-  if (name == nullptr ? !record.name.empty() : *name != record.name) {
-    set_name(slot, record.name);
+  CodeSeries* series = state_->current[record.code].load(std::memory_order_acquire);
+  if (series == nullptr || series->name != record.name) {
+    series = state_->series_for(record.code, record.name);
+    if (series == nullptr) {
+      return;
+    }
   }
   const auto outcome = static_cast<std::size_t>(record.outcome);
   if (outcome < kOutcomes) {
-    slot.tasks[outcome].fetch_add(1, kRelaxed);
+    series->tasks[outcome]->Increment();
   }
-  slot.bytes_in.fetch_add(record.bytes_read, kRelaxed);
-  slot.bytes_out.fetch_add(record.bytes_written, kRelaxed);
+  if (record.bytes_read != 0) {
+    series->request_bytes->Increment(static_cast<double>(record.bytes_read));
+  }
+  if (record.bytes_written != 0) {
+    series->response_bytes->Increment(static_cast<double>(record.bytes_written));
+  }
   if (record.outcome != TaskOutcome::goodbye) {
     const std::int64_t ns = record.duration.count();
     std::size_t bucket = 0;
     while (bucket < kLatencyBucketsNs.size() && ns > kLatencyBucketsNs[bucket]) {
       ++bucket;
     }
-    slot.buckets[bucket].fetch_add(1, kRelaxed);
-    slot.duration_sum_ns.fetch_add(ns > 0 ? static_cast<std::uint64_t>(ns) : 0, kRelaxed);
-  }
-}
-
-void PrometheusMetrics::set_name(CodeSlot& slot, std::string_view name) noexcept {
-  try {
-    std::lock_guard lock(names_mutex_);
-    const std::string* current = slot.name.load(std::memory_order_acquire);
-    if (current != nullptr && *current == name) {
-      return;  // another thread got here first
-    }
-    if (name.empty()) {
-      slot.name.store(nullptr, std::memory_order_release);
-      return;
-    }
-    // Strings are never freed before the object (a concurrent render() or task_finished() may
-    // be reading the old one) but are shared, so their number is that of distinct names.
-    for (const auto& known : names_) {
-      if (*known == name) {
-        slot.name.store(known.get(), std::memory_order_release);
-        return;
-      }
-    }
-    names_.push_back(std::make_unique<const std::string>(name));
-    slot.name.store(names_.back().get(), std::memory_order_release);
-  } catch (...) {  // out of memory: keep the old name
+    series->buckets[bucket].fetch_add(1, kRelaxed);
+    series->duration_sum_ns.fetch_add(ns > 0 ? static_cast<std::uint64_t>(ns) : 0, kRelaxed);
   }
 }
 
 std::string PrometheusMetrics::render() const {
-  fmt::memory_buffer out;
-  auto it = std::back_inserter(out);
+  return prometheus::TextSerializer().Serialize(state_->Collect());
+}
 
-  header(out, "connections_open", "gauge", "Connections being served now.");
-  fmt::format_to(it, "serialserver_connections_open {}\n", open_.load(kRelaxed));
-  header(out, "connections_total", "counter", "Connections served since the start.");
-  fmt::format_to(it, "serialserver_connections_total {}\n", opened_.load(kRelaxed));
-
-  header(out, "connections_closed_total", "counter", "Served connections that ended, by reason.");
-  for (std::size_t i = 0; i < closed_.size(); ++i) {
-    fmt::format_to(it, "serialserver_connections_closed_total{{reason=\"{}\"}} {}\n",
-                   close_reason_of_slot(i), closed_[i].load(kRelaxed));
-  }
-  header(out, "connections_dropped_total", "counter",
-         "Connections dropped before being served, by reason.");
-  for (std::size_t i = 0; i < dropped_.size(); ++i) {
-    fmt::format_to(it, "serialserver_connections_dropped_total{{reason=\"{}\"}} {}\n",
-                   drop_reason_name(static_cast<DropReason>(i)), dropped_[i].load(kRelaxed));
-  }
-  header(out, "timeouts_total", "counter",
-         "Connections closed by the wait, read, write or request timeout, and handshakes that "
-         "timed out.");
-  const std::pair<std::string_view, std::uint64_t> timeouts[] = {
-      {"wait", closed_[static_cast<std::size_t>(Errc::timeout_waiting_for_task)].load(kRelaxed)},
-      {"read", closed_[static_cast<std::size_t>(Errc::read_timeout)].load(kRelaxed)},
-      {"write", closed_[static_cast<std::size_t>(Errc::write_timeout)].load(kRelaxed)},
-      {"request", closed_[static_cast<std::size_t>(Errc::request_timeout)].load(kRelaxed)},
-      {"handshake",
-       dropped_[static_cast<std::size_t>(DropReason::handshake_timeout)].load(kRelaxed)},
-  };
-  for (const auto& [kind, count] : timeouts) {
-    fmt::format_to(it, "serialserver_timeouts_total{{kind=\"{}\"}} {}\n", kind, count);
-  }
-
-  // The per-code families: only codes that have seen a task. Their label sets are computed
-  // once per scrape.
-  struct Seen {
-    unsigned code;
-    std::string labels;  // code="1",name="echo"
-  };
-  std::vector<Seen> seen;
-  for (unsigned code = 0; code < codes_->size(); ++code) {
-    const CodeSlot& slot = (*codes_)[code];
-    std::uint64_t tasks = 0;
-    for (const auto& c : slot.tasks) {
-      tasks += c.load(kRelaxed);
-    }
-    if (tasks == 0) {
-      continue;
-    }
-    const std::string* name = slot.name.load(std::memory_order_acquire);
-    seen.push_back({code, fmt::format(R"(code="{}",name="{}")", code,
-                                      name != nullptr ? escape_label(*name) : std::string())});
-  }
-
-  header(out, "tasks_total", "counter", "Finished tasks by task code and outcome.");
-  for (const auto& s : seen) {
-    const CodeSlot& slot = (*codes_)[s.code];
-    for (std::size_t o = 0; o < kOutcomes; ++o) {
-      fmt::format_to(it, "serialserver_tasks_total{{{},outcome=\"{}\"}} {}\n", s.labels,
-                     task_outcome_name(static_cast<TaskOutcome>(o)), slot.tasks[o].load(kRelaxed));
-    }
-  }
-  header(out, "request_bytes_total", "counter", "Request content bytes read, by task code.");
-  for (const auto& s : seen) {
-    fmt::format_to(it, "serialserver_request_bytes_total{{{}}} {}\n", s.labels,
-                   (*codes_)[s.code].bytes_in.load(kRelaxed));
-  }
-  header(out, "response_bytes_total", "counter", "Response content bytes written, by task code.");
-  for (const auto& s : seen) {
-    fmt::format_to(it, "serialserver_response_bytes_total{{{}}} {}\n", s.labels,
-                   (*codes_)[s.code].bytes_out.load(kRelaxed));
-  }
-  header(out, "task_duration_seconds", "histogram", "Task durations, by task code.");
-  for (const auto& s : seen) {
-    const CodeSlot& slot = (*codes_)[s.code];
-    std::uint64_t cumulative = 0;
-    for (std::size_t b = 0; b < kBuckets; ++b) {
-      cumulative += slot.buckets[b].load(kRelaxed);
-      fmt::format_to(it, "serialserver_task_duration_seconds_bucket{{{},le=\"{}\"}} {}\n", s.labels,
-                     kBucketLabels[b], cumulative);
-    }
-    fmt::format_to(it, "serialserver_task_duration_seconds_sum{{{}}} {}\n", s.labels,
-                   static_cast<double>(slot.duration_sum_ns.load(kRelaxed)) / 1e9);
-    fmt::format_to(it, "serialserver_task_duration_seconds_count{{{}}} {}\n", s.labels, cumulative);
-  }
-  return fmt::to_string(out);
+std::shared_ptr<prometheus::Collectable> PrometheusMetrics::collectable() const noexcept {
+  return state_;
 }
 
 }  // namespace serialserver

@@ -1,11 +1,16 @@
-// PrometheusMetrics::render(): the text exposition format (HELP and TYPE before each family's
-// samples, names, labels and their escaping, cumulative histogram buckets with +Inf, _sum and
-// _count), fed through the Metrics hooks with known records.
+// PrometheusMetrics::render(): the text exposition format as prometheus-cpp's TextSerializer
+// writes it (HELP and TYPE before each family's samples, names, labels and their escaping,
+// cumulative histogram buckets with +Inf, _sum and _count), fed through the Metrics hooks with
+// known records; and collectable(), the same families for prometheus-cpp consumers.
 
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>
 #include <serialserver/prometheus_metrics.hpp>
 #include <serialserver/server.hpp>
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
 
 #include <map>
 #include <set>
@@ -196,7 +201,10 @@ TEST_F(PrometheusFormat, HistogramBucketsAreCumulativeWithInfSumAndCount) {
   }
   const std::string text = metrics_.render();
   const std::string prefix = "serialserver_task_duration_seconds";
-  const std::string expected = prefix + R"(_bucket{code="7",name="t",le="0.0001"} 1
+  // prometheus-cpp's TextSerializer writes _count and _sum before the buckets.
+  const std::string expected = prefix + R"(_count{code="7",name="t"} 5
+)" + prefix + R"(_sum{code="7",name="t"} 21.5014
+)" + prefix + R"(_bucket{code="7",name="t",le="0.0001"} 1
 )" + prefix + R"(_bucket{code="7",name="t",le="0.00025"} 1
 )" + prefix + R"(_bucket{code="7",name="t",le="0.0005"} 2
 )" + prefix + R"(_bucket{code="7",name="t",le="0.001"} 3
@@ -213,8 +221,6 @@ TEST_F(PrometheusFormat, HistogramBucketsAreCumulativeWithInfSumAndCount) {
 )" + prefix + R"(_bucket{code="7",name="t",le="5"} 4
 )" + prefix + R"(_bucket{code="7",name="t",le="10"} 4
 )" + prefix + R"(_bucket{code="7",name="t",le="+Inf"} 5
-)" + prefix + R"(_sum{code="7",name="t"} 21.5014
-)" + prefix + R"(_count{code="7",name="t"} 5
 )";
   EXPECT_NE(text.find("# TYPE " + prefix + " histogram\n" + expected), std::string::npos) << text;
 }
@@ -228,12 +234,34 @@ TEST_F(PrometheusFormat, LabelValuesAreEscaped) {
       << text;
 }
 
-TEST_F(PrometheusFormat, ANewNameForACodeIsPickedUp) {
+TEST_F(PrometheusFormat, ANewNameForACodeStartsItsOwnSeries) {
   metrics_.task_finished(*client_, task(4, "old", TaskOutcome::ok, 1ms));
+  metrics_.task_finished(*client_, task(4, "new", TaskOutcome::ok, 1ms));
   metrics_.task_finished(*client_, task(4, "new", TaskOutcome::ok, 1ms));
   const auto s = samples_of(metrics_.render());
   EXPECT_EQ(s.at(R"(serialserver_tasks_total{code="4",name="new",outcome="ok"})"), "2");
-  EXPECT_EQ(s.count(R"(serialserver_tasks_total{code="4",name="old",outcome="ok"})"), 0U);
+  // The old name's series stays, with its last value.
+  EXPECT_EQ(s.at(R"(serialserver_tasks_total{code="4",name="old",outcome="ok"})"), "1");
+  EXPECT_EQ(s.at(R"(serialserver_task_duration_seconds_count{code="4",name="new"})"), "2");
+  EXPECT_EQ(s.at(R"(serialserver_task_duration_seconds_count{code="4",name="old"})"), "1");
+}
+
+TEST_F(PrometheusFormat, CollectableHasTheFamiliesInRenderOrder) {
+  // Before any task: the per-code families have no series, so they are left out.
+  std::vector<std::string> names;
+  for (const auto& family : metrics_.collectable()->Collect()) {
+    names.push_back(family.name);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "serialserver_connections_open", "serialserver_connections_total",
+                       "serialserver_connections_closed_total",
+                       "serialserver_connections_dropped_total", "serialserver_timeouts_total"}));
+  metrics_.task_finished(*client_, task(1, "echo", TaskOutcome::ok, 1ms, 2, 2));
+  const auto families = metrics_.collectable()->Collect();
+  ASSERT_EQ(families.size(), 9U);
+  EXPECT_EQ(families[5].name, "serialserver_tasks_total");
+  EXPECT_EQ(families[8].name, "serialserver_task_duration_seconds");
+  EXPECT_EQ(prometheus::TextSerializer().Serialize(families), metrics_.render());
 }
 
 TEST(MetricsNames, CloseAndDropReasonsAndOutcomes) {
