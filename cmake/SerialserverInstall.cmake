@@ -94,7 +94,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 # Shared-library dependencies of the libraries and programs, computed by dpkg-shlibdeps
 # (dpkg-dev); the headers need the -dev packages of the libraries they include.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "libasio-dev, libfmt-dev, libspdlog-dev, libssl-dev")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS
+  "libasio-dev, libfmt-dev, libspdlog-dev, libssl-dev, prometheus-cpp-dev")
 # A shlibs file for packages built against this one, and the ldconfig trigger.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 include(CPack)
