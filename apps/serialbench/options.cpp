@@ -86,7 +86,11 @@ Examples:
                  "with --tls)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "epoll", "io_uring"}));
-  app.add_flag("--json", config.json, "machine-readable summary on stdout");
+  bool json = false;
+  bool csv = false;
+  auto* json_flag = app.add_flag("--json", json, "the summary as one JSON object on stdout");
+  auto* csv_flag = app.add_flag("--csv", csv, "the summary as CSV on stdout: field,value rows");
+  json_flag->excludes(csv_flag);
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "no progress line");
   auto* tls_flag = app.add_flag("--tls", config.tls,
@@ -156,7 +160,8 @@ Examples:
   } else {
     config.expect = task == 1 ? Expect::echo : task == 2 ? Expect::empty : Expect::any;
   }
-  config.progress = !quiet && !config.json && ::isatty(STDERR_FILENO) == 1;
+  config.format = json ? OutputFormat::json : csv ? OutputFormat::csv : OutputFormat::text;
+  config.progress = !quiet && config.format == OutputFormat::text && ::isatty(STDERR_FILENO) == 1;
   return config;
 }
 

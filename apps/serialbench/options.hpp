@@ -24,6 +24,8 @@ inline constexpr int kExitUsage = 64;
 enum class Expect { echo, empty, error, any };
 /// The I/O engine; automatic is resolved to epoll or io_uring before the run.
 enum class Engine { automatic, epoll, io_uring };
+/// How the summary is printed.
+enum class OutputFormat { text, json, csv };
 
 const char* engine_name(Engine engine);
 
@@ -42,7 +44,7 @@ struct Config {
   /// (0: sleep at once). See Spinner.
   std::chrono::nanoseconds spin{0};
   unsigned threads = 1;
-  bool json = false;
+  OutputFormat format = OutputFormat::text;
   bool progress = false;
   bool tls = false;
   Engine engine = Engine::automatic;
