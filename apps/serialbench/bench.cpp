@@ -28,6 +28,22 @@
 namespace serialbench {
 namespace {
 
+/// Set by the first SIGINT: the run ends and its summary is printed. The handler is reset by
+/// then, so a second Ctrl-C ends the process at once.
+volatile std::sig_atomic_t interrupted = 0;
+
+extern "C" void on_interrupt(int /*signal*/) { interrupted = 1; }
+
+/// Sends SIGINT to on_interrupt (once), and keeps it away from the threads started while the
+/// returned mask is in place: the main thread alone watches the flag.
+void catch_interrupt() {
+  struct sigaction action {};
+  action.sa_handler = on_interrupt;
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+}
+
 /// A worker for the engine of `config`: io_uring only once resolved to it (or while probing).
 std::unique_ptr<Worker> make_worker(const Config& config, const std::atomic<Phase>& phase) {
 #ifdef SERIALBENCH_HAVE_IO_URING
@@ -141,6 +157,11 @@ int run(Config config) {
     workers[t]->set_active(per_worker[t]);
   }
 
+  catch_interrupt();
+  sigset_t interrupt_only;
+  sigemptyset(&interrupt_only);
+  sigaddset(&interrupt_only, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &interrupt_only, nullptr);  // inherited by the workers
   const std::uint64_t start = now_ns();
   std::vector<std::thread> threads;
   threads.reserve(workers.size());
@@ -148,6 +169,7 @@ int run(Config config) {
     for (auto& w : workers) {
       threads.emplace_back([&w] { w->run(); });
     }
+    ::pthread_sigmask(SIG_UNBLOCK, &interrupt_only, nullptr);
   } catch (...) {
     // A thread that cannot start (std::system_error: the process is out of threads) ends the
     // run like any other failure, after the threads already started have been stopped and
@@ -182,6 +204,11 @@ int run(Config config) {
       last_completed = 0;
       last_tick = now;
     }
+    if (interrupted != 0) {
+      phase.store(Phase::stop, std::memory_order_release);
+      measure_end = now;
+      break;
+    }
     if (config.duration && !warm &&
         now - measure_start >= static_cast<std::uint64_t>(config.duration->count())) {
       phase.store(Phase::stop, std::memory_order_release);
@@ -215,7 +242,7 @@ int run(Config config) {
   if (config.progress) {
     std::fputs("\r\033[K", stderr);
   }
-  if (!config.duration) {
+  if (!config.duration && interrupted == 0) {
     measure_end = 0;
     for (auto& w : workers) {
       measure_end = std::max(measure_end, w->stats().end_ns);
@@ -228,8 +255,9 @@ int run(Config config) {
   summary.seconds = static_cast<double>(measure_end - measure_start) / 1e9;
   summary.cpu_ns = cpu_used;
   summary.threads = thread_count;
+  summary.interrupted = interrupted != 0;
   print_summary(config, summary);
-  return summary.errors == 0 && summary.completed > 0 ? kExitOk : kExitErrors;
+  return summary.errors() == 0 && summary.completed > 0 ? kExitOk : kExitErrors;
 }
 
 }  // namespace serialbench

@@ -46,6 +46,7 @@ struct Conn {
   std::uint64_t expect_seq = 0;
   std::size_t inflight = 0;
   std::vector<std::uint64_t> sent_at;  // by seq % pipeline
+  std::uint64_t pace_start_ns = 0;     // --rps: when request 0 was due
   // Response parsing.
   enum class State : std::uint8_t { code, error_code, content } state = State::code;
   serialserver::wire::BlockDecoder decoder;

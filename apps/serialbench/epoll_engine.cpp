@@ -23,14 +23,13 @@ void EpollWorker::run() {
   }
   Phase seen_phase = phase_.load(std::memory_order_acquire);
   const std::uint64_t start = now_ns();
-  for (auto& c : conns_) {
-    send(*c, config_.pipeline, start);
-  }
+  start_connections(start);
   std::vector<epoll_event> events(512);
   Spinner spinner(config_.spin);
   while (keep_going(seen_phase)) {
-    const int n = ::epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
-                               spinner.spinning() ? 0 : 20);
+    const std::uint64_t pace_wait_ns = paced() ? pace_all(now_ns()) : kMaxWaitNs;
+    const std::uint64_t wait_ns = spinner.spinning() ? 0 : pace_wait_ns;
+    const int n = wait(events, wait_ns);
     if (n < 0) {
       if (errno == EINTR) {
         continue;
@@ -57,6 +56,22 @@ void EpollWorker::run() {
   close_all();
   ::close(epoll_);
   epoll_ = -1;
+}
+
+int EpollWorker::wait(std::vector<epoll_event>& events, std::uint64_t timeout_ns) {
+  const auto size = static_cast<int>(events.size());
+  if (have_pwait2_) {
+    // Nanoseconds: a paced run waits until the next request is due, not to the next millisecond.
+    const timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000ULL),
+                           static_cast<long>(timeout_ns % 1'000'000'000ULL)};
+    const int n = ::epoll_pwait2(epoll_, events.data(), size, &timeout, nullptr);
+    if (n >= 0 || errno != ENOSYS) {
+      return n;
+    }
+    have_pwait2_ = false;  // a kernel before 5.11
+  }
+  return ::epoll_wait(epoll_, events.data(), size,
+                      static_cast<int>((timeout_ns + 999'999ULL) / 1'000'000ULL));
 }
 
 void EpollWorker::retire(Conn& c) {

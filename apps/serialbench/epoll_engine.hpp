@@ -7,6 +7,8 @@
 
 #include "worker.hpp"
 
+#include <sys/epoll.h>
+
 #include <vector>
 
 namespace serialbench {
@@ -26,9 +28,12 @@ class EpollWorker final : public Worker {
  private:
   void on_readable(Conn& c);
   void on_readable_tls(Conn& c);
+  /// epoll_wait for up to `timeout_ns`.
+  int wait(std::vector<epoll_event>& events, std::uint64_t timeout_ns);
 
   std::vector<std::uint8_t> read_buffer_;
   int epoll_ = -1;
+  bool have_pwait2_ = true;
 };
 
 }  // namespace serialbench

@@ -9,6 +9,7 @@
 
 #include "bench.hpp"
 #include "common/guarded_main.hpp"
+#include "common/program.hpp"
 #include "options.hpp"
 
 #include <variant>
@@ -20,7 +21,9 @@ int run_main(int argc, char** argv) {
   if (const int* status = std::get_if<int>(&options)) {
     return *status;
   }
-  return serialbench::run(std::get<serialbench::Config>(std::move(options)));
+  const int status = serialbench::run(std::get<serialbench::Config>(std::move(options)));
+  // A summary that never reached standard output (a full disk, a closed pipe) is a failure.
+  return serialserver::apps::finish_stdout("serialbench", status);
 }
 
 }  // namespace

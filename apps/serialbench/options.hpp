@@ -20,12 +20,12 @@ inline constexpr int kExitErrors = 1;
 inline constexpr int kExitConnect = 3;
 inline constexpr int kExitUsage = 64;
 
-/// What a valid answer is: the request echoed, an empty OK, an Error, or anything.
-enum class Expect { echo, empty, error, any };
-/// The I/O engine; automatic is resolved to epoll or io_uring before the run.
-enum class Engine { automatic, epoll, io_uring };
+/// What a valid answer is: the request echoed, an empty OK, any OK, an Error, or anything.
+enum class Expect { echo, empty, ok, error, any };
 /// How the summary is printed.
 enum class OutputFormat { text, json, csv };
+/// The I/O engine; automatic is resolved to epoll or io_uring before the run.
+enum class Engine { automatic, epoll, io_uring };
 
 const char* engine_name(Engine engine);
 
@@ -44,6 +44,8 @@ struct Config {
   /// (0: sleep at once). See Spinner.
   std::chrono::nanoseconds spin{0};
   unsigned threads = 1;
+  /// --rps: requests per second over all connections, each paced at its share; 0: closed loop.
+  double rps = 0;
   OutputFormat format = OutputFormat::text;
   bool progress = false;
   bool tls = false;

@@ -47,11 +47,12 @@ void UringWorker::run() {
   const std::uint64_t start = now_ns();
   for (auto& c : conns_) {
     queue_recv(*c);
-    send(*c, config_.pipeline, start);
   }
+  start_connections(start);
   Spinner spinner(config_.spin);
   while (keep_going(seen_phase)) {
     int r = 0;
+    const std::uint64_t wait_ns = paced() ? pace_all(now_ns()) : kMaxWaitNs;
     if (spinner.spinning()) {
       // Submits and collects what has completed, without waiting (task work deferred to
       // io_uring_enter runs here too).
@@ -60,7 +61,7 @@ void UringWorker::run() {
       // Waits for this turn's sends and one completion more: a send to a socket with room
       // completes within the submission, and must not end the wait before a response comes.
       const unsigned wait = queued_sends_ + 1;
-      __kernel_timespec timeout{0, 20'000'000};
+      __kernel_timespec timeout{0, static_cast<long long>(wait_ns)};
       io_uring_cqe* cqe = nullptr;
       r = ::io_uring_submit_and_wait_timeout(&ring_, &cqe, wait, &timeout, nullptr);
     }

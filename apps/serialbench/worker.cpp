@@ -13,13 +13,62 @@
 
 namespace serialbench {
 
+Worker::Worker(const Config& config, const std::atomic<Phase>& phase)
+    : config_(config), phase_(phase) {
+  if (config.rps > 0) {
+    // Each connection carries its share of the rate: one request every connections/rps seconds.
+    interval_ns_ = std::max<std::uint64_t>(
+        1, static_cast<std::uint64_t>(static_cast<double>(config.connections) * 1e9 / config.rps));
+  }
+}
+
+void Worker::start_connections(std::uint64_t now) {
+  for (auto& c : conns_) {
+    if (paced()) {
+      // The connections' schedules are staggered so that the requests are evenly spread.
+      c->pace_start_ns = now + c->id * interval_ns_ / config_.connections;
+    } else {
+      send(*c, config_.pipeline, now);
+    }
+  }
+}
+
+std::uint64_t Worker::pace_all(std::uint64_t now) {
+  std::uint64_t wait = kMaxWaitNs;
+  for (auto& conn : conns_) {
+    Conn& c = *conn;
+    if (!c.alive) {
+      continue;
+    }
+    pace(c, now);
+    if (!c.alive || c.quota == 0 || c.inflight + c.owed >= config_.pipeline) {
+      continue;  // nothing more to send, or a response must free room first
+    }
+    const std::uint64_t next = c.pace_start_ns + (c.next_seq + c.owed) * interval_ns_;
+    wait = std::min(wait, next > now ? next - now : 0);
+  }
+  return wait;
+}
+
+void Worker::pace(Conn& c, std::uint64_t now) {
+  if (now < c.pace_start_ns) {
+    return;
+  }
+  const std::uint64_t due = (now - c.pace_start_ns) / interval_ns_ + 1;
+  const std::uint64_t issued = c.next_seq + c.owed;
+  const std::uint64_t room =
+      config_.pipeline - std::min<std::uint64_t>(config_.pipeline, c.inflight + c.owed);
+  if (due > issued && room != 0) {
+    send(c, std::min(due - issued, room), now);
+  }
+}
+
 bool Worker::keep_going(Phase& seen_phase) {
   const Phase phase = phase_.load(std::memory_order_acquire);
   if (phase != seen_phase) {
     if (phase == Phase::measure) {
       // Warm-up is over: what came before does not count.
-      stats_.histogram.clear();
-      stats_.completed = stats_.errors = 0;
+      stats_.reset();
     }
     seen_phase = phase;
   }
@@ -56,7 +105,13 @@ void Worker::lose(Conn& c) {
     return;
   }
   ++stats_.errors;
-  ++stats_.lost;
+  ++stats_.answers.lost;
+  retire(c);
+}
+
+void Worker::goodbye(Conn& c) {
+  ++stats_.errors;
+  ++stats_.answers.goodbye;
   retire(c);
 }
 
@@ -76,7 +131,11 @@ bool Worker::consume(Conn& c, std::span<const std::uint8_t> data) {
     return false;
   }
   if (phase_.load(std::memory_order_relaxed) != Phase::stop) {
-    send(c, freed, now);
+    if (paced()) {
+      pace(c, now);
+    } else {
+      send(c, freed, now);
+    }
   }
   return c.alive;
 }
@@ -100,7 +159,9 @@ void Worker::emit(Conn& c, std::uint64_t now) {
   const std::size_t stamp_bytes = std::min(kStampBytes, config_.size);
   for (std::uint64_t i = 0; i < k; ++i) {
     const std::uint64_t seq = c.next_seq++;
-    c.sent_at[seq % config_.pipeline] = now;
+    // Paced, a request's latency runs from when it was due, not from when room was found for
+    // it: a slow answer delays the requests behind it, and that wait is part of their latency.
+    c.sent_at[seq % config_.pipeline] = paced() ? c.pace_start_ns + seq * interval_ns_ : now;
     if (stamp_bytes != 0) {
       stamp(&c.batch[i * request_size + 2], stamp_bytes, c.id, seq);
     }
@@ -132,18 +193,27 @@ std::uint64_t Worker::parse(Conn& c, std::span<const std::uint8_t> data, std::ui
           }
         } else if (code == serialserver::ResponseCode::error) {
           c.state = Conn::State::error_code;
+        } else if (code == serialserver::ResponseCode::goodbye) {
+          goodbye(c);  // the task was not run, and the connection ends
+          return completed;
         } else {
-          lose(c);  // Goodbye, or not a response code: the stream cannot go on
+          lose(c);  // not a response code: the stream cannot go on
           return completed;
         }
         break;
       }
-      case Conn::State::error_code:
-        ++pos;
-        complete(c, config_.expect == Expect::error || config_.expect == Expect::any, now);
+      case Conn::State::error_code: {
+        const std::uint8_t error_code = data[pos++];
+        ++stats_.answers.error_by_code[error_code];
+        const bool valid = config_.expect == Expect::error || config_.expect == Expect::any;
+        if (!valid) {
+          ++stats_.answers.wrong_error_by_code[error_code];
+        }
+        complete(c, valid, now);
         ++completed;
         c.state = Conn::State::code;
         break;
+      }
       case Conn::State::content: {
         const auto chunk = c.decoder.next(data.subspan(pos));
         pos += chunk.consumed;
@@ -158,6 +228,10 @@ std::uint64_t Worker::parse(Conn& c, std::span<const std::uint8_t> data, std::ui
             valid = valid && c.content_offset == 0;
           } else if (config_.expect == Expect::error) {
             valid = false;
+          }
+          ++stats_.answers.ok;
+          if (!valid) {
+            ++stats_.answers.wrong_ok;
           }
           complete(c, valid, now);
           ++completed;

@@ -25,7 +25,7 @@ enum class Phase { warmup, measure, stop };
 /// it; it closes its connections when run() ends.
 class Worker {
  public:
-  Worker(const Config& config, const std::atomic<Phase>& phase) : config_(config), phase_(phase) {}
+  Worker(const Config& config, const std::atomic<Phase>& phase);
   virtual ~Worker() = default;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -46,6 +46,16 @@ class Worker {
   virtual void flush(Conn& c) = 0;
   /// Takes a connection out of the loop (its quota is done, or it is lost).
   virtual void retire(Conn& c);
+
+  /// The longest a loop turn waits for the kernel.
+  static constexpr std::uint64_t kMaxWaitNs = 20'000'000;
+
+  /// Starts every connection: a full pipeline of requests, or (--rps) its pacing schedule.
+  void start_connections(std::uint64_t now);
+  /// With --rps, sends what each connection's schedule says is due; returns how long the loop
+  /// may wait for the kernel before the next request is due (at most kMaxWaitNs).
+  std::uint64_t pace_all(std::uint64_t now);
+  bool paced() const noexcept { return interval_ns_ != 0; }
 
   /// Follows the main thread's phases; false once the loop must end.
   bool keep_going(Phase& seen_phase);
@@ -71,6 +81,13 @@ class Worker {
   std::uint64_t parse(Conn& c, std::span<const std::uint8_t> data, std::uint64_t now);
   void check_content(Conn& c, std::span<const std::uint8_t> content);
   void complete(Conn& c, bool valid, std::uint64_t now);
+  /// The Goodbye answer: the server ends the connection.
+  void goodbye(Conn& c);
+  /// Sends what the pacing schedule of `c` says is due (as much as its pipeline has room for).
+  void pace(Conn& c, std::uint64_t now);
+
+  /// --rps: the time between two requests on one connection; 0 without pacing.
+  std::uint64_t interval_ns_ = 0;
 
   std::size_t active_ = 0;
   Stats stats_;

@@ -127,5 +127,143 @@ TEST(SerialbenchSummary, Csv) {
   EXPECT_EQ(bench({demo.address(), "-n", "1", "--csv", "--json"}).status, 64);
 }
 
+TEST(SerialbenchAnswers, AnErrorWhereOkWasExpectedIsAnError) {
+  Demo demo;
+  ASSERT_TRUE(demo.ready());
+  // Task 9 is not registered: every answer is Error 255, and an OK was expected.
+  auto r = bench({demo.address(), "-t", "9", "-n", "100", "--json"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  auto json = parse_json(r);
+  ASSERT_TRUE(json.is_object());
+  EXPECT_EQ(json["requests"], 100);
+  EXPECT_EQ(json["errors"], 100);
+  EXPECT_EQ(json["answers"]["ok"], 0);
+  EXPECT_EQ(json["answers"]["error"], 100);
+  EXPECT_EQ(json["answers"]["error_by_code"]["255"], 100);
+  EXPECT_EQ(json["error_reasons"]["error_by_code"]["255"], 100);
+  r = bench({demo.address(), "-t", "9", "-n", "100"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("errors        100 (error 255 (unknown task): 100)"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("Error 100 (code 255: 100)"), std::string::npos) << r.out;
+  // Task 3 answers Error with its content's first byte (none here: 0); an echo was expected.
+  r = bench({demo.address(), "-t", "3", "-x", "echo", "-n", "100"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("(error 0: 100)"), std::string::npos) << r.out;
+  // Accepted when asked for.
+  r = bench({demo.address(), "-t", "9", "-n", "50", "-x", "error", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  json = parse_json(r);
+  EXPECT_EQ(json["errors"], 0);
+  EXPECT_EQ(json["answers"]["error_by_code"]["255"], 50);
+}
+
+TEST(SerialbenchAnswers, GoodbyeIsCountedApart) {
+  RawServer says_goodbye([](int fd) {
+    if (RawServer::read_request(fd)) {
+      RawServer::send_all(fd, {0x02});
+    }
+  });
+  const auto r = bench({says_goodbye.address(), "-c", "2", "-n", "10", "--json"});
+  EXPECT_EQ(r.status, 1) << r.err << r.out;
+  const auto json = parse_json(r);
+  ASSERT_TRUE(json.is_object());
+  EXPECT_EQ(json["answers"]["goodbye"], 2);
+  EXPECT_EQ(json["error_reasons"]["goodbye"], 2);
+  EXPECT_EQ(json["connections_lost"], 0);
+  EXPECT_EQ(json["errors"], 2);
+}
+
+TEST(SerialbenchSummary, MinMeanAndHistogram) {
+  Demo demo;
+  ASSERT_TRUE(demo.ready());
+  auto r = bench({demo.address(), "-c", "2", "-t", "1", "-s", "16", "-n", "500", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  const auto json = parse_json(r);
+  ASSERT_TRUE(json.is_object());
+  const auto& latency = json["latency_us"];
+  EXPECT_GT(latency["min"].get<double>(), 0.0);
+  EXPECT_LE(latency["min"].get<double>(), latency["mean"].get<double>());
+  EXPECT_LE(latency["mean"].get<double>(), latency["max"].get<double>());
+  EXPECT_LE(latency["min"].get<double>(), latency["p50"].get<double>());
+  const auto& histogram = json["histogram"];
+  ASSERT_EQ(histogram.size(), 11U) << histogram;
+  std::uint64_t total = 0;
+  double last_mark = 0;
+  for (const auto& bar : histogram) {
+    total += bar["count"].get<std::uint64_t>();
+    EXPECT_GE(bar["mark_us"].get<double>(), last_mark);
+    last_mark = bar["mark_us"].get<double>();
+  }
+  EXPECT_EQ(total, 500U);
+  EXPECT_GE(histogram[0]["count"].get<std::uint64_t>(), 1U);  // the fastest
+  // The first mark is the fastest (rounded to 0.1 us in latency_us, to 0.001 us here).
+  EXPECT_NEAR(histogram[0]["mark_us"].get<double>(), latency["min"].get<double>(), 0.051);
+  // The text: min and mean beside the percentiles, and the histogram.
+  r = bench({demo.address(), "-t", "1", "-s", "16", "-n", "200"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("latency (us)  min "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  mean "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("latency histogram (us):"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("answers       OK 200  Error 0  Goodbye 0"), std::string::npos) << r.out;
+  // And in --csv.
+  r = bench({demo.address(), "-n", "100", "--csv"});
+  auto rows = parse_csv(r);
+  EXPECT_TRUE(rows.contains("latency_us.min")) << r.out;
+  EXPECT_TRUE(rows.contains("histogram.10.count")) << r.out;
+  EXPECT_EQ(rows["answers.ok"], "100");
+}
+
+TEST(SerialbenchPacing, RpsHoldsTheRate) {
+  Demo demo;
+  ASSERT_TRUE(demo.ready());
+  // 200 requests a second over 2 connections for 1 s: about 200, where the closed loop makes
+  // thousands.
+  const auto r = bench({demo.address(), "-c", "2", "--rps", "200", "-d", "1s", "--json"});
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  const auto json = parse_json(r);
+  ASSERT_TRUE(json.is_object());
+  const auto requests = json["requests"].get<std::uint64_t>();
+  EXPECT_GE(requests, 150U) << r.out;
+  EXPECT_LE(requests, 230U) << r.out;
+  EXPECT_EQ(json["rps_target"], 200.0);
+  // An exact count at a paced rate: 40 requests at 400/s take about 0.1 s, not less.
+  const auto counted = bench({demo.address(), "-c", "2", "--rps", "400", "-n", "40", "--json"});
+  EXPECT_EQ(counted.status, 0) << counted.err << counted.out;
+  const auto counted_json = parse_json(counted);
+  EXPECT_EQ(counted_json["requests"], 40);
+  EXPECT_GE(counted_json["seconds"].get<double>(), 0.09) << counted.out;
+}
+
+TEST(SerialbenchRun, CtrlCPrintsTheSummaryOfWhatRan) {
+  Demo demo;
+  ASSERT_TRUE(demo.ready());
+  ProgramSetup setup;
+  setup.signal_after = 1500ms;
+  setup.signal = SIGINT;
+  setup.timeout = 20s;
+  const auto started = std::chrono::steady_clock::now();
+  const auto r = bench({demo.address(), "-d", "60s", "--json"}, setup);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 15s);
+  EXPECT_EQ(r.status, 0) << r.err << r.out;
+  const auto json = parse_json(r);
+  ASSERT_TRUE(json.is_object());
+  EXPECT_EQ(json["interrupted"], true);
+  EXPECT_GT(json["requests"].get<std::uint64_t>(), 0U);
+  EXPECT_LT(json["seconds"].get<double>(), 30.0);
+}
+
+TEST(SerialbenchUsage, DefaultsAndWarmupWithRequests) {
+  const auto help = bench({"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("default: 10s"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("--warmup TEXT=0s"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("--rps"), std::string::npos) << help.out;
+  // A warm-up belongs to a timed run: refused with --requests, before connecting.
+  const auto r = bench({"127.0.0.1:1", "-n", "10", "-w", "1s"});
+  EXPECT_EQ(r.status, 64);
+  EXPECT_NE(r.err.find("serialbench: --warmup"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace serialclient::test
