@@ -134,7 +134,7 @@ TEST_F(TlsPrograms, SerialctlOverTls) {
   r = serialctl({"--tls", "--tls-ca", cert("ca.pem"), "--tls-server-name", "localhost", "call",
                  address_, "3", "--data", "09"});
   EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_NE(r.err.find("error code 9"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("serialctl: error 9"), std::string::npos) << r.err;
   r = serialctl({"keepalive", address_, "--tls", "--tls-ca", cert("ca.pem")});  // flags after
   EXPECT_EQ(r.status, 0) << r.err;
   r = serialctl({"--tls", "--tls-ca", cert("ca.pem"), "goodbye", address_});

@@ -1,0 +1,193 @@
+// serialctl and serialserver-demo, the real binaries: the command-line conventions every
+// program follows (usage errors, file arguments, --version, SERIAL_ADDR, write errors on
+// standard output, one line per error), and serialctl list.
+
+#include "program_run.hpp"
+#include "raw_server.hpp"
+#include "support/loopback.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace serialclient::test {
+namespace {
+
+using namespace std::chrono_literals;
+using serialserver::test::bin_dir;
+using serialserver::test::ChildProcess;
+using serialserver::test::free_port;
+using serialserver::test::wait_for_port;
+
+ProgramRun ctl(const std::vector<std::string>& args, const ProgramSetup& setup = {}) {
+  return run_program("serialctl", args, setup);
+}
+
+std::size_t lines_in(const std::string& text) {
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+/// The real demo server on a free port.
+class Conventions : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = free_port();
+    address_ = "127.0.0.1:" + std::to_string(port_);
+    demo_ = std::make_unique<ChildProcess>(
+        bin_dir() + "/serialserver-demo",
+        std::vector<std::string>{"--listen", address_, "--log-level", "warn", "--threads", "1"});
+    ASSERT_TRUE(wait_for_port(port_)) << "the demo server did not start";
+  }
+  void TearDown() override {
+    demo_->signal(SIGTERM);
+    demo_->wait_exit(10s);
+  }
+
+  std::uint16_t port_ = 0;
+  std::string address_;
+  std::unique_ptr<ChildProcess> demo_;
+};
+
+TEST(ProgramUsage, UsageErrorsExitSixtyFourInOneLine) {
+  // CLI11's own statuses (104..109) must not leak.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"serialctl", {"--bogus"}},
+      {"serialctl", {"call", "127.0.0.1:1", "1", "--bogus"}},
+      {"serialctl", {"call", "127.0.0.1:1", "x"}},
+      {"serialctl", {}},
+      {"serialbench", {"--bogus"}},
+      {"serialbench", {"127.0.0.1:1", "-c", "many"}},
+      {"serialbench", {"127.0.0.1:1", "-n", "1", "--expect", "sometimes"}},
+      {"serialserver-demo", {"--bogus"}},
+      {"serialserver-demo", {"--threads", "x"}},
+      {"serialserver-demo", {"--grace", "soon"}},
+      {"serialserver-demo", {"--log-level", "loud"}},
+  };
+  for (const auto& [program, args] : cases) {
+    const auto r = run_program(program, args);
+    std::string joined = program;
+    for (const auto& a : args) {
+      joined += " " + a;
+    }
+    EXPECT_EQ(r.status, 64) << joined << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind(program + ": ", 0), 0U) << joined << "\n" << r.err;
+    EXPECT_EQ(lines_in(r.err), 2U) << joined << "\n" << r.err;  // the error, a hint to --help
+  }
+}
+
+TEST(ProgramUsage, UnknownSubcommandIsNamed) {
+  const auto r = ctl({"cal", "127.0.0.1:1", "1"});
+  EXPECT_EQ(r.status, 64);
+  EXPECT_NE(r.err.find("serialctl: unknown subcommand 'cal'"), std::string::npos) << r.err;
+}
+
+TEST(ProgramUsage, FileArgumentsAreCheckedFirstAndNamed) {
+  // Port 1 has no server: a usage error naming the file shows it was checked before connecting.
+  const std::string missing = "/nonexistent-serialclient-dir/ca.pem";
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"serialctl", {"--tls", "--tls-ca", missing, "call", "127.0.0.1:1", "2"}},
+      {"serialctl",
+       {"--tls", "--tls-cert", missing, "--tls-key", missing, "keepalive", "127.0.0.1:1"}},
+      {"serialctl", {"call", "127.0.0.1:1", "1", "--file", missing}},
+      {"serialbench", {"127.0.0.1:1", "-n", "1", "--tls", "--tls-ca", missing}},
+      {"serialserver-demo",
+       {"--listen", "127.0.0.1:1", "--tls-cert", missing, "--tls-key", missing}},
+      {"serialserver-demo",
+       {"--tls-cert", missing, "--tls-key", missing, "--tls-client-ca", missing}},
+  };
+  for (const auto& [program, args] : cases) {
+    const auto r = run_program(program, args);
+    EXPECT_EQ(r.status, 64) << program << "\n" << r.err;
+    EXPECT_NE(r.err.find(missing + ": No such file or directory"), std::string::npos)
+        << program << "\n"
+        << r.err;
+  }
+}
+
+TEST(ProgramUsage, VersionEverywhere) {
+  for (const std::string program : {"serialctl", "serialbench", "serialserver-demo"}) {
+    const auto r = run_program(program, {"--version"});
+    EXPECT_EQ(r.status, 0) << program << r.err;
+    EXPECT_EQ(r.out.rfind(program + " ", 0), 0U) << r.out;
+    EXPECT_EQ(lines_in(r.out), 1U) << r.out;
+  }
+}
+
+TEST_F(Conventions, AddressFromTheEnvironment) {
+  ProgramSetup with_addr;
+  with_addr.env["SERIAL_ADDR"] = address_;
+  auto r = ctl({"call", "1", "--data", "6869"}, with_addr);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "hi");
+  r = ctl({"keepalive"}, with_addr);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "OK\n");
+  // The command line wins over the environment.
+  ProgramSetup wrong_addr;
+  wrong_addr.env["SERIAL_ADDR"] = "127.0.0.1:1";
+  r = ctl({"call", address_, "1", "--data", "6869"}, wrong_addr);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run_program("serialbench", {"-n", "20", "--json"}, with_addr);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["address"], address_);
+  // Neither: a usage error that says where an address may come from.
+  ProgramSetup without;
+  without.unset_env = {"SERIAL_ADDR"};
+  for (const std::string program : {"serialctl", "serialbench"}) {
+    r = run_program(program,
+                    program == "serialctl" ? std::vector<std::string>{"keepalive"}
+                                           : std::vector<std::string>{"-n", "1"},
+                    without);
+    EXPECT_EQ(r.status, 64) << program << r.err;
+    EXPECT_NE(r.err.find("SERIAL_ADDR"), std::string::npos) << r.err;
+  }
+}
+
+TEST_F(Conventions, WriteErrorOnStandardOutputFails) {
+  ProgramSetup full;
+  full.stdout_path = "/dev/full";
+  auto r = run_program("serialbench", {address_, "-n", "20", "--json"}, full);
+  EXPECT_NE(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("serialbench: write error on standard output"), std::string::npos) << r.err;
+  r = run_program("serialbench", {address_, "-n", "20"}, full);
+  EXPECT_NE(r.status, 0) << r.err;
+  r = ctl({"keepalive", address_}, full);
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_NE(r.err.find("serialctl: write error on standard output"), std::string::npos) << r.err;
+  r = ctl({"call", address_, "1", "--data", "6869"}, full);
+  EXPECT_NE(r.status, 0) << r.err;
+  r = run_program("serialctl", {"--help"}, full);
+  EXPECT_NE(r.status, 0) << r.err;
+}
+
+TEST_F(Conventions, ErrorAnswersAndFailuresInOneLine) {
+  auto r = ctl({"call", address_, "9"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "serialctl: error 255 (unknown task)\n");
+  r = ctl({"call", address_, "3", "--data", "07"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "serialctl: error 7\n");
+  // A CA file that holds no certificate: the library's reason, in the program's one line.
+  const auto bad_ca = scratch_path("bad-ca.pem");
+  { std::ofstream(bad_ca) << "not a certificate\n"; }
+  r = ctl({"--tls", "--tls-ca", bad_ca.string(), "call", address_, "2"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_EQ(lines_in(r.err), 1U) << r.err;
+  EXPECT_EQ(r.err.rfind("serialctl: ", 0), 0U) << r.err;
+  std::filesystem::remove(bad_ca);
+  // A TLS handshake with a server that does not speak TLS.
+  r = ctl({"--tls", "call", address_, "2", "--timeout", "5s"});
+  EXPECT_EQ(r.status, 3);
+  EXPECT_EQ(lines_in(r.err), 1U) << r.err;
+  EXPECT_NE(r.err.find("TLS handshake"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace serialclient::test
