@@ -43,7 +43,8 @@ int run_main(int argc, char** argv) {
   std::string log_level = "info";
   std::string log_format = "text";
   std::string metrics_address;
-  std::uint64_t max_request_bytes = 0;
+  // The library's default: a limit safe for the open network (0 lifts it).
+  std::uint64_t max_request_bytes = serialserver::ServerOptions{}.max_request_bytes;
   unsigned threads = 0;
   app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
       ->capture_default_str();
@@ -52,7 +53,9 @@ int run_main(int argc, char** argv) {
   app.add_option("--read-timeout", read_timeout, "rolling read timeout within a request")
       ->capture_default_str();
   app.add_option("--write-timeout", write_timeout, "rolling write timeout")->capture_default_str();
-  app.add_option("--max-request-bytes", max_request_bytes, "largest request content; 0: no limit")
+  app.add_option("--max-request-bytes", max_request_bytes,
+                 "largest request content in bytes (default: the library's 64 MiB); a larger "
+                 "request is answered Error 254; 0: no limit")
       ->capture_default_str();
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();

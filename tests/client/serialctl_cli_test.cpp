@@ -189,5 +189,25 @@ TEST_F(Conventions, ErrorAnswersAndFailuresInOneLine) {
   EXPECT_NE(r.err.find("TLS handshake"), std::string::npos) << r.err;
 }
 
+TEST_F(Conventions, DemoLimitsRequestsTo64MiBByDefault) {
+  const auto help = run_program("serialserver-demo", {"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("--max-request-bytes UINT=67108864"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("64 MiB"), std::string::npos) << help.out;
+  // The demo runs with its defaults: 64 MiB of content is counted (task 6), one byte more is
+  // refused with Error 254. The files are sparse.
+  const auto big = scratch_path("64MiB.bin");
+  { const std::ofstream create(big); }
+  std::filesystem::resize_file(big, std::uintmax_t{64} << 20);
+  auto r = ctl({"call", address_, "6", "--file", big.string()});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, std::string("\x00\x00\x00\x00\x04\x00\x00\x00", 8));
+  std::filesystem::resize_file(big, (std::uintmax_t{64} << 20) + 1);
+  r = ctl({"call", address_, "6", "--file", big.string()});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.err, "serialctl: error 254 (request too large)\n");
+  std::filesystem::remove(big);
+}
+
 }  // namespace
 }  // namespace serialclient::test
