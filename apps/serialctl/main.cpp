@@ -7,6 +7,7 @@
 #include "common/guarded_main.hpp"
 #include "common/program.hpp"
 #include "hex.hpp"
+#include "task_listing.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -325,6 +326,69 @@ int run_goodbye(const CommonArgs& args) {
   return kExitTransport;
 }
 
+/// A task's name for a terminal: control characters and backslashes as \xNN escapes, so that a
+/// name cannot forge lines or move the cursor.
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (const char ch : name) {
+    const auto byte = static_cast<unsigned char>(ch);
+    if (byte < 0x20 || byte == 0x7f || ch == '\\') {
+      std::array<char, 5> escaped{};
+      std::snprintf(escaped.data(), escaped.size(), "\\x%02x", byte);
+      out += escaped.data();
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+/// serialctl list: the describe task (251); one task a line, "CODE NAME".
+int run_list(const CommonArgs& args) {
+  serialctl::DescribeAnswer answer;
+  serialclient::Options options = make_options(args);
+  options.handshake = serialctl::describe_hook(&answer);
+  if (options.response_timeout > std::chrono::nanoseconds::zero()) {
+    options.handshake_timeout = options.response_timeout;
+  }
+  serialclient::Client client(options);
+  std::error_code ec;
+  client.connect(args.address, ec);
+  if (ec) {
+    return transport_failure(ec, "list " + args.address);
+  }
+  client.close();
+  switch (answer.code) {
+    case serialserver::ResponseCode::ok:
+      break;
+    case serialserver::ResponseCode::error:
+      if (answer.error_code == serialserver::kUnknownTaskErrorCode) {
+        std::cerr << kProgram << ": the server does not describe its tasks (describe is off)\n";
+        return kExitError;
+      }
+      return error_answer(answer.error_code);
+    case serialserver::ResponseCode::goodbye:
+      std::cerr << kProgram << ": goodbye: the server is closing the connection\n";
+      return kExitGoodbye;
+    default:
+      std::cerr << kProgram << ": not a response code: " << static_cast<unsigned>(answer.code)
+                << "\n";
+      return kExitTransport;
+  }
+  std::vector<serialctl::ListedTask> tasks;
+  try {
+    tasks = serialctl::parse_listing(answer.content);
+  } catch (const serialctl::MalformedListing& e) {
+    std::cerr << kProgram << ": malformed task listing from " << args.address << ": " << e.what()
+              << "\n";
+    return kExitTransport;
+  }
+  for (const auto& task : tasks) {
+    std::printf("%u %s\n", static_cast<unsigned>(task.code), printable_name(task.name).c_str());
+  }
+  return kExitOk;
+}
+
 /// The address of a subcommand: ADDR as given, else $SERIAL_ADDR; a usage error without either.
 void resolve_address(std::string& address) {
   if (address.empty()) {
@@ -369,8 +433,9 @@ variable SERIAL_ADDR. Durations: 500ms, 5s, 1m30s.
 TLS (1.2 or later) with --tls: the server's certificate is verified against --tls-ca (default:
 the system's CAs) and must carry the host of ADDR (or --tls-server-name).
 
-Exit status: 0 OK, 1 Error (reported as "serialctl: error 7"), 2 Goodbye, 3 transport failure
-(or a write error on standard output), 64 usage (a bad argument, or a file argument that cannot
+Exit status: 0 OK, 1 Error (reported as "serialctl: error 7"; for list, also a server whose
+describe task is off), 2 Goodbye, 3 transport failure (or a malformed task listing, or a write
+error on standard output), 64 usage (a bad argument, or a file argument that cannot
 be read; nothing is sent).
 
 Examples:
@@ -380,6 +445,7 @@ Examples:
   tar c dir | serialctl call /run/app.sock 1 --stdin --out copy.tar
   serialctl call 127.0.0.1:7070 5 --data 000003e8 --timeout 500ms   fails with status 3
   SERIAL_ADDR=127.0.0.1:7070 serialctl call 2                ADDR from the environment
+  serialctl list 127.0.0.1:7070                              the server's tasks, "CODE NAME"
   serialctl keepalive 127.0.0.1:7070
   serialctl goodbye 127.0.0.1:7070
   serialctl --tls --tls-ca ca.pem call localhost:7070 1 --data 00   over TLS, checked against ca.pem
@@ -428,6 +494,14 @@ Examples:
       ->capture_default_str();
   keep_alive->callback([&keep_alive_args] { resolve_address(keep_alive_args.address); });
 
+  CommonArgs list_args;
+  auto* list = app.add_subcommand(
+      "list", "list the server's tasks (the describe task, 251): one a line, CODE NAME");
+  add_address(*list, list_args.address);
+  list->add_option("--timeout", list_args.timeout, "longest wait for the listing")
+      ->capture_default_str();
+  list->callback([&list_args] { resolve_address(list_args.address); });
+
   CommonArgs goodbye_args;
   auto* goodbye = app.add_subcommand("goodbye", "send the goodbye task (255); exit 0 on Goodbye");
   add_address(*goodbye, goodbye_args.address);
@@ -443,10 +517,13 @@ Examples:
   call_args.common.tls = &tls;
   keep_alive_args.tls = &tls;
   goodbye_args.tls = &tls;
+  list_args.tls = &tls;
   int status = kExitTransport;
   try {
     if (call->parsed()) {
       status = run_call(call_args);
+    } else if (list->parsed()) {
+      status = run_list(list_args);
     } else if (keep_alive->parsed()) {
       status = run_keep_alive(keep_alive_args);
     } else {

@@ -2,6 +2,7 @@
 // program follows (usage errors, file arguments, --version, SERIAL_ADDR, write errors on
 // standard output, one line per error), and serialctl list.
 
+#include <serialserver/wire/block_encoder.hpp>
 #include "program_run.hpp"
 #include "raw_server.hpp"
 #include "support/loopback.hpp"
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -207,6 +209,117 @@ TEST_F(Conventions, DemoLimitsRequestsTo64MiBByDefault) {
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_EQ(r.err, "serialctl: error 254 (request too large)\n");
   std::filesystem::remove(big);
+}
+
+/// A raw server that answers every request with `answer`, and records the task codes asked.
+class FixedAnswer {
+ public:
+  explicit FixedAnswer(std::vector<std::uint8_t> answer)
+      : server_([this, answer = std::move(answer)](int fd) {
+          while (auto request = RawServer::read_request(fd)) {
+            {
+              const std::lock_guard lock(mutex_);
+              codes_.push_back(request->first);
+              contents_.push_back(request->second);
+            }
+            RawServer::send_all(fd, answer);
+          }
+        }) {}
+  std::string address() const { return server_.address(); }
+  std::vector<std::uint8_t> codes() const {
+    const std::lock_guard lock(mutex_);
+    return codes_;
+  }
+  std::vector<std::vector<std::uint8_t>> contents() const {
+    const std::lock_guard lock(mutex_);
+    return contents_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::uint8_t> codes_;
+  std::vector<std::vector<std::uint8_t>> contents_;
+  RawServer server_;  // last: stopped before the fields its handler uses
+};
+
+/// An OK answer carrying `content`, block-encoded.
+std::vector<std::uint8_t> ok_answer(const std::vector<std::uint8_t>& content) {
+  std::vector<std::uint8_t> out{0x00};
+  std::vector<std::uint8_t> body(serialserver::wire::encoded_size(content.size()));
+  serialserver::wire::encode_message(content, body);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
+}
+
+TEST(SerialctlList, PrintsOneTaskALine) {
+  // The listing of PROTOCOL.md's example: tasks 1 "echo" and 6 "count"; and 9 with no name.
+  FixedAnswer server(ok_answer(
+      {0x01, 0x01, 0x04, 'e', 'c', 'h', 'o', 0x06, 0x05, 'c', 'o', 'u', 'n', 't', 0x09, 0x00}));
+  const auto r = ctl({"list", server.address()});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "1 echo\n6 count\n9 \n");
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  // It asked with the describe task and an empty request.
+  ASSERT_EQ(server.codes().size(), 1U);
+  EXPECT_EQ(server.codes()[0], serialserver::kDescribeTaskCode);
+  EXPECT_TRUE(server.contents()[0].empty());
+  // An empty listing: no tasks, no lines. A name with control characters is escaped.
+  FixedAnswer empty(ok_answer({0x01}));
+  auto e = ctl({"list", empty.address()});
+  EXPECT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(e.out, "");
+  FixedAnswer forged(ok_answer({0x01, 0x02, 0x03, 'a', '\n', 'b'}));
+  e = ctl({"list", forged.address()});
+  EXPECT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(e.out, "2 a\\x0ab\n");
+  // ADDR from the environment, and a full stdout, as for every subcommand.
+  ProgramSetup with_addr;
+  with_addr.env["SERIAL_ADDR"] = server.address();
+  e = ctl({"list"}, with_addr);
+  EXPECT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(e.out, "1 echo\n6 count\n9 \n");
+  with_addr.stdout_path = "/dev/full";
+  e = ctl({"list"}, with_addr);
+  EXPECT_EQ(e.status, 3) << e.err;
+}
+
+TEST(SerialctlList, DescribeOffIsSaidPlainly) {
+  FixedAnswer off({0x01, 0xff});  // Error 255, as for an unassigned code
+  auto r = ctl({"list", off.address()});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "serialctl: the server does not describe its tasks (describe is off)\n");
+  EXPECT_TRUE(r.out.empty());
+  // Another Error code is reported like any Error answer.
+  FixedAnswer busy({0x01, 0xfd});
+  r = ctl({"list", busy.address()});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.err, "serialctl: error 253 (busy)\n");
+}
+
+TEST_F(Conventions, ListAgainstTheDemo) {
+  // This server answers describe with Error 255.
+  const auto r = ctl({"list", address_});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("describe is off"), std::string::npos) << r.err;
+}
+
+TEST(SerialctlList, MalformedListingsAreRefused) {
+  const std::vector<std::pair<std::vector<std::uint8_t>, std::string>> cases = {
+      {{}, "no format byte"},
+      {{0x02, 0x01, 0x01, 'x'}, "unknown listing format 2"},
+      {{0x01, 0x01}, "cut off"},
+      {{0x01, 0x01, 0x04, 'e', 'c'}, "cut off inside the name of task 1"},
+      {{0x01, 0x06, 0x00, 0x01, 0x00}, "ascending"},
+  };
+  for (const auto& [content, reason] : cases) {
+    FixedAnswer server(ok_answer(content));
+    const auto r = ctl({"list", server.address()});
+    EXPECT_EQ(r.status, 3) << reason << "\n" << r.err;
+    EXPECT_EQ(r.err.rfind("serialctl: malformed task listing from ", 0), 0U) << r.err;
+    EXPECT_NE(r.err.find(reason), std::string::npos) << r.err;
+    EXPECT_EQ(lines_in(r.err), 1U) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
 }
 
 }  // namespace
