@@ -45,14 +45,13 @@ inline void add_version_flag(CLI::App& app, const std::string& program) {
 /// CLI11's check for a file argument that must exist and be readable; its message names the
 /// file, so that "--tls-ca nofile.pem" is a usage error about nofile.pem.
 inline CLI::Validator readable_file() {
-  return CLI::Validator(
-      [](std::string& path) -> std::string {
-        if (::access(path.c_str(), R_OK) != 0) {
-          return path + ": " + std::strerror(errno);
-        }
-        return {};
-      },
-      "FILE", "readable file");
+  return {[](std::string& path) -> std::string {
+            if (::access(path.c_str(), R_OK) != 0) {
+              return path + ": " + std::strerror(errno);
+            }
+            return {};
+          },
+          "FILE", "readable file"};
 }
 
 namespace detail {
@@ -125,9 +124,9 @@ inline int finish_stdout(const std::string& program, int status) {
 }
 
 /// The value of environment variable `name`, or `fallback` when it is unset or empty.
-inline std::string env_or(const char* name, std::string fallback) {
+inline std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? std::string(value) : std::move(fallback);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
 /// How every client names an Error answer: "error 255 (unknown task)". `name` is the meaning of

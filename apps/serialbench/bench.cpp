@@ -74,7 +74,7 @@ int run(Config config) {
     for (std::size_t t = 0; t < thread_count; ++t) {
       // Connection i goes to worker i % thread_count.
       const std::size_t conns = (config.connections + thread_count - 1 - t) / thread_count;
-      const int r = static_cast<UringWorker&>(*workers[t]).setup_ring(conns);
+      const int r = dynamic_cast<UringWorker&>(*workers[t]).setup_ring(conns);
       if (r == 0) {
         continue;
       }

@@ -162,7 +162,12 @@ void flatten(const Json& value, const std::string& name,
              std::vector<std::pair<std::string, std::string>>& rows) {
   if (value.is_object()) {
     for (const auto& [key, item] : value.items()) {
-      flatten(item, name.empty() ? key : name + "." + key, rows);
+      std::string field = name;
+      if (!field.empty()) {
+        field += '.';
+      }
+      field += key;
+      flatten(item, field, rows);
     }
   } else if (value.is_array()) {
     for (std::size_t i = 0; i < value.size(); ++i) {

@@ -196,7 +196,7 @@ TEST_F(TlsPrograms, DemoRefusesMissingCertificateFiles) {
                      {"--listen", "127.0.0.1:" + std::to_string(port), "--tls-cert",
                       cert("missing.pem"), "--tls-key", cert("server.key")},
                      cert("tool.err"));
-  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.status, 64) << r.err;  // a usage error, found before anything starts
   EXPECT_NE(r.err.find("missing.pem"), std::string::npos) << r.err;
   // --tls-key is required with --tls-cert.
   const auto usage = run("serialserver-demo", {"--tls-cert", cert("server.pem")}, cert("tool.err"));
