@@ -65,11 +65,11 @@ expect 0 "00000004""0000000000000010""00000001""0000000a" "stats"
 
 call call "$sock" 2 --data 000001
 expect 1 "" "stats of 3 bytes"
-[[ "$last_err" == *"error code 1"* ]] || fail "stats of 3 bytes: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 1"* ]] || fail "stats of 3 bytes: stderr '$last_err'"
 
 call call "$sock" 2
 expect 1 "" "stats of nothing"
-[[ "$last_err" == *"error code 2"* ]] || fail "stats of nothing: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 2"* ]] || fail "stats of nothing: stderr '$last_err'"
 
 call call "$sock" 3 --data 00000032  # 50 ms
 expect 0 646f6e65 "delay 50 ms"       # "done"
@@ -79,7 +79,7 @@ expect 3 "" "delay past the caller's timeout"
 
 call call "$sock" 9
 expect 1 "" "unknown task"
-[[ "$last_err" == *"error code 255"* ]] || fail "unknown task: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 255 (unknown task)"* ]] || fail "unknown task: stderr '$last_err'"
 
 call keepalive "$sock"
 expect 0 "$(printf 'OK\n' | od -An -tx1 | tr -d ' \n')" "keepalive"
