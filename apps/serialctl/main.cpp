@@ -7,6 +7,7 @@
 #include "common/guarded_main.hpp"
 #include "common/program.hpp"
 #include "hex.hpp"
+#include "owned_fd.hpp"
 #include "task_listing.hpp"
 
 #include <fcntl.h>
@@ -68,47 +69,6 @@ class KeptLog final : public serialserver::Logger {
   mutable std::mutex mutex_;
   std::string last_;
 };
-
-/// A file descriptor this program opened (--file, --out), closed when the scope ends however it
-/// ends. Not for stdin or stdout, which stay open until the process exits.
-class OwnedFd {
- public:
-  explicit OwnedFd(int fd) noexcept : fd_(fd) {}
-  ~OwnedFd() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-    }
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-
-  int get() const noexcept { return fd_; }
-
-  /// Closes now and returns close()'s result: for a file written to, its last chance to report
-  /// a write error (a full disk on a network file system, say).
-  int close() noexcept {
-    const int fd = fd_;
-    fd_ = -1;
-    return ::close(fd);
-  }
-
- private:
-  int fd_;
-};
-
-/// Writes all of `data` to `fd`; throws std::system_error.
-void write_all(int fd, std::span<const std::uint8_t> data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      throw std::system_error(errno, std::generic_category(), "write");
-    }
-    data = data.subspan(static_cast<std::size_t>(n));
-  }
-}
 
 /// The --tls flags, shared by every subcommand.
 struct TlsArgs {
@@ -188,13 +148,13 @@ int run_call(const CallArgs& args) {
   if (args.data) {
     data = serialctl::parse_hex(*args.data);
   }
-  OwnedFd in_file(args.file ? ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC) : -1);
+  serialctl::OwnedFd in_file(args.file ? ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC) : -1);
   if (args.file && in_file.get() < 0) {
     std::cerr << kProgram << ": --file: " << *args.file << ": " << std::strerror(errno) << "\n";
     return kExitUsage;
   }
   const int in_fd = args.file ? in_file.get() : args.from_stdin ? STDIN_FILENO : -1;
-  OwnedFd out_file(
+  serialctl::OwnedFd out_file(
       args.out ? ::open(args.out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1);
   if (args.out && out_file.get() < 0) {
     std::cerr << "serialctl: cannot create " << *args.out << ": " << std::strerror(errno) << "\n";
@@ -246,7 +206,7 @@ int run_call(const CallArgs& args) {
       if (dump) {
         dumper.add(chunk);
       } else {
-        write_all(out_fd, chunk);
+        serialctl::write_all(out_fd, chunk);
       }
     }
   };
