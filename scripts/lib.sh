@@ -22,6 +22,8 @@ SERIALSERVER_APT_PACKAGES=(
   openssl
   # serialbench's io_uring engine.
   liburing-dev
+  # serialbench's --json and --csv summaries.
+  nlohmann-json3-dev
   libsqlite3-dev
   # The server library's Prometheus metrics (PrometheusMetrics).
   prometheus-cpp-dev

@@ -131,9 +131,9 @@ inline int finish_stdout(const std::string& program, int status) {
 }
 
 /// The value of environment variable `name`, or `fallback` when it is unset or empty.
-inline std::string env_or(const char* name, std::string fallback) {
+inline std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
-  return value != nullptr && *value != '\0' ? std::string(value) : std::move(fallback);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
 /// How every client names an Error answer: "error 255 (unknown task)". `name` is the meaning of

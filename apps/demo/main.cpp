@@ -7,6 +7,7 @@
 #include <serialserver/prometheus_metrics.hpp>
 #include <serialserver/server.hpp>
 #include "common/guarded_main.hpp"
+#include "common/program.hpp"
 #include "demo_tasks.hpp"
 
 #include <csignal>
@@ -29,6 +30,7 @@ std::chrono::nanoseconds duration_option(const std::string& text, const char* fl
 }
 
 int run_main(int argc, char** argv) {
+  constexpr const char* kProgram = "serialserver-demo";
   CLI::App app{
       "serialserver-demo: a demonstration server for the serial protocol.\n"
       "Tasks: 1 echo, 2 empty, 3 error(code=first byte), 4 produce N bytes (u64 BE),\n"
@@ -41,7 +43,8 @@ int run_main(int argc, char** argv) {
   std::string log_level = "info";
   std::string log_format = "text";
   std::string metrics_address;
-  std::uint64_t max_request_bytes = 0;
+  // The library's default: a limit safe for the open network (0 lifts it).
+  std::uint64_t max_request_bytes = serialserver::ServerOptions{}.max_request_bytes;
   unsigned threads = 0;
   app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
       ->capture_default_str();
@@ -50,7 +53,9 @@ int run_main(int argc, char** argv) {
   app.add_option("--read-timeout", read_timeout, "rolling read timeout within a request")
       ->capture_default_str();
   app.add_option("--write-timeout", write_timeout, "rolling write timeout")->capture_default_str();
-  app.add_option("--max-request-bytes", max_request_bytes, "largest request content; 0: no limit")
+  app.add_option("--max-request-bytes", max_request_bytes,
+                 "largest request content in bytes (default: the library's 64 MiB); a larger "
+                 "request is answered Error 254; 0: no limit")
       ->capture_default_str();
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();
@@ -66,30 +71,40 @@ int run_main(int argc, char** argv) {
   std::string tls_key;
   std::string tls_client_ca;
   auto* cert_option = app.add_option("--tls-cert", tls_cert,
-                                     "serve TLS (1.2 or later) with this certificate chain (PEM)");
-  auto* key_option = app.add_option("--tls-key", tls_key, "the private key of --tls-cert (PEM)");
+                                     "serve TLS (1.2 or later) with this certificate chain (PEM)")
+                          ->check(serialserver::apps::readable_file());
+  auto* key_option = app.add_option("--tls-key", tls_key, "the private key of --tls-cert (PEM)")
+                         ->check(serialserver::apps::readable_file());
   auto* client_ca_option =
       app.add_option("--tls-client-ca", tls_client_ca,
-                     "require client certificates that chain to these CAs (PEM): mutual TLS");
+                     "require client certificates that chain to these CAs (PEM): mutual TLS")
+          ->check(serialserver::apps::readable_file());
   cert_option->needs(key_option);
   key_option->needs(cert_option);
   client_ca_option->needs(cert_option);
-  CLI11_PARSE(app, argc, argv);
+  serialserver::apps::add_version_flag(app, kProgram);
+  app.footer(
+      "Exit status: 0 after a signal (SIGINT, SIGTERM) and a clean shutdown, 1 when it "
+      "cannot start (such as a port in use), 64 usage (a bad flag value, or a file "
+      "argument that cannot be read).");
 
   serialserver::ServerOptions options;
   std::chrono::nanoseconds grace_period{};
-  try {
+  // Values checked inside the parse, so that a bad one is a usage error like any other.
+  app.callback([&] {
     options.timeout.wait = duration_option(wait_timeout, "--wait-timeout");
     options.timeout.read = duration_option(read_timeout, "--read-timeout");
     options.timeout.write = duration_option(write_timeout, "--write-timeout");
     grace_period = duration_option(grace, "--grace");
-    options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level),
-                                                      serialserver::parse_log_format(log_format));
-  } catch (const CLI::Error& e) {
-    return app.exit(e);
-  } catch (const std::invalid_argument& e) {
-    std::cerr << "serialserver-demo: " << e.what() << "\n";
-    return 64;
+    try {
+      options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level),
+                                                        serialserver::parse_log_format(log_format));
+    } catch (const std::invalid_argument& e) {
+      throw CLI::ValidationError("--log-level/--log-format", e.what());
+    }
+  });
+  if (const auto status = serialserver::apps::parse_command_line(app, kProgram, argc, argv)) {
+    return *status;
   }
   options.max_request_bytes = max_request_bytes;
   options.shutdown_grace = grace_period;

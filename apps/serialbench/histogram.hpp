@@ -19,6 +19,8 @@ class Histogram {
   void record(std::uint64_t ns) noexcept {
     ++counts_[index_of(ns)];
     ++total_;
+    sum_ += ns;
+    min_ = std::min(min_, ns);
     max_ = std::max(max_, ns);
   }
   /// Adds every value of `other`.
@@ -27,11 +29,15 @@ class Histogram {
       counts_[i] += other.counts_[i];
     }
     total_ += other.total_;
+    sum_ += other.sum_;
+    min_ = std::min(min_, other.min_);
     max_ = std::max(max_, other.max_);
   }
   void clear() noexcept {
     counts_.fill(0);
     total_ = 0;
+    sum_ = 0;
+    min_ = ~std::uint64_t{0};
     max_ = 0;
   }
   /// The value at quantile q (0..1): the middle of the bucket that holds it; max() for q = 1.
@@ -51,7 +57,24 @@ class Histogram {
     return max_;
   }
   std::uint64_t max() const noexcept { return max_; }
+  /// The smallest value recorded (exact); 0 when empty.
+  std::uint64_t min() const noexcept { return total_ == 0 ? 0 : min_; }
+  /// The mean of the values recorded (exact sum); 0 when empty.
+  double mean() const noexcept {
+    return total_ == 0 ? 0.0 : static_cast<double>(sum_) / static_cast<double>(total_);
+  }
   std::uint64_t count() const noexcept { return total_; }
+
+  /// Calls f(value, count) for every non-empty bucket in increasing order, `value` being the
+  /// middle of the bucket kept within [min(), max()].
+  template <class F>
+  void for_each_bucket(F&& f) const {
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+      if (counts_[i] != 0) {
+        f(std::clamp(middle_of(i), min(), max_), counts_[i]);
+      }
+    }
+  }
 
  private:
   static constexpr unsigned kSubBits = 7;  // 2^7 exact values, then 2^6 buckets per octave
@@ -77,6 +100,8 @@ class Histogram {
 
   std::array<std::uint64_t, kBuckets> counts_{};
   std::uint64_t total_ = 0;
+  std::uint64_t sum_ = 0;  // overflows after 584 years of latency: not a concern
+  std::uint64_t min_ = ~std::uint64_t{0};
   std::uint64_t max_ = 0;
 };
 

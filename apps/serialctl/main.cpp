@@ -5,6 +5,10 @@
 #include <serialserver/duration.hpp>
 #include <serialserver/logger.hpp>
 #include "common/guarded_main.hpp"
+#include "common/program.hpp"
+#include "hex.hpp"
+#include "owned_fd.hpp"
+#include "task_listing.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -14,6 +18,8 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -26,138 +32,42 @@
 
 namespace {
 
+using serialctl::UsageError;
+using serialserver::apps::describe_error_answer;
+
 constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitGoodbye = 2;
 constexpr int kExitTransport = 3;
-constexpr int kExitUsage = 64;
+constexpr int kExitUsage = serialserver::apps::kExitUsage;
+constexpr const char* kProgram = "serialctl";
 
-/// A usage mistake found after parsing (bad hex, bad duration, reserved task code).
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-std::vector<std::uint8_t> parse_hex(const std::string& text) {
-  std::vector<std::uint8_t> out;
-  int high = -1;
-  std::string_view rest(text);
-  if (rest.starts_with("0x") || rest.starts_with("0X")) {
-    rest.remove_prefix(2);
-  }
-  for (char ch : rest) {
-    int value = -1;
-    if (ch >= '0' && ch <= '9') {
-      value = ch - '0';
-    } else if (ch >= 'a' && ch <= 'f') {
-      value = ch - 'a' + 10;
-    } else if (ch >= 'A' && ch <= 'F') {
-      value = ch - 'A' + 10;
-    } else if (ch == ' ' || ch == ':' || ch == '-' || ch == '\t' || ch == '\n') {
-      if (high >= 0) {
-        throw UsageError("--data: separators must fall between whole bytes");
-      }
-      continue;
-    } else {
-      throw UsageError(std::string("--data: not a hex digit: '") + ch + "'");
-    }
-    if (high < 0) {
-      high = value;
-    } else {
-      out.push_back(static_cast<std::uint8_t>(high * 16 + value));
-      high = -1;
-    }
-  }
-  if (high >= 0) {
-    throw UsageError("--data: odd number of hex digits");
-  }
-  return out;
-}
-
-/// A file descriptor this program opened (--file, --out), closed when the scope ends however it
-/// ends. Not for stdin or stdout, which stay open until the process exits.
-class OwnedFd {
+/// The client library's log, kept rather than printed: the blocking API reports a failed TLS
+/// handshake by its code only and logs the reason, and the program reports a failure in one
+/// line of its own, with that reason. Thread-safety: written from the client's I/O thread, read
+/// from the main thread.
+class KeptLog final : public serialserver::Logger {
  public:
-  explicit OwnedFd(int fd) noexcept : fd_(fd) {}
-  ~OwnedFd() {
-    if (fd_ >= 0) {
-      ::close(fd_);
+  bool enabled(serialserver::LogLevel level) const noexcept override {
+    return level >= serialserver::LogLevel::warn;
+  }
+  void write(serialserver::LogLevel /*level*/, std::string_view message) noexcept override {
+    const std::lock_guard lock(mutex_);
+    try {
+      last_.assign(message);
+    } catch (...) {  // out of memory: the reason is lost, the failure is still reported
+      last_.clear();
     }
   }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-
-  int get() const noexcept { return fd_; }
-
-  /// Closes now and returns close()'s result: for a file written to, its last chance to report
-  /// a write error (a full disk on a network file system, say).
-  int close() noexcept {
-    const int fd = fd_;
-    fd_ = -1;
-    return ::close(fd);
+  /// The last line logged, or empty.
+  std::string last() const {
+    const std::lock_guard lock(mutex_);
+    return last_;
   }
 
  private:
-  int fd_;
-};
-
-/// Writes all of `data` to `fd`; throws std::system_error.
-void write_all(int fd, std::span<const std::uint8_t> data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      throw std::system_error(errno, std::generic_category(), "write");
-    }
-    data = data.subspan(static_cast<std::size_t>(n));
-  }
-}
-
-/// A hex dump in the style of `xxd`: offset, 16 bytes in hex, the printable characters.
-class HexDumper {
- public:
-  explicit HexDumper(std::FILE* out) : out_(out) {}
-  void add(std::span<const std::uint8_t> data) {
-    for (std::uint8_t b : data) {
-      line_[fill_++] = b;
-      if (fill_ == line_.size()) {
-        emit();
-      }
-    }
-  }
-  void finish() {
-    if (fill_ != 0) {
-      emit();
-    }
-  }
-
- private:
-  void emit() {
-    std::fprintf(out_, "%08llx:", static_cast<unsigned long long>(offset_));
-    for (std::size_t i = 0; i < line_.size(); ++i) {
-      if (i % 2 == 0) {
-        std::fputc(' ', out_);
-      }
-      if (i < fill_) {
-        std::fprintf(out_, "%02x", line_[i]);
-      } else {
-        std::fputs("  ", out_);
-      }
-    }
-    std::fputs("  ", out_);
-    for (std::size_t i = 0; i < fill_; ++i) {
-      std::fputc(line_[i] >= 0x20 && line_[i] < 0x7f ? line_[i] : '.', out_);
-    }
-    std::fputc('\n', out_);
-    offset_ += fill_;
-    fill_ = 0;
-  }
-
-  std::FILE* out_;
-  std::array<std::uint8_t, 16> line_{};
-  std::size_t fill_ = 0;
-  std::uint64_t offset_ = 0;
+  mutable std::mutex mutex_;
+  std::string last_;
 };
 
 /// The --tls flags, shared by every subcommand.
@@ -175,14 +85,21 @@ struct CommonArgs {
   const TlsArgs* tls = nullptr;
 };
 
+/// Where the library's log lines go (see KeptLog).
+std::shared_ptr<KeptLog>& kept_log() {
+  static auto log = std::make_shared<KeptLog>();
+  return log;
+}
+
 serialclient::Options make_options(const CommonArgs& args) {
   serialclient::Options options;
   if (args.tls != nullptr && args.tls->enabled) {
     options.tls = serialclient::TlsOptions{args.tls->ca_file, args.tls->server_name,
                                            args.tls->certificate_file, args.tls->key_file};
-    // The reason a TLS handshake failed (such as "certificate verify failed") is logged.
-    options.logger = serialserver::make_stderr_logger(serialserver::LogLevel::warn);
   }
+  // The reason a TLS handshake failed (such as "certificate verify failed") is logged: kept for
+  // the one line that reports the failure.
+  options.logger = kept_log();
   try {
     options.response_timeout = serialserver::parse_duration(args.timeout);
   } catch (const std::invalid_argument& e) {
@@ -196,12 +113,20 @@ serialclient::Options make_options(const CommonArgs& args) {
 }
 
 int transport_failure(const std::error_code& ec, const std::string& what) {
-  std::cerr << "serialctl: " << what << ": " << ec.message() << "\n";
+  const std::string reason = kept_log()->last();
+  std::cerr << kProgram << ": " << what << ": " << (reason.empty() ? ec.message() : reason) << "\n";
   return kExitTransport;
+}
+
+/// Reports an Error answer: "serialctl: error 255 (unknown task)".
+int error_answer(serialserver::ErrorCode code) {
+  std::cerr << kProgram << ": " << describe_error_answer(code) << "\n";
+  return kExitError;
 }
 
 struct CallArgs {
   CommonArgs common;
+  std::string task_word;  // TASK, or ADDR TASK with the first word in common.address
   int task = -1;
   std::optional<std::string> data;
   std::optional<std::string> file;
@@ -221,15 +146,15 @@ int run_call(const CallArgs& args) {
   }
   std::vector<std::uint8_t> data;
   if (args.data) {
-    data = parse_hex(*args.data);
+    data = serialctl::parse_hex(*args.data);
   }
-  OwnedFd in_file(args.file ? ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC) : -1);
+  serialctl::OwnedFd in_file(args.file ? ::open(args.file->c_str(), O_RDONLY | O_CLOEXEC) : -1);
   if (args.file && in_file.get() < 0) {
-    std::cerr << "serialctl: cannot open " << *args.file << ": " << std::strerror(errno) << "\n";
+    std::cerr << kProgram << ": --file: " << *args.file << ": " << std::strerror(errno) << "\n";
     return kExitUsage;
   }
   const int in_fd = args.file ? in_file.get() : args.from_stdin ? STDIN_FILENO : -1;
-  OwnedFd out_file(
+  serialctl::OwnedFd out_file(
       args.out ? ::open(args.out->c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1);
   if (args.out && out_file.get() < 0) {
     std::cerr << "serialctl: cannot create " << *args.out << ": " << std::strerror(errno) << "\n";
@@ -267,7 +192,7 @@ int run_call(const CallArgs& args) {
       w.write(std::span(buffer).first(static_cast<std::size_t>(n)));
     }
   };
-  HexDumper dumper(stdout);
+  serialctl::HexDumper dumper(stdout);
   std::uint64_t received = 0;
   const serialclient::BlockingConsumer consumer = [&](serialclient::BlockingResponseReader& r) {
     std::vector<std::uint8_t> buffer(std::size_t{64} * 1024);
@@ -281,7 +206,7 @@ int run_call(const CallArgs& args) {
       if (dump) {
         dumper.add(chunk);
       } else {
-        write_all(out_fd, chunk);
+        serialctl::write_all(out_fd, chunk);
       }
     }
   };
@@ -308,10 +233,10 @@ int run_call(const CallArgs& args) {
       }
       return kExitOk;
     case serialclient::Status::error:
-      std::cerr << "error code " << static_cast<unsigned>(result.error_code) << "\n";
-      return kExitError;
+      return error_answer(result.error_code);
     case serialclient::Status::goodbye:
-      std::cerr << "goodbye: the server is closing the connection; the task was not run\n";
+      std::cerr << kProgram
+                << ": goodbye: the server is closing the connection; the task was not run\n";
       return kExitGoodbye;
   }
   return kExitTransport;
@@ -329,12 +254,11 @@ int run_keep_alive(const CommonArgs& args) {
     return transport_failure(ec, "keep-alive");
   }
   if (result.is_goodbye()) {
-    std::cerr << "goodbye: the server is closing the connection\n";
+    std::cerr << kProgram << ": goodbye: the server is closing the connection\n";
     return kExitGoodbye;
   }
   if (result.is_error()) {
-    std::cerr << "error code " << static_cast<unsigned>(result.error_code) << "\n";
-    return kExitError;
+    return error_answer(result.error_code);
   }
   std::cout << "OK\n";
   return kExitOk;
@@ -355,20 +279,124 @@ int run_goodbye(const CommonArgs& args) {
     std::cout << "goodbye\n";  // the answer asked for: success
     return kExitOk;
   }
-  std::cerr << "serialctl: the server did not answer Goodbye\n";
-  return result.is_error() ? kExitError : kExitTransport;
+  if (result.is_error()) {
+    return error_answer(result.error_code);
+  }
+  std::cerr << kProgram << ": the server did not answer Goodbye\n";
+  return kExitTransport;
+}
+
+/// A task's name for a terminal: control characters and backslashes as \xNN escapes, so that a
+/// name cannot forge lines or move the cursor.
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (const char ch : name) {
+    const auto byte = static_cast<unsigned char>(ch);
+    if (byte < 0x20 || byte == 0x7f || ch == '\\') {
+      std::array<char, 5> escaped{};
+      std::snprintf(escaped.data(), escaped.size(), "\\x%02x", byte);
+      out += escaped.data();
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+/// serialctl list: the describe task (251); one task a line, "CODE NAME".
+int run_list(const CommonArgs& args) {
+  serialctl::DescribeAnswer answer;
+  serialclient::Options options = make_options(args);
+  options.handshake = serialctl::describe_hook(&answer);
+  if (options.response_timeout > std::chrono::nanoseconds::zero()) {
+    options.handshake_timeout = options.response_timeout;
+  }
+  serialclient::Client client(options);
+  std::error_code ec;
+  client.connect(args.address, ec);
+  if (ec) {
+    return transport_failure(ec, "list " + args.address);
+  }
+  client.close();
+  switch (answer.code) {
+    case serialserver::ResponseCode::ok:
+      break;
+    case serialserver::ResponseCode::error:
+      if (answer.error_code == serialserver::kUnknownTaskErrorCode) {
+        std::cerr << kProgram << ": the server does not describe its tasks (describe is off)\n";
+        return kExitError;
+      }
+      return error_answer(answer.error_code);
+    case serialserver::ResponseCode::goodbye:
+      std::cerr << kProgram << ": goodbye: the server is closing the connection\n";
+      return kExitGoodbye;
+    default:
+      std::cerr << kProgram << ": not a response code: " << static_cast<unsigned>(answer.code)
+                << "\n";
+      return kExitTransport;
+  }
+  std::vector<serialctl::ListedTask> tasks;
+  try {
+    tasks = serialctl::parse_listing(answer.content);
+  } catch (const serialctl::MalformedListing& e) {
+    std::cerr << kProgram << ": malformed task listing from " << args.address << ": " << e.what()
+              << "\n";
+    return kExitTransport;
+  }
+  for (const auto& task : tasks) {
+    std::printf("%u %s\n", static_cast<unsigned>(task.code), printable_name(task.name).c_str());
+  }
+  return kExitOk;
+}
+
+/// The address of a subcommand: ADDR as given, else $SERIAL_ADDR; a usage error without either.
+void resolve_address(std::string& address) {
+  if (address.empty()) {
+    address = serialserver::apps::env_or("SERIAL_ADDR", "");
+  }
+  if (address.empty()) {
+    throw CLI::ValidationError("ADDR", "required (or set SERIAL_ADDR)");
+  }
+}
+
+/// call's words: ADDR TASK, or TASK alone with the address from $SERIAL_ADDR.
+void resolve_call(CallArgs& args) {
+  if (args.task_word.empty()) {
+    if (args.common.address.empty()) {
+      throw CLI::ValidationError("TASK", "required");
+    }
+    args.task_word = std::move(args.common.address);
+    args.common.address.clear();
+  }
+  resolve_address(args.common.address);
+  const std::string& word = args.task_word;
+  if (word.empty() || word.size() > 3 ||
+      word.find_first_not_of("0123456789") != std::string::npos) {
+    throw CLI::ValidationError("TASK", "'" + word + "' is not a task code (0..249)");
+  }
+  args.task = std::stoi(word);
+}
+
+/// ADDR for a subcommand; optional on the command line when SERIAL_ADDR is set.
+CLI::Option* add_address(CLI::App& sub, std::string& address) {
+  return sub.add_option("ADDR", address,
+                        "server address (default: the environment variable SERIAL_ADDR)");
 }
 
 int run_main(int argc, char** argv) {
   CLI::App app{"serialctl: call tasks on a serial-protocol server."};
   app.require_subcommand(1);
   app.fallthrough();  // the --tls flags may come before or after the subcommand
-  app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path. Durations: 500ms, 5s, 1m30s.
+  serialserver::apps::add_version_flag(app, kProgram);
+  app.footer(R"(ADDR is host:port, [v6]:port or a Unix socket path; without it, the environment
+variable SERIAL_ADDR. Durations: 500ms, 5s, 1m30s.
 TLS (1.2 or later) with --tls: the server's certificate is verified against --tls-ca (default:
 the system's CAs) and must carry the host of ADDR (or --tls-server-name).
 
-Exit status: 0 OK, 1 Error (its code on stderr), 2 Goodbye, 3 transport failure, 64 usage
-(a bad argument, or a --file or --out that cannot be opened; nothing is sent).
+Exit status: 0 OK, 1 Error (reported as "serialctl: error 7"; for list, also a server whose
+describe task is off), 2 Goodbye, 3 transport failure (or a malformed task listing, or a write
+error on standard output), 64 usage (a bad argument, or a file argument that cannot
+be read; nothing is sent).
 
 Examples:
   serialctl call 127.0.0.1:7070 1 --data 68656c6c6f         echo "hello" (hex dump on a terminal)
@@ -376,6 +404,8 @@ Examples:
   serialctl call [::1]:7070 6 --file big.bin                 stream a file as the request
   tar c dir | serialctl call /run/app.sock 1 --stdin --out copy.tar
   serialctl call 127.0.0.1:7070 5 --data 000003e8 --timeout 500ms   fails with status 3
+  SERIAL_ADDR=127.0.0.1:7070 serialctl call 2                ADDR from the environment
+  serialctl list 127.0.0.1:7070                              the server's tasks, "CODE NAME"
   serialctl keepalive 127.0.0.1:7070
   serialctl goodbye 127.0.0.1:7070
   serialctl --tls --tls-ca ca.pem call localhost:7070 1 --data 00   over TLS, checked against ca.pem
@@ -387,10 +417,13 @@ Examples:
                                 "verified and must carry the server's name");
   auto* tls_ca = app.add_option("--tls-ca", tls.ca_file,
                                 "CA certificates (PEM) for the server's certificate; default: "
-                                "the system's CAs");
+                                "the system's CAs")
+                     ->check(serialserver::apps::readable_file());
   auto* tls_cert = app.add_option("--tls-cert", tls.certificate_file,
-                                  "client certificate (PEM), for servers that require one");
-  auto* tls_key = app.add_option("--tls-key", tls.key_file, "the private key of --tls-cert (PEM)");
+                                  "client certificate (PEM), for servers that require one")
+                       ->check(serialserver::apps::readable_file());
+  auto* tls_key = app.add_option("--tls-key", tls.key_file, "the private key of --tls-cert (PEM)")
+                      ->check(serialserver::apps::readable_file());
   auto* tls_name = app.add_option("--tls-server-name", tls.server_name,
                                   "the name to verify and send as SNI; default: the host of ADDR");
   for (auto* option : {tls_ca, tls_cert, tls_key, tls_name}) {
@@ -401,52 +434,69 @@ Examples:
 
   CallArgs call_args;
   auto* call = app.add_subcommand("call", "call TASK with a request; print the response");
-  call->add_option("ADDR", call_args.common.address, "server address")->required();
-  call->add_option("TASK", call_args.task, "task code, 0..249")->required();
+  add_address(*call, call_args.common.address);
+  call->add_option("TASK", call_args.task_word, "task code, 0..249");
   auto* data = call->add_option("--data", call_args.data, "request content as hex ('0a1b2c')");
-  auto* file = call->add_option("--file", call_args.file, "request content from a file");
+  auto* file = call->add_option("--file", call_args.file, "request content from a file")
+                   ->check(serialserver::apps::readable_file());
   auto* in = call->add_flag("--stdin", call_args.from_stdin, "request content from stdin");
   data->excludes(file, in);
   file->excludes(in);
   call->add_option("--out", call_args.out, "write the response content into this file");
   call->add_option("--timeout", call_args.common.timeout, "longest wait for the response")
       ->capture_default_str();
+  call->callback([&call_args] { resolve_call(call_args); });
 
   CommonArgs keep_alive_args;
   auto* keep_alive = app.add_subcommand("keepalive", "send the keep-alive task (250)");
-  keep_alive->add_option("ADDR", keep_alive_args.address, "server address")->required();
+  add_address(*keep_alive, keep_alive_args.address);
   keep_alive->add_option("--timeout", keep_alive_args.timeout, "longest wait for the response")
       ->capture_default_str();
+  keep_alive->callback([&keep_alive_args] { resolve_address(keep_alive_args.address); });
+
+  CommonArgs list_args;
+  auto* list = app.add_subcommand(
+      "list", "list the server's tasks (the describe task, 251): one a line, CODE NAME");
+  add_address(*list, list_args.address);
+  list->add_option("--timeout", list_args.timeout, "longest wait for the listing")
+      ->capture_default_str();
+  list->callback([&list_args] { resolve_address(list_args.address); });
 
   CommonArgs goodbye_args;
   auto* goodbye = app.add_subcommand("goodbye", "send the goodbye task (255); exit 0 on Goodbye");
-  goodbye->add_option("ADDR", goodbye_args.address, "server address")->required();
+  add_address(*goodbye, goodbye_args.address);
   goodbye->add_option("--timeout", goodbye_args.timeout, "longest wait for the response")
       ->capture_default_str();
+  goodbye->callback([&goodbye_args] { resolve_address(goodbye_args.address); });
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int status = app.exit(e);
-    return status == 0 ? 0 : kExitUsage;
+  if (const auto status = serialserver::apps::parse_command_line(app, kProgram, argc, argv)) {
+    return *status;
   }
   // Without this a server that closes while a request is being written would kill us.
   std::signal(SIGPIPE, SIG_IGN);
   call_args.common.tls = &tls;
   keep_alive_args.tls = &tls;
   goodbye_args.tls = &tls;
+  list_args.tls = &tls;
+  int status = kExitTransport;
   try {
     if (call->parsed()) {
-      return run_call(call_args);
+      status = run_call(call_args);
+    } else if (list->parsed()) {
+      status = run_list(list_args);
+    } else if (keep_alive->parsed()) {
+      status = run_keep_alive(keep_alive_args);
+    } else {
+      status = run_goodbye(goodbye_args);
     }
-    if (keep_alive->parsed()) {
-      return run_keep_alive(keep_alive_args);
-    }
-    return run_goodbye(goodbye_args);
   } catch (const UsageError& e) {
-    std::cerr << "serialctl: " << e.what() << "\n";
+    std::cerr << kProgram << ": " << e.what() << "\nRun '" << kProgram << " --help' for usage.\n";
     return kExitUsage;
   }
+  // A response or an "OK" that never reached standard output is a failure: a transport
+  // failure's status, since the answer did not get where it was going.
+  const int finished = serialserver::apps::finish_stdout(kProgram, status);
+  return finished != status ? kExitTransport : status;
 }
 
 }  // namespace

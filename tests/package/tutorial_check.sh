@@ -97,11 +97,11 @@ expect 0 "00000004""0000000000000010""00000001""0000000a" "stats"
 
 call call "$sock" 2 --data 000001
 expect 1 "" "stats of 3 bytes"
-[[ "$last_err" == *"error code 1"* ]] || fail "stats of 3 bytes: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 1"* ]] || fail "stats of 3 bytes: stderr '$last_err'"
 
 call call "$sock" 2
 expect 1 "" "stats of nothing"
-[[ "$last_err" == *"error code 2"* ]] || fail "stats of nothing: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 2"* ]] || fail "stats of nothing: stderr '$last_err'"
 
 call call "$sock" 3 --data 00000032  # 50 ms
 expect 0 646f6e65 "delay 50 ms"       # "done"
@@ -111,7 +111,7 @@ expect 3 "" "delay past the caller's timeout"
 
 call call "$sock" 9
 expect 1 "" "unknown task"
-[[ "$last_err" == *"error code 255"* ]] || fail "unknown task: stderr '$last_err'"
+[[ "$last_err" == *"serialctl: error 255 (unknown task)"* ]] || fail "unknown task: stderr '$last_err'"
 shown="$(tutorial_line_after 'serialctl call 127.0.0.1:7070 9')"
 [[ "$last_err" == "$shown" ]] || fail "unknown task: serialctl printed '$last_err', the tutorial shows '$shown'"
 

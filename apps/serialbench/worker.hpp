@@ -1,0 +1,96 @@
+#pragma once
+
+// A worker thread's share of the connections, and what every I/O engine does alike: stamping
+// and sending requests, parsing and validating responses, counting. How bytes move (epoll and
+// non-blocking sockets, or an io_uring) is up to the engine that derives from it.
+
+#include "connection.hpp"
+#include "options.hpp"
+#include "statistics.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace serialbench {
+
+/// Phases that the main thread announces to the workers.
+enum class Phase { warmup, measure, stop };
+
+/// Thread-safety: built and filled by the main thread, then run() on a thread of its own; the
+/// main thread reads only stats()'s atomics until `done`. Lifetime: `config` and `phase` outlive
+/// it; it closes its connections when run() ends.
+class Worker {
+ public:
+  Worker(const Config& config, const std::atomic<Phase>& phase);
+  virtual ~Worker() = default;
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void add(std::unique_ptr<Conn> conn) {
+    conn->index = conns_.size();
+    conns_.push_back(std::move(conn));
+  }
+  Stats& stats() { return stats_; }
+  /// Connections that still owe requests (requests mode) or are alive (duration mode).
+  void set_active(std::size_t n) { active_ = n; }
+
+  /// Runs the loop until the phase is stop or (requests mode) every quota is done.
+  virtual void run() = 0;
+
+ protected:
+  /// Writes the pending part of the connection's batch (or queues it).
+  virtual void flush(Conn& c) = 0;
+  /// Takes a connection out of the loop (its quota is done, or it is lost).
+  virtual void retire(Conn& c);
+
+  /// The longest a loop turn waits for the kernel.
+  static constexpr std::uint64_t kMaxWaitNs = 20'000'000;
+
+  /// Starts every connection: a full pipeline of requests, or (--rps) its pacing schedule.
+  void start_connections(std::uint64_t now);
+  /// With --rps, sends what each connection's schedule says is due; returns how long the loop
+  /// may wait for the kernel before the next request is due (at most kMaxWaitNs).
+  std::uint64_t pace_all(std::uint64_t now);
+  bool paced() const noexcept { return interval_ns_ != 0; }
+
+  /// Follows the main thread's phases; false once the loop must end.
+  bool keep_going(Phase& seen_phase);
+  void publish();
+  void finish();
+  void close_all();
+  void lose(Conn& c);
+  /// Parses what was read; then retires the connection if its quota is done, or sends the
+  /// requests that the responses made room for. False once the connection is out of the loop.
+  bool consume(Conn& c, std::span<const std::uint8_t> data);
+  /// Sends up to k more requests (fewer if the quota runs out), or owes them while an earlier
+  /// write is pending.
+  void send(Conn& c, std::uint64_t k, std::uint64_t now);
+  /// Writes every owed request in one write(), stamped with its sequence number and `now`.
+  void emit(Conn& c, std::uint64_t now);
+
+  const Config& config_;
+  const std::atomic<Phase>& phase_;
+  std::vector<std::unique_ptr<Conn>> conns_;
+
+ private:
+  /// Parses responses out of `data`; returns how many completed.
+  std::uint64_t parse(Conn& c, std::span<const std::uint8_t> data, std::uint64_t now);
+  void check_content(Conn& c, std::span<const std::uint8_t> content);
+  void complete(Conn& c, bool valid, std::uint64_t now);
+  /// The Goodbye answer: the server ends the connection.
+  void goodbye(Conn& c);
+  /// Sends what the pacing schedule of `c` says is due (as much as its pipeline has room for).
+  void pace(Conn& c, std::uint64_t now);
+
+  /// --rps: the time between two requests on one connection; 0 without pacing.
+  std::uint64_t interval_ns_ = 0;
+
+  std::size_t active_ = 0;
+  Stats stats_;
+};
+
+}  // namespace serialbench
