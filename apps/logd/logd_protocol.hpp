@@ -30,6 +30,7 @@ inline constexpr serialserver::TaskCode kTaskAppendBatch = 2;
 inline constexpr serialserver::TaskCode kTaskRead = 3;
 inline constexpr serialserver::TaskCode kTaskTail = 4;
 inline constexpr serialserver::TaskCode kTaskList = 5;
+inline constexpr serialserver::TaskCode kTaskDelete = 6;
 
 /// Error codes of logd (the byte after an Error response).
 inline constexpr serialserver::ErrorCode kErrMalformed = 1;     ///< truncated or trailing bytes
@@ -39,6 +40,7 @@ inline constexpr serialserver::ErrorCode kErrTooLarge = 4;      ///< a text, fie
 inline constexpr serialserver::ErrorCode kErrBadArgument = 5;   ///< inverted range, bad limit
 inline constexpr serialserver::ErrorCode kErrStorage = 6;       ///< SQLite failed; nothing written
 inline constexpr serialserver::ErrorCode kErrShuttingDown = 7;  ///< the store is closing
+inline constexpr serialserver::ErrorCode kErrBusy = 8;  ///< a server bound reached; retry later
 
 /// Limits that a valid payload respects.
 inline constexpr std::size_t kMaxNameBytes = 255;
