@@ -3,6 +3,7 @@
 #include <serialserver/binary_reader.hpp>
 #include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
+#include "batch_stream.hpp"
 
 #include <algorithm>
 #include <array>
@@ -284,7 +285,7 @@ void LogdService::register_tasks(serialserver::Server& server) {
       kTaskAppendBatch,
       [store](TaskContext& ctx) {
         return guarded(ctx, [&] {
-          std::vector<Message> batch = decode_batch(ctx.request().read_all(), ctx.byte_order());
+          std::vector<Message> batch = read_batch(ctx.request(), ctx.byte_order());
           const std::int64_t now = now_ns();
           for (auto& m : batch) {
             stamp(m, now);

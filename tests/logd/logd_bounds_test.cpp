@@ -400,3 +400,42 @@ TEST(LogdBounds, RetentionBySizeStopsTheDatabaseGrowing) {
 }
 
 }  // namespace
+
+namespace {
+
+// A batch is validated as it arrives: one whose first message is bad is answered with that
+// message's code without the server holding the rest (it drains it through a small buffer).
+TEST(LogdBounds, BadBatchesAreRefusedAsTheyStreamWithoutBeingHeld) {
+  LogdProcess logd(make_temp_dir());
+  const pid_t pid = logd.process().pid();
+  Bytes content = bytes({0, 0, 0x27, 0x10});                                    // n = 10000
+  const Bytes bad_first = bytes({0, 0, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 9});  // level 9
+  content.insert(content.end(), bad_first.begin(), bad_first.end());
+  content.resize(15u << 20, 0x00);  // 15 MiB: under the 16 MiB default request limit
+  const Bytes batch = request(logd::kTaskAppendBatch, content);
+  {
+    auto c = logd.client();  // the store is open, the first allocations made
+    c.append(message("warm", "up"));
+  }
+  const std::size_t before = resident_kib(pid);
+  std::vector<std::thread> senders;
+  std::atomic<int> refused{0};
+  for (int i = 0; i < 6; ++i) {
+    senders.emplace_back([&] {
+      RawClient raw(logd.port());
+      raw_handshake(raw, 'B');
+      raw.send(batch);
+      if (raw.recv(2, 20000ms) == bytes({0x01, logd::kErrBadLevel})) {
+        ++refused;
+      }
+    });
+  }
+  for (auto& t : senders) {
+    t.join();
+  }
+  EXPECT_EQ(refused.load(), 6);
+  // Collected whole, six of them would take 90 MiB and more.
+  EXPECT_LT(resident_kib(pid), before + 40 * 1024);
+}
+
+}  // namespace
