@@ -45,14 +45,13 @@ inline void add_version_flag(CLI::App& app, const std::string& program) {
 /// CLI11's check for a file argument that must exist and be readable; its message names the
 /// file, so that "--tls-ca nofile.pem" is a usage error about nofile.pem.
 inline CLI::Validator readable_file() {
-  return CLI::Validator(
-      [](std::string& path) -> std::string {
-        if (::access(path.c_str(), R_OK) != 0) {
-          return path + ": " + std::strerror(errno);
-        }
-        return {};
-      },
-      "FILE", "readable file");
+  return {[](std::string& path) -> std::string {
+            if (::access(path.c_str(), R_OK) != 0) {
+              return path + ": " + std::strerror(errno);
+            }
+            return {};
+          },
+          "FILE", "readable file"};
 }
 
 namespace detail {

@@ -133,7 +133,7 @@ class Slot {
 };
 
 /// The bytes a streamed response encodes ahead, per trip to the query pool.
-constexpr std::size_t kStreamChunkBytes = 64 * 1024;
+constexpr std::size_t kStreamChunkBytes = std::size_t{64} * 1024;
 
 /// Streams the rows of a cursor (a ReadCursor or a ListCursor): the rows are fetched and encoded
 /// on the query pool, a chunk at a time, and handed to the I/O thread; constant memory. The

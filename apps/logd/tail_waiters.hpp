@@ -31,6 +31,7 @@ class TailWaiters {
   explicit TailWaiters(std::size_t max_waiting) : max_waiting_(max_waiting) {}
   TailWaiters(const TailWaiters&) = delete;
   TailWaiters& operator=(const TailWaiters&) = delete;
+  ~TailWaiters() = default;
 
   /// The commit sequence number: read it before a query, pass it to wait().
   std::uint64_t sequence() const;

@@ -378,13 +378,13 @@ TEST(LogdBounds, RetentionBySizeStopsTheDatabaseGrowing) {
   LogdProcess logd(dir, {"--retain-bytes", "4000000", "--retain-interval", "1s"});
   auto c = logd.client();
   std::vector<logd::Message> batch(500, message("app", std::string(1000, 'x')));
-  const auto end = std::chrono::steady_clock::now() + 25s;
   std::uintmax_t largest = 0;
+  constexpr int kBatches = 48;  // 24 MB of text, six times the limit
+  const auto give_up = std::chrono::steady_clock::now() + 120s;
   int batches = 0;
-  while (std::chrono::steady_clock::now() < end) {
-    c.append_batch(batch);  // 0.5 MB
-    ++batches;
-    std::this_thread::sleep_for(400ms);  // about 1 MB/s
+  for (; batches < kBatches && std::chrono::steady_clock::now() < give_up; ++batches) {
+    c.append_batch(batch);               // 0.5 MB
+    std::this_thread::sleep_for(250ms);  // at most 2 MB/s
     const auto size_of = [&](const char* name) -> std::uintmax_t {
       std::error_code ec;
       const auto size = fs::file_size(dir / name, ec);
@@ -392,7 +392,7 @@ TEST(LogdBounds, RetentionBySizeStopsTheDatabaseGrowing) {
     };
     largest = std::max(largest, size_of("logd.sqlite") + size_of("logd.sqlite-wal"));
   }
-  ASSERT_GT(batches, 40);  // more than 20 MB written
+  ASSERT_EQ(batches, kBatches);
   // The limit, plus what arrives between two passes (1 s), plus the WAL (checkpointed after
   // every pass); without retention the files would hold all that was written (over 20 MB).
   EXPECT_LT(largest, 14'000'000U);
