@@ -480,3 +480,63 @@ TEST(LogdBounds, ListIsStreamedInConstantMemory) {
 }
 
 }  // namespace
+
+namespace {
+
+// The demo's operations flags, with the same meanings.
+TEST(LogdBounds, OperationsFlags) {
+  const fs::path dir = make_temp_dir();
+  const std::uint16_t metrics_port = free_port();
+  LogdProcess logd(dir, {"--metrics", "127.0.0.1:" + std::to_string(metrics_port), "--log-format",
+                         "json", "--max-connections-per-address", "2"});
+  logd.client().append(message("app", "counted"));
+  {
+    RawClient http(metrics_port);
+    http.send(bytes({'G', 'E', 'T', ' ', '/', 'm', 'e', 't', 'r',  'i',  'c',  's', ' ',
+                     'H', 'T', 'T', 'P', '/', '1', '.', '0', '\r', '\n', '\r', '\n'}));
+    const Bytes head = http.recv(12, 5000ms);
+    EXPECT_EQ(std::string(head.begin(), head.end()), "HTTP/1.1 200");
+  }
+  // Two connections from 127.0.0.1 at once; a third is closed at once.
+  RawClient a(logd.port());
+  raw_handshake(a, 'B');
+  RawClient b(logd.port());
+  raw_handshake(b, 'B');
+  RawClient third(logd.port());
+  EXPECT_TRUE(third.closed_within(3000ms));
+  // JSON lines on stderr.
+  std::ifstream log(dir / "logd-0.log");
+  std::string first_line;
+  std::getline(log, first_line);
+  EXPECT_EQ(first_line.substr(0, 1), "{") << first_line;
+  // --version, and a usage error exits 64.
+  EXPECT_EQ(logd_test::run(bin_dir() + "/serialserver-logd --version").first, 0);
+  EXPECT_EQ(logd_test::run(bin_dir() + "/serialserver-logd --no-such-flag 2>/dev/null").first, 64);
+}
+
+}  // namespace
+
+namespace {
+
+// A request that trickles in (slowloris) is cut at --max-request-duration.
+TEST(LogdBounds, SlowRequestIsClosedAtTheMaxRequestDuration) {
+  LogdProcess logd(make_temp_dir(), {"--max-request-duration", "1s"});
+  RawClient raw(logd.port());
+  raw_handshake(raw, 'B');
+  raw.send(bytes({logd::kTaskAppend, 0x40}));  // a block of 64 bytes announced
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {  // one byte every 100 ms: the read timeout never hits
+    try {
+      raw.send(bytes({0x00}));
+    } catch (const std::system_error&) {
+      closed = true;
+      break;
+    }
+    closed = raw.closed_within(100ms);
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+}
+
+}  // namespace
