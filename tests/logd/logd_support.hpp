@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -131,6 +133,43 @@ inline std::pair<int, std::string> run(const std::string& command) {
 inline void raw_handshake(RawClient& raw, std::uint8_t order_byte) {
   raw.send({order_byte});
   EXPECT_EQ(raw.recv(2), bytes({order_byte, 0x00}));
+}
+
+/// Open descriptors of a process, from /proc.
+inline std::size_t open_descriptors(pid_t pid) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e :
+       fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+/// Resident memory of a process in KiB, from /proc.
+inline std::size_t resident_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      return std::stoul(line.substr(6));
+    }
+  }
+  return 0;
+}
+
+/// What the descriptors of a process point to, for a failure message.
+inline std::string descriptor_list(pid_t pid) {
+  std::string out;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    out += fs::read_symlink(e.path(), ec).string() + "\n";
+  }
+  return out;
+}
+
+inline std::string file_text(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace logd_test
