@@ -213,6 +213,8 @@ ReadQuery decode_read_query(std::span<const std::uint8_t> payload, ByteOrder ord
     q.until_ns = r.read_i64();
     q.min_level = r.read_u8();
     q.max_level = r.read_u8();
+    check_level(q.min_level);
+    check_level(q.max_level);
     q.limit = r.read_u32();
     if (q.since_ns > q.until_ns || q.min_level > q.max_level) {
       throw ProtocolError(kErrBadArgument, "empty time or level range");

@@ -40,6 +40,7 @@ inline constexpr serialserver::ErrorCode kErrTooLarge = 4;      ///< a text, fie
 inline constexpr serialserver::ErrorCode kErrBadArgument = 5;   ///< inverted range, bad limit
 inline constexpr serialserver::ErrorCode kErrStorage = 6;       ///< SQLite failed; nothing written
 inline constexpr serialserver::ErrorCode kErrShuttingDown = 7;  ///< the store is closing
+inline constexpr serialserver::ErrorCode kErrBusy = 8;  ///< a server bound reached; retry later
 
 /// Limits that a valid payload respects.
 inline constexpr std::size_t kMaxNameBytes = 255;

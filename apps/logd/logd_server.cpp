@@ -3,9 +3,17 @@
 #include <serialserver/binary_reader.hpp>
 #include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
+#include "batch_stream.hpp"
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+
+#include <asio/co_spawn.hpp>
+#include <asio/use_awaitable.hpp>
 
 namespace logd {
 
@@ -16,23 +24,183 @@ using serialserver::TaskError;
 
 namespace {
 
-/// Runs a task body, mapping the application's failures to their error codes.
-template <class F>
-Response guarded(TaskContext& ctx, F body) {
+/// Maps the application's failures to their error codes (TaskError); anything else goes on.
+[[noreturn]] void rethrow_as_task_error(TaskContext& ctx, const std::exception_ptr& failure) {
   try {
-    return body();
+    std::rethrow_exception(failure);
   } catch (const ProtocolError& e) {
     ctx.log().debug("{}: task {}: error {}: {}", ctx.client().to_string(), ctx.code(), e.code(),
                     e.what());
     throw TaskError(e.code(), e.what());
   } catch (const StoreClosed& e) {
     throw TaskError(kErrShuttingDown, e.what());
+  } catch (const StoreBusy& e) {
+    ctx.log().warn("{}: task {}: {}", ctx.client().to_string(), ctx.code(), e.what());
+    throw TaskError(kErrBusy, e.what());
   } catch (const StorageError& e) {
     ctx.log().error("{}: task {}: storage error: {}", ctx.client().to_string(), ctx.code(),
                     e.what());
     throw TaskError(kErrStorage, e.what());
   }
 }
+
+/// Runs a task body, mapping the application's failures to their error codes.
+template <class F>
+Response guarded(TaskContext& ctx, F body) {
+  try {
+    return body();
+  } catch (...) {
+    rethrow_as_task_error(ctx, std::current_exception());
+  }
+}
+
+/// As guarded, for a coroutine task body.
+template <class F>
+asio::awaitable<Response> guarded_async(TaskContext& ctx, F body) {
+  std::exception_ptr failure;
+  try {
+    co_return co_await body();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  rethrow_as_task_error(ctx, failure);
+}
+
+/// Runs `f` on `pool` and resumes the calling coroutine on its own executor with the result
+/// (or the exception).
+template <class F>
+asio::awaitable<std::invoke_result_t<F&>> on_pool(asio::thread_pool& pool, F f) {
+  using Result = std::invoke_result_t<F&>;
+  co_return co_await asio::co_spawn(
+      pool, [f = std::move(f)]() mutable -> asio::awaitable<Result> { co_return f(); },
+      asio::use_awaitable);
+}
+
+/// The request content of a small task (read, tail, list): at most `cap` bytes, or Error 1.
+asio::awaitable<std::vector<std::uint8_t>> read_small_request(TaskContext& ctx, std::size_t cap) {
+  std::vector<std::uint8_t> content(cap + 1);
+  std::size_t n = 0;
+  for (;;) {
+    const std::size_t got =
+        co_await ctx.request().async_read_some(std::span<std::uint8_t>(content).subspan(n));
+    if (got == 0) {
+      break;
+    }
+    n += got;
+    if (n > cap) {
+      co_await ctx.request().async_skip_all();
+      throw ProtocolError(kErrMalformed, "request longer than " + std::to_string(cap) + " bytes");
+    }
+  }
+  content.resize(n);
+  co_return content;
+}
+
+/// One of a bounded number of slots (reads or lists in progress), given back on destruction.
+class Slot {
+ public:
+  Slot() = default;
+  /// Takes a slot of `counter` if fewer than `max` are taken; else Error 8.
+  static Slot take(const std::shared_ptr<std::atomic<std::size_t>>& counter, std::size_t max,
+                   const char* what) {
+    if (counter->fetch_add(1) >= max) {
+      counter->fetch_sub(1);
+      throw ProtocolError(
+          kErrBusy, std::string("more than ") + std::to_string(max) + " " + what + " at once");
+    }
+    Slot s;
+    s.counter_ = counter;
+    return s;
+  }
+  Slot(Slot&& other) noexcept = default;
+  Slot& operator=(Slot&& other) noexcept {
+    release();
+    counter_ = std::move(other.counter_);
+    return *this;
+  }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+  ~Slot() { release(); }
+
+ private:
+  void release() noexcept {
+    if (counter_) {
+      counter_->fetch_sub(1);
+      counter_.reset();
+    }
+  }
+  std::shared_ptr<std::atomic<std::size_t>> counter_;
+};
+
+/// The bytes a streamed response encodes ahead, per trip to the query pool.
+constexpr std::size_t kStreamChunkBytes = std::size_t{64} * 1024;
+
+/// Streams the rows of a cursor (a ReadCursor or a ListCursor): the rows are fetched and encoded
+/// on the query pool, a chunk at a time, and handed to the I/O thread; constant memory. The
+/// cursor (and its reader connection) goes back as soon as the rows end, or when the response
+/// stops (a client that does not read is ended by the write timeout, and this destroyed).
+template <class Cursor, class Row>
+class RowStream final : public serialserver::ResponseProducer {
+ public:
+  using Encode = void (*)(BinaryWriter&, const Row&);
+  RowStream(asio::thread_pool& pool, std::unique_ptr<Cursor> cursor, BinaryWriter first,
+            Encode encode, Slot slot, std::shared_ptr<const std::atomic<bool>> abandoned)
+      : abandoned_(std::move(abandoned)),
+        pool_(pool),
+        cursor_(std::move(cursor)),
+        pending_(std::move(first)),
+        encode_(encode),
+        slot_(std::move(slot)) {}
+
+  asio::awaitable<std::size_t> async_produce(std::span<std::uint8_t> out) override {
+    if (abandoned_->load()) {
+      throw std::runtime_error("shutdown: the grace period is over");
+    }
+    if (offset_ == pending_.size()) {
+      pending_.clear();
+      offset_ = 0;
+      if (!cursor_) {
+        co_return 0;
+      }
+      co_await on_pool(pool_, [this] {
+        fill();
+        return 0;
+      });
+      if (pending_.size() == 0) {
+        co_return 0;
+      }
+    }
+    const std::size_t take = std::min(out.size(), pending_.size() - offset_);
+    std::copy_n(pending_.data().begin() + static_cast<std::ptrdiff_t>(offset_), take, out.begin());
+    offset_ += take;
+    co_return take;
+  }
+
+  /// Encodes rows until a chunk is full or the rows end (then gives the cursor back).
+  void fill() {
+    Row row;
+    while (pending_.size() < kStreamChunkBytes) {
+      if (!cursor_->next(row)) {
+        cursor_.reset();
+        slot_ = Slot();
+        return;
+      }
+      encode_(pending_, row);
+    }
+  }
+
+ private:
+  std::shared_ptr<const std::atomic<bool>> abandoned_;
+  asio::thread_pool& pool_;
+  std::unique_ptr<Cursor> cursor_;
+  BinaryWriter pending_;
+  std::size_t offset_ = 0;
+  Encode encode_;
+  Slot slot_;
+};
+
+/// The largest request of a read, tail or list: a name and a few numbers.
+constexpr std::size_t kMaxSmallRequest = 4096;
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -46,97 +214,59 @@ void stamp(Message& m, std::int64_t now) {
   }
 }
 
-/// Streams the records of a read cursor, one encoded record at a time: constant memory.
-class RecordProducer final : public serialserver::BlockingResponseProducer {
- public:
-  RecordProducer(std::unique_ptr<ReadCursor> cursor, std::optional<Record> first,
-                 serialserver::ByteOrder order)
-      : cursor_(std::move(cursor)), pending_(order) {
-    if (first) {
-      encode_record(pending_, *first);
-    } else {
-      cursor_.reset();
-    }
-  }
-
-  std::size_t produce(std::span<std::uint8_t> out) override {
-    std::size_t n = 0;
-    while (n < out.size()) {
-      if (offset_ == pending_.size()) {
-        pending_.clear();
-        offset_ = 0;
-        if (!cursor_) {
-          break;
-        }
-        Record r;
-        if (!cursor_->next(r)) {
-          cursor_.reset();  // ends the read transaction and returns the connection now
-          break;
-        }
-        encode_record(pending_, r);
-      }
-      const std::size_t take = std::min(out.size() - n, pending_.size() - offset_);
-      std::copy_n(pending_.data().begin() + static_cast<std::ptrdiff_t>(offset_), take,
-                  out.begin() + static_cast<std::ptrdiff_t>(n));
-      offset_ += take;
-      n += take;
-    }
-    return n;
-  }
-
- private:
-  std::unique_ptr<ReadCursor> cursor_;
-  BinaryWriter pending_;
-  std::size_t offset_ = 0;
-};
-
-asio::awaitable<serialserver::HandshakeResult> handshake(serialserver::HandshakeStream& stream,
-                                                         std::shared_ptr<const std::string> token) {
-  std::array<std::uint8_t, 1> order_byte{};
-  co_await stream.async_read_exact(order_byte);
-  serialserver::HandshakeResult result;
-  if (order_byte[0] == kHandshakeBig) {
-    result.byte_order = serialserver::ByteOrder::big_endian;
-  } else if (order_byte[0] == kHandshakeLittle) {
-    result.byte_order = serialserver::ByteOrder::little_endian;
-  } else {
-    throw std::runtime_error("byte-order byte " + std::to_string(order_byte[0]) +
-                             " is neither 'B' nor 'L'");
-  }
-  const std::array<std::uint8_t, 2> ack{order_byte[0],
-                                        token ? kHandshakeTokenRequired : kHandshakeNoToken};
-  co_await stream.async_write(ack);
-  if (!token) {
-    co_return result;
-  }
-  std::array<std::uint8_t, 4> length_bytes{};
-  co_await stream.async_read_exact(length_bytes);
-  serialserver::BinaryReader reader(length_bytes, result.byte_order);
-  const std::uint32_t length = reader.read_u32();
-  bool ok = length <= kMaxTokenBytes;
-  std::vector<std::uint8_t> given;
-  if (ok) {
-    given.resize(length);
-    co_await stream.async_read_exact(given);
-    // Constant-time comparison: the time taken does not tell how much of the token matched.
-    unsigned diff = given.size() == token->size() ? 0U : 1U;
-    for (std::size_t i = 0; i < given.size(); ++i) {
-      diff |=
-          static_cast<unsigned>(given[i] ^ static_cast<std::uint8_t>((*token)[i % token->size()]));
-    }
-    ok = diff == 0;
-  }
-  const std::array<std::uint8_t, 1> status{ok ? kTokenAccepted : kTokenRejected};
-  co_await stream.async_write(status);
-  if (!ok) {
-    throw std::runtime_error("wrong token");
-  }
-  co_return result;
-}
-
 }  // namespace
 
-void register_logd_tasks(serialserver::Server& server, std::shared_ptr<Store> store) {
+LogdService::LogdService(std::shared_ptr<Store> store, TaskLimits limits,
+                         RetentionOptions retention, std::chrono::nanoseconds retention_interval,
+                         std::shared_ptr<serialserver::Logger> logger)
+    : store_(std::move(store)),
+      limits_(limits),
+      waiters_(std::make_shared<TailWaiters>(limits.max_waiting_tails)),
+      queries_(limits.query_threads) {
+  store_->set_commit_listener([waiters = waiters_] { waiters->notify_commit(); });
+  const bool retain = retention.max_age.count() > 0 || retention.max_bytes > 0;
+  maintenance_ = std::jthread([store = store_, retention, retention_interval, retain,
+                               logger = std::move(logger)](const std::stop_token& stop) {
+    std::mutex mutex;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mutex);
+    auto next_retention = std::chrono::steady_clock::now();
+    while (!cv.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; })) {
+      if (stop.stop_requested()) {
+        return;
+      }
+      store->close_idle_readers();
+      if (retain && std::chrono::steady_clock::now() >= next_retention) {
+        try {
+          const std::uint64_t deleted = store->enforce_retention(retention, now_ns());
+          if (deleted > 0 && logger) {
+            logger->info("retention: deleted {} messages", deleted);
+          }
+        } catch (const StorageError& e) {  // tried again at the next interval
+          if (logger) {
+            logger->error("retention: {}", e.what());
+          }
+        }
+        next_retention = std::chrono::steady_clock::now() + retention_interval;
+      }
+    }
+  });
+}
+
+LogdService::~LogdService() {
+  maintenance_.request_stop();
+  if (maintenance_.joinable()) {
+    maintenance_.join();
+  }
+  waiters_->close();
+  queries_.join();
+  deletes_.join();
+}
+
+void LogdService::begin_shutdown() { waiters_->close(); }
+
+void LogdService::register_tasks(serialserver::Server& server) {
+  auto store = store_;
   server.register_blocking_task(
       kTaskAppend,
       [store](TaskContext& ctx) {
@@ -155,7 +285,7 @@ void register_logd_tasks(serialserver::Server& server, std::shared_ptr<Store> st
       kTaskAppendBatch,
       [store](TaskContext& ctx) {
         return guarded(ctx, [&] {
-          std::vector<Message> batch = decode_batch(ctx.request().read_all(), ctx.byte_order());
+          std::vector<Message> batch = read_batch(ctx.request(), ctx.byte_order());
           const std::int64_t now = now_ns();
           for (auto& m : batch) {
             stamp(m, now);
@@ -169,62 +299,119 @@ void register_logd_tasks(serialserver::Server& server, std::shared_ptr<Store> st
         });
       },
       "append-batch");
-  server.register_blocking_task(
+  asio::thread_pool* pool = &queries_;
+  std::shared_ptr<const std::atomic<bool>> abandoned = abandoned_;
+  auto reads = reads_;
+  const std::size_t max_reads = limits_.max_reads;
+  server.register_task(
       kTaskRead,
-      [store](TaskContext& ctx) {
-        return guarded(ctx, [&] {
-          const ReadQuery q = decode_read_query(ctx.request().read_all(), ctx.byte_order());
-          auto cursor = store->read(q);
-          // The first row is fetched here so that a storage failure is still an Error response.
-          std::optional<Record> first;
-          if (Record r; cursor->next(r)) {
-            first = std::move(r);
-          }
-          return Response::stream(std::unique_ptr<serialserver::BlockingResponseProducer>(
-              std::make_unique<RecordProducer>(std::move(cursor), std::move(first),
-                                               ctx.byte_order())));
+      [store, pool, reads, max_reads, abandoned](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return co_await guarded_async(ctx, [&]() -> asio::awaitable<Response> {
+          const ReadQuery q = decode_read_query(co_await read_small_request(ctx, kMaxSmallRequest),
+                                                ctx.byte_order());
+          Slot slot = Slot::take(reads, max_reads, "reads");
+          using Stream = RowStream<ReadCursor, Record>;
+          auto stream = co_await on_pool(*pool, [&] {
+            // The first chunk is fetched here so that a storage failure is still an Error.
+            auto s = std::make_unique<Stream>(*pool, store->read(q), BinaryWriter(ctx.byte_order()),
+                                              &encode_record, std::move(slot), abandoned);
+            s->fill();
+            return s;
+          });
+          co_return Response::stream(
+              std::unique_ptr<serialserver::ResponseProducer>(std::move(stream)));
         });
       },
       "read");
-  server.register_blocking_task(
+  auto waiters = waiters_;
+  server.register_task(
       kTaskTail,
-      [store](TaskContext& ctx) {
-        return guarded(ctx, [&] {
-          const TailQuery q = decode_tail_query(ctx.request().read_all(), ctx.byte_order());
+      [store, pool, waiters](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return co_await guarded_async(ctx, [&]() -> asio::awaitable<Response> {
+          const TailQuery q = decode_tail_query(co_await read_small_request(ctx, kMaxSmallRequest),
+                                                ctx.byte_order());
+          const auto deadline =
+              std::chrono::steady_clock::now() + std::chrono::milliseconds(q.wait_ms);
+          std::vector<Record> records;
+          for (;;) {
+            const std::uint64_t seen = waiters->sequence();
+            records = co_await on_pool(*pool, [&] { return store->tail(q); });
+            if (!records.empty() || ctx.stop_requested() ||
+                std::chrono::steady_clock::now() >= deadline) {
+              break;
+            }
+            const WaitOutcome outcome = co_await waiters->wait(seen, deadline);
+            if (outcome == WaitOutcome::full) {
+              throw ProtocolError(kErrBusy, "too many tails waiting");
+            }
+            if (outcome != WaitOutcome::committed || ctx.stop_requested()) {
+              break;
+            }
+          }
           BinaryWriter w(ctx.byte_order());
-          for (const auto& r : store->tail(q, ctx.stop_token())) {
+          for (const auto& r : records) {
             encode_record(w, r);
           }
-          return Response(w.take());
+          co_return Response(w.take());
         });
       },
       "tail");
-  server.register_blocking_task(
+  auto lists = lists_;
+  const std::size_t max_lists = limits_.max_lists;
+  server.register_task(
       kTaskList,
-      [store](TaskContext& ctx) {
-        return guarded(ctx, [&] {
-          const auto payload = ctx.request().read_all();
-          if (!payload.empty()) {
+      [store, pool, lists, max_lists, abandoned](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return co_await guarded_async(ctx, [&]() -> asio::awaitable<Response> {
+          if (!(co_await read_small_request(ctx, 0)).empty()) {
             throw ProtocolError(kErrMalformed, "list takes no payload");
           }
-          const auto logs = store->list();
-          BinaryWriter w(ctx.byte_order());
-          w.write_u32(static_cast<std::uint32_t>(logs.size()));
-          for (const auto& info : logs) {
-            encode_log_info(w, info);
-          }
-          return Response(w.take());
+          Slot slot = Slot::take(lists, max_lists, "lists");
+          using Stream = RowStream<ListCursor, LogInfo>;
+          auto stream = co_await on_pool(*pool, [&] {
+            auto cursor = store->list();
+            BinaryWriter first(ctx.byte_order());
+            first.write_u32(static_cast<std::uint32_t>(cursor->count()));
+            auto s = std::make_unique<Stream>(*pool, std::move(cursor), std::move(first),
+                                              &encode_log_info, std::move(slot), abandoned);
+            s->fill();
+            return s;
+          });
+          co_return Response::stream(
+              std::unique_ptr<serialserver::ResponseProducer>(std::move(stream)));
         });
       },
       "list");
-}
-
-serialserver::HandshakeFunction make_handshake(std::optional<std::string> token) {
-  std::shared_ptr<const std::string> shared;
-  if (token) {
-    shared = std::make_shared<const std::string>(std::move(*token));
-  }
-  return [shared](serialserver::HandshakeStream& stream) { return handshake(stream, shared); };
+  asio::thread_pool* deletes = &deletes_;
+  server.register_task(
+      kTaskDelete,
+      [store, deletes](TaskContext& ctx) -> asio::awaitable<Response> {
+        co_return co_await guarded_async(ctx, [&]() -> asio::awaitable<Response> {
+          const auto content = co_await read_small_request(ctx, kMaxSmallRequest);
+          serialserver::BinaryReader r(content, ctx.byte_order());
+          std::string log;
+          std::int64_t before = 0;
+          try {
+            log = r.read_string();
+            before = r.read_i64();
+          } catch (const serialserver::EndOfMessage&) {
+            throw ProtocolError(kErrMalformed, "delete payload cut off");
+          }
+          if (!r.at_end()) {
+            throw ProtocolError(kErrMalformed, "bytes after the delete payload");
+          }
+          if (log.empty() || log.size() > kMaxNameBytes) {
+            throw ProtocolError(
+                kErrBadName, "log name must have 1.." + std::to_string(kMaxNameBytes) + " bytes");
+          }
+          const std::uint64_t deleted =
+              co_await on_pool(*deletes, [&] { return store->delete_before(log, before); });
+          ctx.log().info("{}: deleted {} messages of {}", ctx.client().to_string(), deleted, log);
+          BinaryWriter w(ctx.byte_order());
+          w.write_u64(deleted);
+          co_return Response(w.take());
+        });
+      },
+      "delete");
 }
 
 }  // namespace logd

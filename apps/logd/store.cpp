@@ -3,6 +3,7 @@
 #include <serialserver/binary_reader.hpp>
 #include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
+#include "sqlite_util.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +14,8 @@
 
 namespace logd {
 
+using namespace sql;  // NOLINT(google-build-using-namespace): this file is all SQLite
+
 namespace detail {
 
 /// One appended request waiting for its commit. Guarded by Store::queue_mutex_.
@@ -22,24 +25,6 @@ struct PendingAppend {
   bool failed = false;
   std::string error;
   std::uint64_t first_id = 0;
-};
-
-/// A reader connection with its prepared statements. Used by one thread at a time.
-struct ReaderConnection {
-  sqlite3* db = nullptr;
-  sqlite3_stmt* read = nullptr;
-  sqlite3_stmt* tail_after = nullptr;
-  sqlite3_stmt* tail_last = nullptr;
-  sqlite3_stmt* list = nullptr;
-  ReaderConnection() = default;
-  ReaderConnection(const ReaderConnection&) = delete;
-  ReaderConnection& operator=(const ReaderConnection&) = delete;
-  ~ReaderConnection() {
-    for (sqlite3_stmt* s : {read, tail_after, tail_last, list}) {
-      sqlite3_finalize(s);
-    }
-    sqlite3_close_v2(db);
-  }
 };
 
 }  // namespace detail
@@ -66,62 +51,6 @@ CREATE INDEX IF NOT EXISTS messages_by_log ON messages(log_id);
 )sql";
 
 constexpr const char* kRecordColumns = "m.id, m.time, m.level, m.text, m.fields";
-
-[[noreturn]] void fail(sqlite3* db, const std::string& what) {
-  throw StorageError(what + ": " + (db != nullptr ? sqlite3_errmsg(db) : "out of memory"));
-}
-
-void check(sqlite3* db, int rc, const char* what) {
-  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
-    fail(db, what);
-  }
-}
-
-sqlite3_stmt* prepare(sqlite3* db, const std::string& sql) {
-  sqlite3_stmt* s = nullptr;
-  check(db, sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr),
-        ("prepare " + sql).c_str());
-  return s;
-}
-
-void exec_on(sqlite3* db, const char* sql) {
-  char* message = nullptr;
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, &message);
-  if (rc != SQLITE_OK) {
-    std::string text = message != nullptr ? message : sqlite3_errstr(rc);
-    sqlite3_free(message);
-    throw StorageError(std::string(sql).substr(0, 40) + ": " + text);
-  }
-}
-
-sqlite3* open_db(const std::string& path, bool create) {
-  sqlite3* db = nullptr;
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-  const int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
-  if (rc != SQLITE_OK) {
-    std::string text = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    sqlite3_close_v2(db);
-    throw StorageError("cannot open " + path + ": " + text);
-  }
-  sqlite3_extended_result_codes(db, 1);
-  sqlite3_busy_timeout(db, 10000);
-  return db;
-}
-
-void bind_text(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text) {
-  check(db, sqlite3_bind_text64(s, index, text.data(), text.size(), SQLITE_STATIC, SQLITE_UTF8),
-        "bind");
-}
-
-/// As bind_text, but SQLite keeps its own copy (for statements that outlive the text).
-void bind_text_copy(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text) {
-  check(db, sqlite3_bind_text64(s, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
-        "bind");
-}
-
-void bind_i64(sqlite3* db, sqlite3_stmt* s, int index, std::int64_t value) {
-  check(db, sqlite3_bind_int64(s, index, value), "bind");
-}
 
 /// The u64 ids and counts of the protocol, clamped into SQLite's signed integers.
 std::int64_t to_sql(std::uint64_t value) {
@@ -186,7 +115,7 @@ struct ResetOnExit {
 
 // ---- ReadCursor ---------------------------------------------------------------------------------
 
-ReadCursor::ReadCursor(Store& store, std::unique_ptr<detail::ReaderConnection> connection)
+ReadCursor::ReadCursor(Store& store, std::unique_ptr<ReaderConnection> connection)
     : store_(store), connection_(std::move(connection)), statement_(connection_->read) {}
 
 ReadCursor::~ReadCursor() {
@@ -207,10 +136,41 @@ bool ReadCursor::next(Record& out) {
   fail(connection_->db, "read step");
 }
 
+// ---- ListCursor ---------------------------------------------------------------------------------
+
+ListCursor::ListCursor(Store& store, std::unique_ptr<ReaderConnection> connection)
+    : store_(store), connection_(std::move(connection)) {}
+
+ListCursor::~ListCursor() {
+  sqlite3_reset(connection_->list);
+  sqlite3_reset(connection_->count_logs);
+  sqlite3_exec(connection_->db, "COMMIT", nullptr, nullptr, nullptr);  // ends the snapshot
+  store_.release_reader(std::move(connection_));
+}
+
+bool ListCursor::next(LogInfo& out) {
+  sqlite3_stmt* s = connection_->list;
+  const int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) {
+    return false;
+  }
+  if (rc != SQLITE_ROW) {
+    fail(connection_->db, "list");
+  }
+  out.name.assign(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)),
+                  static_cast<std::size_t>(sqlite3_column_bytes(s, 0)));
+  out.count = static_cast<std::uint64_t>(sqlite3_column_int64(s, 1));
+  out.last_id = static_cast<std::uint64_t>(sqlite3_column_int64(s, 2));
+  return true;
+}
+
 // ---- Store --------------------------------------------------------------------------------------
 
 Store::Store(StoreOptions options)
-    : options_(std::move(options)), writer_(open_db(options_.path, true)) {
+    : options_(std::move(options)),
+      writer_(open_db(options_.path, options_.uri, true)),
+      readers_([this] { return open_reader(); }, options_.max_readers,
+               options_.reader_idle_timeout) {
   try {
     exec("PRAGMA journal_mode=WAL");
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
@@ -249,20 +209,20 @@ Store::~Store() {
     sqlite3_finalize(s);
   }
   readers_.clear();
+  sqlite3_close_v2(maintenance_);
   sqlite3_close_v2(writer_);
 }
 
-void Store::close() {
+void Store::refuse_appends() {
   {
     std::lock_guard lock(queue_mutex_);
     closing_ = true;
   }
   queue_cv_.notify_all();
-  {
-    std::lock_guard lock(commit_mutex_);
-    tail_closing_ = true;
-  }
-  commit_cv_.notify_all();
+}
+
+void Store::close() {
+  refuse_appends();
   if (writer_thread_.joinable()) {
     writer_thread_.join();
   }
@@ -311,11 +271,9 @@ void Store::writer_loop() {
       }
     }
     done_cv_.notify_all();
-    {
-      std::lock_guard lock(commit_mutex_);
-      ++commit_seq_;
+    if (commit_listener_) {
+      commit_listener_();
     }
-    commit_cv_.notify_all();
   }
 }
 
@@ -334,7 +292,11 @@ std::int64_t Store::log_id_for(const std::string& name) {
     fail(writer_, "select log");
   }
   const std::int64_t id = sqlite3_column_int64(select_log_, 0);
+  if (log_ids_.size() >= options_.max_cached_names) {
+    log_ids_.clear();  // bounded: the names in use come back on their next append
+  }
   log_ids_.emplace(name, id);
+  cached_names_.store(log_ids_.size(), std::memory_order_relaxed);
   return id;
 }
 
@@ -349,6 +311,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
       }
     }
     log_ids_.clear();
+    cached_names_.store(0, std::memory_order_relaxed);
   };
   try {
     exec("BEGIN IMMEDIATE");
@@ -432,17 +395,11 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
   }
 }
 
-std::unique_ptr<detail::ReaderConnection> Store::acquire_reader() {
-  {
-    std::lock_guard lock(readers_mutex_);
-    if (!readers_.empty()) {
-      auto c = std::move(readers_.back());
-      readers_.pop_back();
-      return c;
-    }
-  }
-  auto c = std::make_unique<detail::ReaderConnection>();
-  c->db = open_db(options_.path, false);
+std::size_t Store::cached_names() const { return cached_names_.load(std::memory_order_relaxed); }
+
+std::unique_ptr<ReaderConnection> Store::open_reader() {
+  auto c = std::make_unique<ReaderConnection>();
+  c->db = open_db(options_.path, options_.uri, false);
   exec_on(c->db, "PRAGMA query_only=1");
   const std::string from = std::string(" FROM messages m JOIN logs l ON l.id = m.log_id ");
   c->read = prepare(c->db, std::string("SELECT ") + kRecordColumns + from +
@@ -453,15 +410,20 @@ std::unique_ptr<detail::ReaderConnection> Store::acquire_reader() {
   c->tail_last = prepare(c->db, std::string("SELECT * FROM (SELECT ") + kRecordColumns + from +
                                     "WHERE l.name = ?1 ORDER BY m.id DESC LIMIT ?2) ORDER BY 1");
   c->list = prepare(c->db, "SELECT name, count, last_id FROM logs ORDER BY name");
+  c->count_logs = prepare(c->db, "SELECT count(*) FROM logs");
   return c;
 }
 
-void Store::release_reader(std::unique_ptr<detail::ReaderConnection> connection) noexcept {
-  try {
-    std::lock_guard lock(readers_mutex_);
-    readers_.push_back(std::move(connection));
-  } catch (...) {  // out of memory: the connection is closed instead of pooled
+std::unique_ptr<ReaderConnection> Store::acquire_reader() {
+  auto c = readers_.acquire();
+  if (!c) {
+    throw StoreBusy();
   }
+  return c;
+}
+
+void Store::release_reader(std::unique_ptr<ReaderConnection> connection) noexcept {
+  readers_.release(std::move(connection));
 }
 
 /// A reader connection taken from the pool for one scope, given back when the scope ends,
@@ -472,11 +434,11 @@ class Store::ReaderLease {
   ~ReaderLease() { store_.release_reader(std::move(connection_)); }
   ReaderLease(const ReaderLease&) = delete;
   ReaderLease& operator=(const ReaderLease&) = delete;
-  detail::ReaderConnection* operator->() const noexcept { return connection_.get(); }
+  ReaderConnection* operator->() const noexcept { return connection_.get(); }
 
  private:
   Store& store_;
-  std::unique_ptr<detail::ReaderConnection> connection_;
+  std::unique_ptr<ReaderConnection> connection_;
 };
 
 std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
@@ -493,7 +455,7 @@ std::unique_ptr<ReadCursor> Store::read(const ReadQuery& q) {
   return cursor;
 }
 
-std::vector<Record> Store::tail_once(const TailQuery& q) {
+std::vector<Record> Store::tail(const TailQuery& q) {
   const ReaderLease c(*this);
   sqlite3_stmt* s = q.after_id == kTailLast ? c->tail_last : c->tail_after;
   ResetOnExit reset{s};
@@ -507,47 +469,19 @@ std::vector<Record> Store::tail_once(const TailQuery& q) {
   return collect(c->db, s);
 }
 
-std::vector<Record> Store::tail(const TailQuery& q, const std::stop_token& stop) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(q.wait_ms);
-  for (;;) {
-    std::uint64_t seen = 0;
-    {
-      std::lock_guard lock(commit_mutex_);
-      seen = commit_seq_;
-    }
-    auto records = tail_once(q);
-    if (!records.empty() || std::chrono::steady_clock::now() >= deadline) {
-      return records;
-    }
-    std::unique_lock lock(commit_mutex_);
-    const bool woke = commit_cv_.wait_until(lock, stop, deadline,
-                                            [&] { return commit_seq_ != seen || tail_closing_; });
-    if (!woke || tail_closing_) {
-      return {};
-    }
+std::unique_ptr<ListCursor> Store::list() {
+  auto c = acquire_reader();
+  sqlite3* db = c->db;
+  sqlite3_stmt* count = c->count_logs;
+  std::unique_ptr<ListCursor> cursor(new ListCursor(*this, std::move(c)));
+  // One read transaction for the count and the rows, so that they agree.
+  exec_on(db, "BEGIN");
+  if (sqlite3_step(count) != SQLITE_ROW) {
+    fail(db, "count logs");
   }
-}
-
-std::vector<LogInfo> Store::list() {
-  const ReaderLease c(*this);
-  ResetOnExit reset{c->list};
-  std::vector<LogInfo> out;
-  for (;;) {
-    const int rc = sqlite3_step(c->list);
-    if (rc == SQLITE_DONE) {
-      break;
-    }
-    if (rc != SQLITE_ROW) {
-      fail(c->db, "list");
-    }
-    LogInfo info;
-    info.name.assign(reinterpret_cast<const char*>(sqlite3_column_text(c->list, 0)),
-                     static_cast<std::size_t>(sqlite3_column_bytes(c->list, 0)));
-    info.count = static_cast<std::uint64_t>(sqlite3_column_int64(c->list, 1));
-    info.last_id = static_cast<std::uint64_t>(sqlite3_column_int64(c->list, 2));
-    out.push_back(std::move(info));
-  }
-  return out;
+  cursor->count_ = static_cast<std::uint64_t>(sqlite3_column_int64(count, 0));
+  sqlite3_reset(count);
+  return cursor;
 }
 
 }  // namespace logd

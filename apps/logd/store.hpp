@@ -5,14 +5,17 @@
 // reads, tails and the list. WAL mode, so readers never wait for the writer.
 
 #include "logd_protocol.hpp"
+#include "reader_pool.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
-#include <stop_token>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -25,20 +28,44 @@ namespace logd {
 
 /// Options of a Store.
 struct StoreOptions {
-  /// The database file; created with its schema if missing.
+  /// The database file; created with its schema if missing. A plain path: a name that starts
+  /// with "file:" is a file of that name, not an SQLite URI (unless `uri` is set).
   std::string path = "logd.sqlite";
+  /// Take `path` as an SQLite URI (file:...?mode=...).
+  bool uri = false;
   /// PRAGMA synchronous: true for FULL (fsync of the WAL at every commit: an acknowledged
   /// message survives power loss), false for NORMAL (survives a crash of the process, which
   /// includes kill -9, but the last commits may be lost on power loss).
   bool synchronous_full = true;
   /// The most messages that one group commit takes from the queue.
   std::size_t max_group_messages = 50000;
+  /// The most reader connections open at once (reads, tails and lists in progress).
+  std::size_t max_readers = 64;
+  /// A reader connection idle for this long is closed.
+  std::chrono::nanoseconds reader_idle_timeout = std::chrono::seconds(30);
+  /// The most log names whose ids the writer keeps in memory.
+  std::size_t max_cached_names = 4096;
+};
+
+/// Limits on what the store keeps; 0 means no limit.
+struct RetentionOptions {
+  /// Messages whose time is older than this are deleted (in every log).
+  std::chrono::nanoseconds max_age{0};
+  /// The database's pages in use are kept under this many bytes by deleting the oldest
+  /// messages (of all logs, by id).
+  std::uint64_t max_bytes = 0;
 };
 
 /// A SQLite failure; the operation wrote nothing. Thread-safety: an immutable value.
 class StorageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+/// Every reader connection is in use. Thread-safety: an immutable value.
+class StoreBusy : public std::runtime_error {
+ public:
+  StoreBusy() : std::runtime_error("every reader connection is in use") {}
 };
 
 /// The store is closing and takes no more appends. Thread-safety: an immutable value.
@@ -48,7 +75,6 @@ class StoreClosed : public std::runtime_error {
 };
 
 namespace detail {
-struct ReaderConnection;
 struct PendingAppend;
 }  // namespace detail
 
@@ -69,10 +95,31 @@ class ReadCursor {
 
  private:
   friend class Store;
-  ReadCursor(Store& store, std::unique_ptr<detail::ReaderConnection> connection);
+  ReadCursor(Store& store, std::unique_ptr<ReaderConnection> connection);
   Store& store_;
-  std::unique_ptr<detail::ReaderConnection> connection_;
+  std::unique_ptr<ReaderConnection> connection_;
   sqlite3_stmt* statement_ = nullptr;  // owned by connection_
+};
+
+/// The list of logs in progress, from one snapshot: the count first, then the logs one at a
+/// time by name, in constant memory. Holds a reader connection until destroyed.
+/// Thread-safety and lifetime: as ReadCursor.
+class ListCursor {
+ public:
+  ListCursor(const ListCursor&) = delete;
+  ListCursor& operator=(const ListCursor&) = delete;
+  ~ListCursor();
+  /// How many logs the snapshot holds (as many as next() gives).
+  std::uint64_t count() const noexcept { return count_; }
+  /// The next log into `out`; false at the end. Throws StorageError.
+  bool next(LogInfo& out);
+
+ private:
+  friend class Store;
+  ListCursor(Store& store, std::unique_ptr<ReaderConnection> connection);
+  Store& store_;
+  std::unique_ptr<ReaderConnection> connection_;
+  std::uint64_t count_ = 0;
 };
 
 /// The message store.
@@ -94,18 +141,44 @@ class Store {
   /// these messages was written) or StoreClosed.
   std::uint64_t append(std::vector<Message> messages);
 
-  /// Starts a read. Throws StorageError.
+  /// Starts a read. Throws StorageError, StoreBusy.
   std::unique_ptr<ReadCursor> read(const ReadQuery& query);
 
-  /// The messages of a tail query; if there are none, waits up to query.wait_ms for a commit
-  /// (or until `stop` fires or the store closes) and looks again. Throws StorageError.
-  std::vector<Record> tail(const TailQuery& query, const std::stop_token& stop);
+  /// The messages of a tail query now (it does not wait). Throws StorageError, StoreBusy.
+  std::vector<Record> tail(const TailQuery& query);
 
-  /// Every log with its message count and last id, by name. Throws StorageError.
-  std::vector<LogInfo> list();
+  /// Starts listing every log with its message count and last id, by name. Throws
+  /// StorageError, StoreBusy.
+  std::unique_ptr<ListCursor> list();
 
-  /// Stops taking appends, commits what is queued, wakes tails, and stops the writer thread.
-  /// Idempotent.
+  /// Deletes the messages of `log` older than `before_ns` (all of them if before_ns is
+  /// INT64_MAX), in small transactions beside the appends, then checkpoints the WAL. The log
+  /// stays in the list (with its new count). Returns how many were deleted. Blocks; one delete
+  /// at a time. Throws StorageError (what was deleted by then stays deleted).
+  std::uint64_t delete_before(const std::string& log, std::int64_t before_ns);
+
+  /// Deletes what `retention` says is too old or too much, in small transactions, then
+  /// checkpoints the WAL. Returns how many messages were deleted. Blocks. Throws StorageError.
+  std::uint64_t enforce_retention(const RetentionOptions& retention, std::int64_t now_ns);
+
+  /// Called by the writer thread after every commit (set before the first append; it must not
+  /// block).
+  void set_commit_listener(std::function<void()> listener) {
+    commit_listener_ = std::move(listener);
+  }
+
+  /// Closes reader connections idle past their timeout.
+  void close_idle_readers() noexcept { readers_.close_idle(); }
+  /// Reader connections open now.
+  std::size_t open_readers() const { return readers_.open_count(); }
+  /// Log names whose ids the writer keeps in memory now.
+  std::size_t cached_names() const;
+
+  /// Stops taking appends (they throw StoreClosed) and lets the writer commit what is queued
+  /// and end. Does not wait. Idempotent.
+  void refuse_appends();
+
+  /// As refuse_appends, then waits for the writer thread to end. Idempotent.
   void close();
 
   /// The options the store was opened with.
@@ -113,12 +186,15 @@ class Store {
 
  private:
   friend class ReadCursor;
+  friend class ListCursor;
   class ReaderLease;
   using PendingPtr = std::shared_ptr<detail::PendingAppend>;
 
-  std::unique_ptr<detail::ReaderConnection> acquire_reader();
-  void release_reader(std::unique_ptr<detail::ReaderConnection> connection) noexcept;
-  std::vector<Record> tail_once(const TailQuery& query);
+  std::unique_ptr<ReaderConnection> open_reader();
+  sqlite3* maintenance_connection();  // under maintenance_mutex_
+  void checkpoint() noexcept;         // under maintenance_mutex_
+  std::unique_ptr<ReaderConnection> acquire_reader();
+  void release_reader(std::unique_ptr<ReaderConnection> connection) noexcept;
 
   void writer_loop();
   void commit_group(std::vector<PendingPtr>& group);
@@ -133,7 +209,9 @@ class Store {
   sqlite3_stmt* insert_log_ = nullptr;
   sqlite3_stmt* select_log_ = nullptr;
   sqlite3_stmt* update_log_ = nullptr;
-  std::unordered_map<std::string, std::int64_t> log_ids_;
+  std::unordered_map<std::string, std::int64_t> log_ids_;  // at most max_cached_names
+  std::atomic<std::size_t> cached_names_{0};
+  std::function<void()> commit_listener_;
 
   std::mutex queue_mutex_;  // guards queue_, closing_ and every PendingAppend's result
   std::condition_variable queue_cv_;
@@ -142,13 +220,10 @@ class Store {
   bool closing_ = false;
   std::thread writer_thread_;
 
-  std::mutex commit_mutex_;  // guards commit_seq_ and tail_closing_
-  std::condition_variable_any commit_cv_;
-  std::uint64_t commit_seq_ = 0;
-  bool tail_closing_ = false;
+  ReaderPool readers_;
 
-  std::mutex readers_mutex_;  // guards readers_
-  std::vector<std::unique_ptr<detail::ReaderConnection>> readers_;
+  std::mutex maintenance_mutex_;    // guards maintenance_: deletes and retention, one at a time
+  sqlite3* maintenance_ = nullptr;  // a second writing connection, opened on first use
 };
 
 }  // namespace logd

@@ -7,10 +7,14 @@
 #include "net/tls_context.hpp"
 #include "util/scope_exit.hpp"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -139,6 +143,48 @@ class SocketHandshakeStream final : public HandshakeStream {
 
 }  // namespace
 
+namespace {
+
+/// A file as the file system knows it, whatever its path.
+struct FileIdentity {
+  dev_t device = 0;
+  ino_t inode = 0;
+};
+
+/// Removes the socket file at `path` if it is stale (nothing accepts on it: a crashed earlier
+/// run). A socket that answers a connect is in use: throws address_in_use, as binding a busy TCP
+/// port does. Anything that is not a socket is left for bind to refuse.
+void remove_stale_unix_socket(const std::string& path, const std::string& address) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return;
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return;  // bind reports the long path
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // Non-blocking, so that a live server with a full backlog (EAGAIN) does not block us.
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return;
+  }
+  const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  const int error = rc == 0 ? 0 : errno;
+  ::close(fd);
+  if (rc == 0 || error == EAGAIN || error == EINPROGRESS) {
+    throw std::system_error(make_error_code(asio::error::address_in_use),
+                            "bind " + address + " (a server is listening there)");
+  }
+  if (error == ECONNREFUSED) {
+    ::unlink(path.c_str());  // nobody listens: a stale socket file
+  }
+  // Any other failure (permissions, ...): bind reports it.
+}
+
+}  // namespace
+
 class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
  public:
   ListenerImpl(const ListenerImpl&) = delete;
@@ -160,7 +206,9 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   }
 
   ~ListenerImpl() {
-    if (!unix_path_.empty()) {
+    struct stat st {};
+    if (!unix_path_.empty() && unix_file_ && ::stat(unix_path_.c_str(), &st) == 0 &&
+        st.st_dev == unix_file_->device && st.st_ino == unix_file_->inode) {
       ::unlink(unix_path_.c_str());
     }
   }
@@ -180,15 +228,21 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
     }
     auto& ctx = acceptor_context();
     if (parsed.is_unix) {
-      struct stat st {};
-      if (::stat(parsed.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
-        ::unlink(parsed.path.c_str());  // a stale socket from an earlier run
-      }
-      asio::local::stream_protocol::acceptor acceptor(ctx);
       asio::local::stream_protocol::endpoint endpoint(parsed.path);
+      remove_stale_unix_socket(parsed.path, options_.address);
+      asio::local::stream_protocol::acceptor acceptor(ctx);
       acceptor.open(endpoint.protocol());
-      acceptor.bind(endpoint);
+      try {
+        acceptor.bind(endpoint);
+      } catch (const std::system_error& e) {
+        throw std::system_error(e.code(), "bind " + options_.address);
+      }
       acceptor.listen(options_.backlog);
+      struct stat st {};
+      if (::stat(parsed.path.c_str(), &st) == 0) {
+        // Remembered so that stopping removes this socket file only, not one that replaced it.
+        unix_file_ = FileIdentity{st.st_dev, st.st_ino};
+      }
       unix_path_ = parsed.path;
       local_address_ = parsed.path;
       acceptor_ = std::move(acceptor);
@@ -583,6 +637,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   std::map<std::string, std::size_t> per_address_;
   std::string local_address_;
   std::string unix_path_;
+  std::optional<FileIdentity> unix_file_;  // the socket file this listener created
   std::uint16_t port_ = 0;
   bool started_ = false;
   bool shutting_down_ = false;

@@ -3,6 +3,7 @@
 // kill -9, and concurrent writers.
 
 #include <serialserver/binary_writer.hpp>
+#include "logd/logd_support.hpp"
 #include "logd_client.hpp"
 #include "logd_protocol.hpp"
 #include "support/loopback.hpp"
@@ -32,103 +33,12 @@ using serialserver::test::request;
 using namespace std::chrono_literals;
 
 namespace fs = std::filesystem;
-
-/// A fresh directory for one test's database and logs.
-fs::path make_temp_dir() {
-  static std::atomic<int> counter{0};
-  fs::path dir = fs::temp_directory_path() /
-                 ("logd-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-/// A running serialserver-logd on a free port of 127.0.0.1.
-class LogdProcess {
- public:
-  explicit LogdProcess(fs::path dir, std::vector<std::string> extra = {}) : dir_(std::move(dir)) {
-    start(std::move(extra));
-  }
-  void start(std::vector<std::string> extra = {}) {
-    port_ = free_port();
-    std::vector<std::string> args = {"--listen", "127.0.0.1:" + std::to_string(port_), "--db",
-                                     (dir_ / "logd.sqlite").string(), "--grace", "2s",
-                                     // The port probe below leaves a connection in its
-                                     // handshake; a short timeout keeps shutdown quick.
-                                     "--handshake-timeout", "1s"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<ChildProcess>(
-        bin_dir() + "/serialserver-logd", args,
-        (dir_ / ("logd-" + std::to_string(starts_++) + ".log")).string());
-    ASSERT_TRUE(serialserver::test::wait_for_port(port_, 20000ms)) << "logd did not start";
-  }
-  /// kill -9, then wait for the exit.
-  void kill9() {
-    process_->signal(SIGKILL);
-    process_->wait_exit(10000ms);
-    process_.reset();
-  }
-  ChildProcess& process() { return *process_; }
-  std::uint16_t port() const { return port_; }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-  const fs::path& dir() const { return dir_; }
-
-  logd::Client client(ByteOrder order = ByteOrder::big_endian,
-                      std::optional<std::string> token = std::nullopt) const {
-    logd::ClientOptions o;
-    o.address = address();
-    o.byte_order = order;
-    o.token = std::move(token);
-    o.timeout = 20000ms;
-    return logd::Client(o);
-  }
-
- private:
-  fs::path dir_;
-  std::uint16_t port_ = 0;
-  int starts_ = 0;
-  std::unique_ptr<ChildProcess> process_;
-};
-
-logd::Message message(std::string log, std::string text, std::uint8_t level = 2,
-                      std::int64_t time_ns = 0) {
-  logd::Message m;
-  m.log = std::move(log);
-  m.text = std::move(text);
-  m.level = level;
-  m.time_ns = time_ns;
-  return m;
-}
-
-std::vector<logd::Record> read_all(logd::Client& c, const std::string& log) {
-  logd::ReadQuery q;
-  q.log = log;
-  std::vector<logd::Record> out;
-  c.read(q, [&](logd::Record&& r) { out.push_back(std::move(r)); });
-  return out;
-}
-
-/// Runs a command; returns its exit status and standard output.
-std::pair<int, std::string> run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    return {-1, ""};
-  }
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) {
-    out.append(buf, n);
-  }
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-/// Handshake bytes on a raw socket, in the given byte order, without a token.
-void raw_handshake(RawClient& raw, std::uint8_t order_byte) {
-  raw.send({order_byte});
-  EXPECT_EQ(raw.recv(2), bytes({order_byte, 0x00}));
-}
+using logd_test::LogdProcess;
+using logd_test::make_temp_dir;
+using logd_test::message;
+using logd_test::raw_handshake;
+using logd_test::read_all;
+using logd_test::run;
 
 // ---- handshake ----------------------------------------------------------------------------------
 
@@ -184,7 +94,7 @@ TEST(Logd, HandshakeRejectsOtherByte) {
 
 TEST(Logd, TokenIsChecked) {
   const fs::path dir = make_temp_dir();
-  std::ofstream(dir / "token") << "s3cret\n";
+  std::ofstream(dir / "token") << "s3cret-s3cret-s3cret\n";  // 20 bytes
   LogdProcess logd(dir, {"--token-file", (dir / "token").string()});
   {
     RawClient raw(logd.port());
@@ -198,14 +108,18 @@ TEST(Logd, TokenIsChecked) {
     RawClient raw(logd.port());
     raw.send({'L'});
     EXPECT_EQ(raw.recv(2), bytes({'L', 0x01}));
-    raw.send(bytes({6, 0, 0, 0, 's', '3', 'c', 'r', 'e', 't'}));
+    Bytes token = bytes({20, 0, 0, 0});
+    for (const char ch : std::string("s3cret-s3cret-s3cret")) {
+      token.push_back(static_cast<std::uint8_t>(ch));
+    }
+    raw.send(token);
     EXPECT_EQ(raw.recv(1), bytes({0x00}));
     raw.send(request(logd::kTaskList));
     EXPECT_EQ(raw.recv(7), bytes({0x00, 0x04, 0, 0, 0, 0, 0x00}));
   }
   EXPECT_THROW(logd.client(), std::runtime_error);
-  EXPECT_THROW(logd.client(ByteOrder::big_endian, "s3cre"), std::runtime_error);
-  auto c = logd.client(ByteOrder::big_endian, "s3cret");
+  EXPECT_THROW(logd.client(ByteOrder::big_endian, "s3cret-s3cret-s3cre"), std::runtime_error);
+  auto c = logd.client(ByteOrder::big_endian, "s3cret-s3cret-s3cret");
   EXPECT_EQ(c.append(message("app", "with token")), 1U);
   // The CLI with the token file.
   const std::string cli = bin_dir() + "/serialserver-log --addr " + logd.address();

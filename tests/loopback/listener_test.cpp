@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -125,6 +126,50 @@ TEST(Listener, ListensOnUnixSocketReplacingAStaleOneAndRemovesItAtTheEnd) {
     EXPECT_EQ(d.call(kKeepAlive, 2), kOkEmpty);
     EXPECT_TRUE(std::filesystem::is_socket(path));
   }
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(Listener, SecondListenerOnALiveUnixSocketIsRefusedAndTheFirstKeepsIt) {
+  const auto path = socket_path("live");
+  std::filesystem::remove(path);
+  {
+    TestServer first(quiet_options(), listener_at(path.string()));
+    first.start();
+    {
+      Server server(quiet_options());
+      Listener second(server, listener_at(path.string()));
+      try {
+        second.start();
+        ADD_FAILURE() << "a second listener took over a live Unix socket";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), make_error_code(asio::error::address_in_use)) << e.what();
+      }
+    }  // the refused listener ends here: it must not remove the first one's socket
+    ASSERT_TRUE(std::filesystem::is_socket(path));
+    RawClient c(path.string());
+    EXPECT_EQ(c.call(kKeepAlive, 2), kOkEmpty);
+  }
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(Listener, StoppingDoesNotRemoveASocketFileThatReplacedItsOwn) {
+  const auto path = socket_path("replaced");
+  std::filesystem::remove(path);
+  const auto moved = path.string() + ".old";
+  {
+    std::optional<TestServer> first;
+    first.emplace(quiet_options(), listener_at(path.string()));
+    first->start();
+    // Someone moves the first socket away and another server binds the path.
+    std::filesystem::rename(path, moved);
+    TestServer second(quiet_options(), listener_at(path.string()));
+    second.start();
+    first.reset();  // stops and destroys the first listener
+    ASSERT_TRUE(std::filesystem::is_socket(path));
+    RawClient c(path.string());
+    EXPECT_EQ(c.call(kKeepAlive, 2), kOkEmpty);
+  }
+  std::filesystem::remove(moved);
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 

@@ -1,0 +1,30 @@
+#pragma once
+
+// Small helpers over the SQLite C API for the store: every failure becomes a StorageError.
+
+#include <cstdint>
+#include <string>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace logd::sql {
+
+/// Throws StorageError with `what` and the connection's last error message.
+[[noreturn]] void fail(sqlite3* db, const std::string& what);
+/// Throws (as fail) unless `rc` is SQLITE_OK, SQLITE_DONE or SQLITE_ROW.
+void check(sqlite3* db, int rc, const char* what);
+/// A persistent prepared statement. Throws StorageError.
+sqlite3_stmt* prepare(sqlite3* db, const std::string& sql);
+/// Runs SQL without results. Throws StorageError.
+void exec_on(sqlite3* db, const char* sql);
+/// Opens the database: `path` is a plain file name unless `uri`. Throws StorageError.
+sqlite3* open_db(const std::string& path, bool uri, bool create);
+/// Binds text that outlives the statement's use.
+void bind_text(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text);
+/// Binds text that SQLite copies (for statements that outlive the text).
+void bind_text_copy(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text);
+/// Binds an integer.
+void bind_i64(sqlite3* db, sqlite3_stmt* s, int index, std::int64_t value);
+
+}  // namespace logd::sql
