@@ -243,9 +243,19 @@ class Connection final : public Client,
            {"bytes_in", content_bytes_in_},
            {"bytes_out", content_bytes_out_},
            {"reason", close_reason_name(reason)},
-           {"detail", reason.message()}});
+           {"detail", close_detail(reason)}});
     }
     server().remove_client(*this);  // last: the server may be gone once its last client is
+  }
+
+  /// The closing log line's detail: the reason's message, except that a graceful disconnect
+  /// names who began it (Errc::graceful_disconnect's message is the Go package's, "client
+  /// requested to disconnect", true only of the goodbye task).
+  std::string close_detail(std::error_code reason) const {
+    if (reason == Errc::graceful_disconnect && disconnect_requested_) {
+      return "the server disconnected gracefully";
+    }
+    return reason.message();
   }
 
   // ---- Client hooks: hop to the connection's executor --------------------------------------

@@ -252,7 +252,7 @@ std::vector<std::uint8_t> ok_answer(const std::vector<std::uint8_t>& content) {
 }
 
 TEST(SerialctlList, PrintsOneTaskALine) {
-  // The listing of PROTOCOL.md's example: tasks 1 "echo" and 6 "count"; and 9 with no name.
+  // The listing of docs/protocol.md's example: tasks 1 "echo" and 6 "count"; and 9 with no name.
   FixedAnswer server(ok_answer(
       {0x01, 0x01, 0x04, 'e', 'c', 'h', 'o', 0x06, 0x05, 'c', 'o', 'u', 'n', 't', 0x09, 0x00}));
   const auto r = ctl({"list", server.address()});

@@ -102,6 +102,10 @@ TEST_P(GracefulDisconnect, RunningTaskFinishesAndItsResponseIsSentThenTheConnect
   const auto tasks = metrics_->tasks_with_code(5);
   ASSERT_EQ(tasks.size(), 1U);
   EXPECT_EQ(tasks[0].outcome, TaskOutcome::ok);
+  // The closing line says the server began it, not the goodbye task's "client requested".
+  EXPECT_TRUE(
+      eventually([&] { return server_.logger()->contains("the server disconnected gracefully"); }));
+  EXPECT_FALSE(server_.logger()->contains("client requested to disconnect"));
 }
 
 TEST_P(GracefulDisconnect, TaskCodeBufferedBehindTheRunningTaskGetsGoodbyeAndIsNotRun) {
