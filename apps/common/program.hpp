@@ -84,6 +84,27 @@ inline std::optional<std::string> unknown_subcommand(const CLI::App& app, int ar
   return std::nullopt;
 }
 
+/// CLI11 checks for a missing subcommand before it looks at surplus words, so "--bogus" alone
+/// reads "A subcommand is required"; this finds a word that looks like an option but is none of
+/// the program's (nor of any of its subcommands').
+inline std::optional<std::string> unknown_option(const CLI::App& app, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string word(argv[i]);
+    if (word.size() < 2 || word.front() != '-' || word == "--") {
+      continue;
+    }
+    word = word.substr(0, word.find('='));
+    bool known = app.get_option_no_throw(word) != nullptr;
+    for (const auto* sub : app.get_subcommands({})) {
+      known = known || sub->get_option_no_throw(word) != nullptr;
+    }
+    if (!known) {
+      return word;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace detail
 
 /// Parses the command line. Returns nothing when the program should go on; otherwise the status
@@ -109,6 +130,9 @@ inline std::optional<int> parse_command_line(CLI::App& app, const std::string& p
         word && (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr ||
                  dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr)) {
       what = "unknown subcommand '" + *word + "'";
+    } else if (auto option = detail::unknown_option(app, argc, argv);
+               option && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr) {
+      what = "unknown option '" + *option + "'";
     }
     std::fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", program.c_str(), what.c_str(),
                  program.c_str());

@@ -90,6 +90,13 @@ TEST(ProgramUsage, UnknownSubcommandIsNamed) {
   EXPECT_NE(r.err.find("serialctl: unknown subcommand 'cal'"), std::string::npos) << r.err;
 }
 
+TEST(ProgramUsage, UnknownOptionIsNamed) {
+  // Alone, without a subcommand: CLI11 would report the missing subcommand instead.
+  const auto r = ctl({"--bogus"});
+  EXPECT_EQ(r.status, 64);
+  EXPECT_NE(r.err.find("serialctl: unknown option '--bogus'"), std::string::npos) << r.err;
+}
+
 TEST(ProgramUsage, FileArgumentsAreCheckedFirstAndNamed) {
   // Port 1 has no server: a usage error naming the file shows it was checked before connecting.
   const std::string missing = "/nonexistent-serialclient-dir/ca.pem";
