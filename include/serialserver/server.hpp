@@ -199,35 +199,35 @@ class Server {
 
 template <class F>
 void Server::register_task(TaskCode code, F function, TaskOptions options) {
-  constexpr bool can_inline =
+  constexpr bool kCanInline =
       std::is_invocable_r_v<Response, F&, TaskContext&, std::span<const std::uint8_t>>;
-  constexpr bool can_coroutine = std::is_invocable_r_v<asio::awaitable<Response>, F&, TaskContext&>;
-  constexpr bool can_block = !can_coroutine && std::is_invocable_r_v<Response, F&, TaskContext&>;
+  constexpr bool kCanCoroutine = std::is_invocable_r_v<asio::awaitable<Response>, F&, TaskContext&>;
+  constexpr bool kCanBlock = !kCanCoroutine && std::is_invocable_r_v<Response, F&, TaskContext&>;
   TaskKind kind = options.kind;
   if (kind == TaskKind::automatic) {
-    static_assert(can_inline || can_coroutine || can_block,
+    static_assert(kCanInline || kCanCoroutine || kCanBlock,
                   "a task function is callable as asio::awaitable<Response>(TaskContext&), "
                   "Response(TaskContext&) or Response(TaskContext&, std::span<const uint8_t>)");
-    kind = can_inline      ? TaskKind::inline_call
-           : can_coroutine ? TaskKind::coroutine
+    kind = kCanInline      ? TaskKind::inline_call
+           : kCanCoroutine ? TaskKind::coroutine
                            : TaskKind::blocking;
   }
   switch (kind) {
     case TaskKind::inline_call:
-      if constexpr (can_inline) {
+      if constexpr (kCanInline) {
         register_inline_task(code, InlineTaskFunction(std::move(function)),
                              std::move(options.name));
         return;
       }
       break;
     case TaskKind::coroutine:
-      if constexpr (can_coroutine) {
+      if constexpr (kCanCoroutine) {
         register_task(code, TaskFunction(std::move(function)), std::move(options.name));
         return;
       }
       break;
     case TaskKind::blocking:
-      if constexpr (can_block) {
+      if constexpr (kCanBlock) {
         register_blocking_task(code, BlockingTaskFunction(std::move(function)),
                                std::move(options.name));
         return;
