@@ -63,6 +63,8 @@ std::string_view error_meaning(serialserver::ErrorCode code) {
       return "storage error";
     case logd::kErrShuttingDown:
       return "server shutting down";
+    case logd::kErrBusy:
+      return "server busy";
     default:
       return {};
   }
