@@ -1,4 +1,4 @@
-// Fuzz target: the per-connection state machine (detail::Connection) over the in-memory stream.
+// Fuzz target: the per-connection state machine (detail::StreamConnection) over the in-memory stream.
 //
 // The input is what a client sends, followed by a few bytes that choose how the stream delivers
 // it (bytes per read and per write, an injected I/O failure) and whether the server limits the
@@ -11,7 +11,7 @@
 // - not leak, overflow or hit undefined behaviour (AddressSanitizer, UBSan).
 // Only coroutine tasks are registered, so that every run is single-threaded and repeatable.
 
-#include "core/connection.hpp"
+#include "net/stream_connection.hpp"
 
 #include <serialserver/serialserver.hpp>
 #include "fuzz_check.hpp"
@@ -45,7 +45,7 @@ namespace {
 using namespace serialserver;
 using Bytes = std::vector<std::uint8_t>;
 using test::MemoryStream;
-using Conn = detail::Connection<MemoryStream>;
+using Conn = detail::StreamConnection<MemoryStream>;
 
 // The tasks. Codes not listed here (and 251..254) are unknown to the server.
 constexpr TaskCode kEcho = 1;        // OK with the request content

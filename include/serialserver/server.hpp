@@ -34,8 +34,9 @@ namespace detail {
 class BlockingPool;
 class ListenerImpl;
 struct TaskTable;
+class Session;
 template <class Stream>
-class Connection;
+class StreamConnection;
 }  // namespace detail
 
 /// Options of a Server. Every field has a safe default.
@@ -161,8 +162,9 @@ class Server {
 
  private:
   friend class Client;
+  friend class detail::Session;
   template <class Stream>
-  friend class detail::Connection;
+  friend class detail::StreamConnection;
 
   friend class detail::ListenerImpl;
   template <class Socket>

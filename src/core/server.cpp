@@ -1,6 +1,6 @@
 #include <serialserver/server.hpp>
 #include "core/blocking_pool.hpp"
-#include "core/connection.hpp"
+#include "net/stream_connection.hpp"
 #include "core/task_table.hpp"
 #include "net/cores.hpp"
 #include "net/stream_ops.hpp"
@@ -119,7 +119,7 @@ asio::awaitable<std::error_code> Server::async_handle_socket(
     const std::atomic<std::int64_t>* stop_grace_ns) {
   auto [local, remote] = detail::socket_addresses(detail::lowest_socket(socket));
   auto executor = socket.get_executor();
-  auto connection = std::make_shared<detail::Connection<Socket>>(
+  auto connection = std::make_shared<detail::StreamConnection<Socket>>(
       *this, std::move(socket), byte_order, std::move(session), std::move(local),
       std::move(remote));
   // The stop token asks for a graceful disconnection; the callback only posts.
@@ -237,8 +237,8 @@ void Server::set_metrics(std::shared_ptr<Metrics> metrics) {
 
 namespace detail {
 // Also used by the listener (listener.cpp), which declares them extern.
-template class Connection<asio::ip::tcp::socket>;
-template class Connection<asio::local::stream_protocol::socket>;
+template class StreamConnection<asio::ip::tcp::socket>;
+template class StreamConnection<asio::local::stream_protocol::socket>;
 }  // namespace detail
 
 template asio::awaitable<std::error_code> Server::async_handle_socket(

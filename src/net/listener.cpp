@@ -1,7 +1,7 @@
 #include <serialserver/error.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
-#include "core/connection.hpp"
+#include "net/stream_connection.hpp"
 #include "net/cores.hpp"
 #include "net/stream_ops.hpp"
 #include "net/tls_context.hpp"
@@ -43,8 +43,8 @@ namespace serialserver {
 
 namespace detail {
 // Instantiated in server.cpp.
-extern template class Connection<asio::ip::tcp::socket>;
-extern template class Connection<asio::local::stream_protocol::socket>;
+extern template class StreamConnection<asio::ip::tcp::socket>;
+extern template class StreamConnection<asio::local::stream_protocol::socket>;
 }  // namespace detail
 
 asio::awaitable<void> HandshakeStream::async_read_exact(std::span<std::uint8_t> out) {

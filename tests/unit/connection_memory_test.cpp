@@ -1,11 +1,11 @@
-// The connection state machine (detail::Connection) over the in-memory stream: docs/protocol.md
+// The connection state machine (detail::StreamConnection) over the in-memory stream: docs/protocol.md
 // sections 3, 4 and 8 under every input and output chunking, pipelining, draining, requests cut
 // off by the end of the stream, goodbye, timeouts and cancellation of a pending read, and a
 // failure injected at every single stream operation. No sockets, no threads besides the worker
 // pool of the blocking task; every run is bounded in time.
 
 #include <serialserver/serialserver.hpp>
-#include "core/connection.hpp"
+#include "net/stream_connection.hpp"
 #include "support/memory_stream.hpp"
 
 #include <algorithm>
@@ -39,7 +39,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Bytes = std::vector<std::uint8_t>;
-using Conn = detail::Connection<MemoryStream>;
+using Conn = detail::StreamConnection<MemoryStream>;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kUnlimited = MemoryStream::kUnlimited;

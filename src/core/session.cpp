@@ -1,0 +1,89 @@
+#include "core/session.hpp"
+
+#include <vector>
+
+namespace serialserver::detail {
+
+void Session::report_task(TaskRecord& record) {
+  record.bytes_read = request_bytes_;
+  record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
+  ++tasks_finished_;
+  content_bytes_in_ += record.bytes_read;
+  content_bytes_out_ += record.bytes_written;
+  if (snapshot_.metrics) {
+    snapshot_.metrics->task_finished(*this, record);
+  }
+  if (!snapshot_.logger->enabled(LogLevel::debug)) {  // nothing is formatted otherwise
+    return;
+  }
+  const std::string client = to_string();
+  const auto micros =
+      std::chrono::duration_cast<std::chrono::microseconds>(record.duration).count();
+  const std::string_view outcome = task_outcome_name(record.outcome);
+  if (record.outcome == TaskOutcome::error) {
+    snapshot_.logger->event(LogLevel::debug, "task",
+                            {{"client", client},
+                             {"id", id()},
+                             {"code", record.code},
+                             {"name", record.name},
+                             {"outcome", outcome},
+                             {"error_code", record.error_code},
+                             {"duration_us", micros},
+                             {"bytes_in", record.bytes_read},
+                             {"bytes_out", record.bytes_written}});
+  } else {
+    snapshot_.logger->event(LogLevel::debug, "task",
+                            {{"client", client},
+                             {"id", id()},
+                             {"code", record.code},
+                             {"name", record.name},
+                             {"outcome", outcome},
+                             {"duration_us", micros},
+                             {"bytes_in", record.bytes_read},
+                             {"bytes_out", record.bytes_written}});
+  }
+}
+
+std::string Session::close_detail(std::error_code reason) const {
+  if (reason == Errc::graceful_disconnect && disconnect_requested_) {
+    return "the server disconnected gracefully";
+  }
+  return reason.message();
+}
+
+void Session::adopt_task_table() {
+  // The old table (freed after the swap, outside the lock) holds the name that a reader of
+  // Client::metadata() may be copying: end_task does not take the lock, so this does.
+  const auto version = server().task_table_version();
+  auto table = server().task_table();
+  {
+    const auto lock = lock_task_metadata();
+    table_.swap(table);
+  }
+  table_version_ = version;
+}
+
+void Session::note_task_exception(TaskEnd& end) {
+  try {
+    throw;
+  } catch (const TaskError& e) {
+    end.error_code = e.code();
+  } catch (const std::exception& e) {
+    end.failure = e.what();
+  } catch (...) {
+    end.failure = "unknown exception";
+  }
+}
+
+std::span<const std::uint8_t> Session::join_blocks(std::span<const std::uint8_t> blocks) {
+  // Grows to the longest message seen (at most the input buffer); zero-filled only then.
+  static thread_local std::vector<std::uint8_t> joined;
+  if (joined.size() < blocks.size()) {
+    joined.resize(blocks.size());
+  }
+  wire::BlockDecoder decoder;
+  const auto decoded = decoder.decode(blocks, joined);
+  return {joined.data(), decoded.produced};
+}
+
+}  // namespace serialserver::detail

@@ -1,0 +1,724 @@
+#pragma once
+
+// The driver of a server connection: the I/O glue that performs the engine's (Session's) actions
+// on a stream, written once over the stream type (TCP and Unix sockets, TLS, the in-memory test
+// stream). The engine decides; this reads, writes, waits, runs task functions and streams
+// responses.
+//
+// Shape: one coroutine (serve) asks the engine what to do next and does it. While the connection
+// is idle, on a non-blocking socket, the requests that need no waiting (inline tasks, keep-alives)
+// are served in the read's completion handler without resuming the coroutine (serve_while_idle).
+// Responses accumulate in the engine's output buffer and are written when no complete request is
+// left in the input (so pipelined requests cost one write for many responses). The Watchdog
+// enforces the Wait, Read and Write timeouts and the disconnect deadline with one timer.
+// Running tasks, their streamed responses and the peer monitor are in stream_connection_tasks.hpp.
+
+#include <serialserver/client.hpp>
+#include <serialserver/error.hpp>
+#include <serialserver/protocol.hpp>
+#include <serialserver/server.hpp>
+#include "core/blocking_pool.hpp"
+#include "core/session.hpp"
+#include "net/short_read_drains.hpp"
+#include "net/stream_ops.hpp"
+#include "net/watchdog.hpp"
+#include "util/scope_exit.hpp"
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+namespace serialserver::detail {
+
+/// The inline buffer that the first read of a request goes into while the input buffer is given
+/// back (an idle connection): enough for small requests in one read, small enough to keep idle
+/// connections cheap.
+inline constexpr std::size_t kIdleReadBytes = 128;
+/// The longest a TLS connection waits for the peer's close_notify when it ends.
+inline constexpr std::chrono::nanoseconds kTlsShutdownTimeout = std::chrono::seconds(2);
+/// Staging buffer for response producers.
+inline constexpr std::size_t kProducerChunk = std::size_t{16} * 1024;
+/// Reads and writes in a row that did not have to wait, after which a connection lets the other
+/// connections of its I/O thread run (a peer that keeps both directions flowing, by pipelining
+/// or streaming, would otherwise keep the thread to itself).
+inline constexpr unsigned kOpsPerTurn = 16;
+
+/// Streams read and written with non-blocking calls and readiness waits (the fewest syscalls);
+/// others (TLS) through async_read_some / async_write_some only.
+template <class Stream>
+concept NonBlockingStream = PlainSocket<Stream>;
+
+template <class Stream>
+class StreamConnection final : public Session,
+                               public RequestSource,
+                               private AfterReadCompletion,
+                               private ReadSpill {
+ public:
+  StreamConnection(Server& server, Stream stream, ByteOrder byte_order, SessionData session,
+                   std::string local_address, std::string remote_address)
+      : Session(server, byte_order, std::move(session), std::move(local_address),
+                std::move(remote_address), *this),
+        stream_(std::move(stream)),
+        watchdog_(stream_.get_executor()) {}
+
+  /// The cancellation slot that run() must be spawned with, so that a coroutine task's pending
+  /// operation can be cancelled.
+  asio::cancellation_slot task_cancellation_slot() noexcept { return task_cancel_.slot(); }
+
+  /// When `stop` fires, the connection is disconnected gracefully, with the grace period in
+  /// `*stop_grace_ns` (or the server's shutdown_grace if null). Call before run(); the callback
+  /// is removed when run() ends.
+  void disconnect_on_stop(std::stop_token stop, const std::atomic<std::int64_t>* stop_grace_ns) {
+    if (stop.stop_possible()) {
+      on_stop_.emplace(std::move(stop), OnStop{this, stop_grace_ns});
+    }
+  }
+
+  /// Serves the connection until it ends; returns why it ended. The stream is closed on return.
+  asio::awaitable<std::error_code> run() {
+    // The bookkeeping before and after is in plain functions: whatever a coroutine declares
+    // takes room in its frame, which an idle connection keeps.
+    auto self = std::static_pointer_cast<StreamConnection>(shared_from_this());
+    const auto opened_at = open(self);
+    std::error_code reason;
+    try {
+      reason = co_await serve();
+    } catch (const std::exception& e) {
+      reason = failed(e);
+    }
+    if constexpr (TlsStream<Stream>) {
+      if (!stream_closed_ && !peer_gone_ && reason != Errc::peer_closed) {
+        co_await tls_shutdown();
+      }
+    }
+    finish(reason, opened_at);
+    co_return reason;
+  }
+
+  // RequestSource
+  asio::awaitable<std::size_t> async_read_request(std::span<std::uint8_t> out) override;
+  bool request_ended() const noexcept override { return request_ended_; }
+  std::uint64_t request_bytes_read() const noexcept override { return request_bytes_; }
+  asio::any_io_executor request_executor() const override {
+    // get_executor() is not const on asio's streams; it only copies the executor.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
+    return const_cast<Stream&>(stream_).get_executor();
+  }
+
+  /// For the in-memory stream tests.
+  Stream& stream() noexcept { return stream_; }
+
+  // For the Watchdog.
+  bool finished() const noexcept { return finished_; }
+  void on_deadline(Watchdog::Expired expired) {
+    switch (expired) {
+      case Watchdog::Expired::disconnect:  // cancel what runs and close without a response
+        set_close_reason(Errc::graceful_disconnect);
+        break;
+      case Watchdog::Expired::wait:
+        set_close_reason(Errc::timeout_waiting_for_task);
+        break;
+      case Watchdog::Expired::read:
+        set_close_reason(Errc::read_timeout);
+        break;
+      case Watchdog::Expired::request:
+        set_close_reason(Errc::request_timeout);
+        break;
+      case Watchdog::Expired::write:
+        set_close_reason(Errc::write_timeout);
+        break;
+    }
+    cancel_task();
+    close_now();
+  }
+
+ private:
+  /// The stop callback of disconnect_on_stop: runs on the thread that requests the stop.
+  struct OnStop {
+    StreamConnection* connection;
+    const std::atomic<std::int64_t>* grace_ns;
+    void operator()() const {
+      // A connection being destroyed is no longer locked; its destructor waits for this call.
+      if (const auto self = connection->weak_from_this().lock()) {
+        self->disconnect(grace_ns != nullptr ? std::chrono::nanoseconds(grace_ns->load())
+                                             : self->server().options().shutdown_grace);
+      }
+    }
+  };
+
+  // ---- opening and closing (run) -----------------------------------------------------------
+  /// Registers the connection, reports it opened and starts the watchdog; returns the time.
+  Clock::time_point open(const std::shared_ptr<StreamConnection>& self) {
+    server().add_client(self);
+    refresh(snapshot_);
+    const auto opened_at = Clock::now();
+    if (snapshot_.metrics) {
+      snapshot_.metrics->connection_opened(*this);
+    }
+    if (snapshot_.logger->enabled(LogLevel::info)) {
+      snapshot_.logger->event(LogLevel::info, "connection opened",
+                              {{"client", to_string()},
+                               {"id", id()},
+                               {"remote", remote_address()},
+                               {"local", local_address()}});
+    }
+    if constexpr (NonBlockingStream<Stream>) {
+      std::error_code ignored;
+      stream_.non_blocking(true, ignored);
+    }
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      enable_tcp_inq(stream_.native_handle());  // refused: reads behave as asio's own
+    }
+    watchdog_.start(self);
+    return opened_at;
+  }
+
+  /// serve() threw `e`: logs it; returns the reason the connection ends with.
+  std::error_code failed(const std::exception& e) {
+    snapshot_.logger->error("{}: connection failed: {}", to_string(), e.what());
+    return close_reason_ ? close_reason_ : make_error_code(Errc::task_failed);
+  }
+
+  /// Closes the connection, reports it closed and unregisters it.
+  void finish(std::error_code reason, Clock::time_point opened_at) {
+    finished_ = true;
+    on_stop_.reset();  // waits for a callback running on another thread, if any
+    close_gracefully();
+    watchdog_.cancel();
+    mark_closed();
+    refresh(snapshot_);
+    if (snapshot_.metrics) {
+      snapshot_.metrics->connection_closed(*this, reason);
+    }
+    if (snapshot_.logger->enabled(LogLevel::info)) {
+      snapshot_.logger->event(
+          LogLevel::info, "connection closed",
+          {{"client", to_string()},
+           {"id", id()},
+           {"duration_ms",
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - opened_at)
+                .count()},
+           {"tasks", tasks_finished_},
+           {"bytes_in", content_bytes_in_},
+           {"bytes_out", content_bytes_out_},
+           {"reason", close_reason_name(reason)},
+           {"detail", close_detail(reason)}});
+    }
+    server().remove_client(*this);  // last: the server may be gone once its last client is
+  }
+
+  // ---- Client hooks: hop to the connection's executor --------------------------------------
+  void do_cancel() override {
+    post_to_self([](StreamConnection& c) { c.cancel_task(); });
+  }
+  void do_close() override {
+    post_to_self([](StreamConnection& c) {
+      c.set_close_reason(Errc::closed_by_server);
+      c.cancel_task();
+      c.close_now();
+    });
+  }
+  void do_disconnect(std::chrono::nanoseconds grace) override {
+    post_to_self([grace](StreamConnection& c) { c.begin_disconnect(grace); });
+  }
+  template <class F>
+  void post_to_self(F f) {
+    if (closed()) {
+      return;
+    }
+    auto self = std::static_pointer_cast<StreamConnection>(shared_from_this());
+    asio::post(stream_.get_executor(), [self = std::move(self), f = std::move(f)]() mutable {
+      if (!self->finished_) {
+        f(*self);
+      }
+    });
+  }
+
+  void begin_disconnect(std::chrono::nanoseconds grace) {
+    disconnect_requested_ = true;
+    if (waiting_for_request_ && in_.empty()) {  // idle: close at once, sending nothing
+      set_close_reason(Errc::graceful_disconnect);
+      close_now();
+      return;
+    }
+    watchdog_.set_disconnect_deadline(Clock::now() + std::max(grace, std::chrono::nanoseconds(0)));
+  }
+
+  void on_request_too_large() override { cancel_task(); }
+
+  void close_now() noexcept {
+    if (!stream_closed_) {
+      stream_closed_ = true;
+      close_stream(stream_);
+    }
+  }
+  /// Closing a socket whose receive queue holds unread bytes sends a reset, which can make the
+  /// peer lose the last responses (a Goodbye among them). So: end our side, discard what is
+  /// readable now, then close.
+  void close_gracefully() noexcept {
+    if constexpr (PlainSocket<Stream> || TlsStream<Stream>) {
+      if (!stream_closed_) {
+        auto& socket = lowest_socket(stream_);
+        std::error_code ignored;
+        socket.non_blocking(true, ignored);  // already so for a plain socket
+        socket.shutdown(asio::socket_base::shutdown_send, ignored);
+        std::uint8_t scratch[4096];
+        for (int i = 0; i < 16; ++i) {
+          std::error_code ec;
+          const std::size_t n = socket.read_some(asio::buffer(scratch), ec);
+          if (ec || n == 0) {
+            break;
+          }
+        }
+      }
+    }
+    close_now();
+  }
+
+  /// Sends close_notify and waits, under min(Write timeout, kTlsShutdownTimeout) kept by the
+  /// watchdog, for the peer's: a peer that never answers costs at most that long.
+  /// A no-op for other streams: a constraint instead of `if constexpr` would not keep clang 14
+  /// from instantiating the body for them in server.cpp's explicit instantiations.
+  asio::awaitable<void> tls_shutdown() {
+    if constexpr (TlsStream<Stream>) {
+      const auto timeout =
+          std::min<std::chrono::nanoseconds>(server().options().timeout.write, kTlsShutdownTimeout);
+      watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
+      std::error_code ignored;
+      co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
+      watchdog_.end_wait();
+    }
+    co_return;
+  }
+
+  // ---- reading -----------------------------------------------------------------------------
+  std::error_code io_error(std::error_code ec) const {
+    if (close_reason_) {
+      return close_reason_;
+    }
+    if (is_peer_gone_error(ec)) {
+      return make_error_code(Errc::peer_closed);
+    }
+    return ec;
+  }
+
+  /// The buffer for an asynchronous read: on TCP one that lets a read that drained the socket
+  /// queue the next read on epoll at once, instead of that read failing with EAGAIN first (see
+  /// short_read_drains.hpp). `input_drained_` tells which it was.
+  auto read_buffer(std::uint8_t* data, std::size_t size) noexcept {
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      return ShortReadDrains{asio::mutable_buffer(data, size), &input_drained_};
+    } else {
+      return asio::mutable_buffer(data, size);
+    }
+  }
+
+  /// The buffer of a read while the input buffer holds no storage: the small inline one, and on
+  /// TCP, in the same recvmsg, up to an input buffer's worth more through this thread's spill
+  /// buffer (take_spilled_read), so that a request longer than the small buffer still takes one
+  /// read, and a read that drains the socket is known as such (see read_buffer).
+  auto idle_read_buffer() noexcept {
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      return ShortReadDrains{asio::mutable_buffer(idle_in_.data(), idle_in_.size()),
+                             &input_drained_, this, kInputCapacity - kIdleReadBytes};
+    } else {
+      return read_buffer(idle_in_.data(), idle_in_.size());
+    }
+  }
+  /// The idle read overflowed into the spill buffer: both parts go to the (empty) input buffer.
+  void take_spilled_read(std::span<const std::uint8_t> head,
+                         std::span<const std::uint8_t> rest) noexcept override {
+    in_.append(head);
+    in_.append(rest);
+  }
+
+  /// The end of an idle read of `n` bytes: they go to the input buffer (unless the spill buffer
+  /// took them there already); a read that filled the small buffer reads on without waiting
+  /// where the spill buffer is not used, so that a request longer than that buffer is usually
+  /// whole before it is served (which an inline task needs to run without a coroutine).
+  void take_idle_read(std::size_t n) noexcept {
+    note_input_arrived();
+    if (n > idle_in_.size()) {
+      return;  // take_spilled_read() has put all n bytes in the input buffer
+    }
+    append_input(std::span<const std::uint8_t>(idle_in_.data(), n));
+    if constexpr (NonBlockingStream<Stream> && !std::same_as<Stream, asio::ip::tcp::socket>) {
+      if (n == idle_in_.size()) {
+        auto space = in_.writable();
+        std::error_code ec;  // an error or end of stream is left for the next read to report
+        const std::size_t more = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+        if (!ec) {
+          in_.commit(more);
+        }
+      }
+    }
+  }
+
+  /// Reads more bytes into the input buffer, waiting for a request (Wait::request) or for the
+  /// rest of one (Wait::reading) under that wait's timeout.
+  asio::awaitable<std::error_code> read_more(Watchdog::Wait wait) {
+    if (stream_closed_) {
+      co_return io_error(asio::error::operation_aborted);
+    }
+    const Timeout& t = server().options().timeout;
+    std::error_code ec;
+    // Reads go through async_read_some, which reads at once unless the last read drained the
+    // socket (see read_buffer) and otherwise queues on the socket's edge-triggered epoll
+    // registration: one recv per request on TCP.
+    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
+      if (wait == Watchdog::Wait::reading && input_drained_) {
+        // The last read drained the socket and left an incomplete request. An RST that came
+        // with those bytes raised no edge of its own (TCP_INQ counts only a FIN), so the queued
+        // read would wait for the Read timeout: read at once instead; EAGAIN means nothing,
+        // RST included, is pending and any later byte raises an edge.
+        auto space = in_.writable();
+        const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+        if (!ec) {
+          in_.commit(n);
+          note_input_arrived();
+          co_return std::error_code{};
+        }
+        if (ec != asio::error::would_block && ec != asio::error::try_again) {
+          co_return io_error(ec);
+        }
+        ec.clear();
+      }
+    }
+    watchdog_.begin_wait(wait, wait == Watchdog::Wait::request ? t.wait : t.read);
+    if (!in_.has_storage()) {
+      // Between requests: read into the small inline buffer, so that a connection waiting for
+      // its next request holds no input buffer.
+      const std::size_t n = co_await stream_.async_read_some(
+          idle_read_buffer(), asio::redirect_error(asio::use_awaitable, ec));
+      watchdog_.end_wait();
+      if (ec) {
+        co_return io_error(ec);
+      }
+      take_idle_read(n);
+      co_return std::error_code{};
+    }
+    auto space = in_.writable();
+    const std::size_t n = co_await stream_.async_read_some(
+        read_buffer(space.data(), space.size()), asio::redirect_error(asio::use_awaitable, ec));
+    watchdog_.end_wait();
+    if (ec) {
+      co_return io_error(ec);
+    }
+    in_.commit(n);
+    note_input_arrived();
+    co_return std::error_code{};
+  }
+
+  // ---- writing -----------------------------------------------------------------------------
+  /// Writes out what the output buffer holds, under the rolling Write timeout.
+  asio::awaitable<std::error_code> flush() {
+    const auto timeout = server().options().timeout.write;
+    while (!out_.empty()) {
+      if (NonBlockingStream<Stream> && ++ops_without_wait_ >= kOpsPerTurn) {  // take turns
+        ops_without_wait_ = 0;
+        co_await asio::post(stream_.get_executor(), asio::use_awaitable);
+        continue;  // the stream may have been closed meanwhile
+      }
+      if (stream_closed_) {
+        co_return io_error(asio::error::operation_aborted);
+      }
+      std::error_code ec;
+      std::size_t n = 0;
+      const auto data = out_.readable();
+      if constexpr (NonBlockingStream<Stream>) {
+        n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
+          ops_without_wait_ = 0;
+          co_await stream_.async_wait(asio::socket_base::wait_write,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+          watchdog_.end_wait();
+          if (ec) {
+            co_return io_error(ec);
+          }
+          continue;
+        }
+      } else {
+        watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
+        n = co_await stream_.async_write_some(asio::buffer(data.data(), data.size()),
+                                              asio::redirect_error(asio::use_awaitable, ec));
+        watchdog_.end_wait();
+      }
+      if (ec) {
+        co_return io_error(ec);
+      }
+      out_.consume(n);
+    }
+    co_return std::error_code{};
+  }
+
+  /// Writes without waiting, as far as the stream takes it; true if the output buffer is empty
+  /// after. Most responses go out here, without a coroutine call; flush() waits if need be.
+  bool write_without_waiting() noexcept {
+    if constexpr (NonBlockingStream<Stream>) {
+      while (!out_.empty() && !stream_closed_) {
+        std::error_code ec;
+        const auto data = out_.readable();
+        const std::size_t n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
+        if (ec) {
+          return false;  // would block, or an error that the next flush reports
+        }
+        out_.consume(n);
+      }
+    }
+    return out_.empty();
+  }
+
+  /// The engine's next step once what needs no waiting is done: serve_buffered(), writing its
+  /// responses without waiting as long as the stream takes them.
+  Next serve_ready() {
+    Next next = serve_buffered();
+    while (next == Next::flush && write_without_waiting()) {
+      next = serve_buffered();
+    }
+    return next;
+  }
+
+  /// Makes room for `room` bytes in the output buffer, flushing if need be.
+  asio::awaitable<std::error_code> reserve_output(std::size_t room) {
+    if (!output_fits(room)) {
+      co_return co_await flush();
+    }
+    co_return std::error_code{};
+  }
+
+  // ---- the serve loop ----------------------------------------------------------------------
+  asio::awaitable<std::error_code> serve() {
+    Next next = serve_ready();
+    for (;;) {
+      switch (next) {
+        case Next::read:
+          if constexpr (NonBlockingStream<Stream>) {
+            // Waits, and serves the requests that arrive, in plain completion handlers: the
+            // coroutine resumes only for what has to wait (see async_serve_while_idle).
+            IdleResult result = co_await async_serve_while_idle();
+            if (result.exception) {
+              std::rethrow_exception(result.exception);
+            }
+            if (result.ec) {
+              co_return result.ec;
+            }
+            next = result.next;
+          } else {
+            waiting_for_request_ = true;
+            const auto ec = co_await read_more(Watchdog::Wait::request);
+            waiting_for_request_ = false;
+            if (ec) {
+              co_return ec;
+            }
+            next = serve_ready();
+          }
+          break;
+        case Next::flush:
+          if (auto ec = co_await flush()) {
+            co_return ec;
+          }
+          next = serve_ready();
+          break;
+        case Next::disconnect:
+          co_return make_error_code(Errc::graceful_disconnect);
+        case Next::goodbye:
+          co_return co_await say_goodbye(next_code());
+        case Next::task:
+        case Next::finish: {
+          const auto ec = next == Next::task ? co_await serve_task(next_code())
+                                             : co_await finish_task(take_pending());
+          if (ec) {
+            co_return ec;
+          }
+          next = serve_ready();
+          break;
+        }
+      }
+    }
+  }
+
+  // ---- serving while idle, without the coroutine (non-blocking streams) ----------------------
+  /// How async_serve_while_idle() ended: an error of the read (the connection ends with it), an
+  /// exception that serving threw (rethrown in serve(), as if thrown there), or what to do next.
+  struct IdleResult {
+    std::error_code ec;
+    Next next = Next::read;
+    std::exception_ptr exception;
+
+    static IdleResult failed(std::error_code e) { return {e, Next::read, nullptr}; }
+    static IdleResult then(Next n) { return {{}, n, nullptr}; }
+    static IdleResult threw(std::exception_ptr x) { return {{}, Next::read, std::move(x)}; }
+  };
+
+  /// Waits for the next request as read_more(Wait::request) does, then serves what
+  /// serve_ready() can, and while that ends idle, reads and serves again: all in the read's
+  /// completion handler, without resuming the coroutine. A connection whose requests are inline
+  /// tasks or keep-alives thus touches, per request, its own state and the read's, and not the
+  /// frames of the coroutine chain, each in cache lines of its own (with many connections, each
+  /// a cache miss), nor runs their resumption. Completes when something has to wait: a flush, a
+  /// task, a Goodbye, an error.
+  auto async_serve_while_idle() {
+    return asio::async_initiate<const asio::use_awaitable_t<>&, void(IdleResult)>(
+        [this](auto handler) {
+          // Inside the coroutine's suspension: completing here would resume it from within
+          // itself, so a read that cannot start completes through a post.
+          if (stream_closed_) {
+            asio::post(stream_.get_executor(),
+                       [handler = std::move(handler),
+                        ec = io_error(asio::error::operation_aborted)]() mutable {
+                         std::move(handler)(IdleResult::failed(ec));
+                       });
+            return;
+          }
+          start_idle_read(std::move(handler));
+        },
+        asio::use_awaitable);
+  }
+
+  /// read_more(Wait::request)'s read, with `handler` (async_serve_while_idle's) carried along;
+  /// requires !stream_closed_ and no input storage (serve_ready() returned Next::read).
+  template <class Handler>
+  void start_idle_read(Handler handler) {
+    waiting_for_request_ = true;
+    watchdog_.begin_wait(Watchdog::Wait::request, server().options().timeout.wait);
+    // No cancellation slot: no task runs while the connection waits for a request, so nothing
+    // emits on the task's signal, which spares asio a cancellation handler in every read.
+    stream_.async_read_some(idle_read_buffer(), [this, handler = std::move(handler)](
+                                                    std::error_code ec, std::size_t n) mutable {
+      on_idle_read(handler, ec, n);
+    });
+  }
+
+  /// `handler` stays in the completed read's handler, which asio destroys after this returns,
+  /// unless the next read takes it: one move of it per request, not one per call.
+  // Flattened: every call in it inlined, so that the compiler's inlining budget, which moves
+  // with any change to these classes, cannot leave the hot path's steps as calls (measured at
+  // +52 to +65 instructions per ping, C=50, bench/callgrind.sh).
+  template <class Handler>
+  [[gnu::flatten]] void on_idle_read(Handler& handler, std::error_code ec, std::size_t n) {
+    waiting_for_request_ = false;
+    watchdog_.end_wait();
+    if (ec) {
+      std::move(handler)(IdleResult::failed(io_error(ec)));
+      return;
+    }
+    take_idle_read(n);
+    Next next = Next::read;
+    try {
+      next = serve_ready();
+    } catch (...) {
+      std::move(handler)(IdleResult::threw(std::current_exception()));
+      return;
+    }
+    if (next != Next::read) {
+      std::move(handler)(IdleResult::then(next));
+    } else if (stream_closed_) {
+      std::move(handler)(IdleResult::failed(io_error(asio::error::operation_aborted)));
+    } else {
+      start_idle_read(std::move(handler));
+    }
+  }
+
+  asio::awaitable<std::error_code> say_goodbye(TaskCode code) {
+    if (auto ec = co_await reserve_output(1)) {
+      co_return ec;
+    }
+    append_goodbye();
+    TaskRecord record;
+    record.code = code;
+    record.outcome = TaskOutcome::goodbye;
+    report_task(record);
+    if (auto ec = co_await flush()) {
+      co_return ec;
+    }
+    set_close_reason(Errc::graceful_disconnect);
+    co_return close_reason_;
+  }
+
+  // ---- tasks (stream_connection_tasks.hpp) -------------------------------------------------
+  asio::awaitable<std::error_code> serve_task(TaskCode code);
+  asio::awaitable<Response> run_task(const RegisteredTask& entry, TaskContext& ctx);
+  asio::awaitable<std::error_code> finish_task(TaskEnd end);
+  asio::awaitable<std::error_code> drain_request();
+  asio::awaitable<std::error_code> drop_after_task(TaskEnd& end);
+  asio::awaitable<std::error_code> write_response(Response& response);
+  asio::awaitable<std::error_code> encode_content(wire::BlockEncoder& encoder,
+                                                  std::span<const std::uint8_t> content);
+  std::error_code producer_cancelled();
+  void cancel_task();
+  void schedule_probe();
+  void run_after_read_completion() noexcept override;
+  void probe();
+  void start_monitor();
+  void stop_monitor();
+  void on_monitor(std::uint64_t generation, std::error_code ec);
+
+  // Fields that every request reads or writes come first, after the engine's.
+  Stream stream_;
+  Watchdog watchdog_;
+  unsigned ops_without_wait_ = 0;  // reads and writes in a row that did not wait
+  bool stream_closed_ = false;
+  bool waiting_for_request_ = false;
+  bool input_drained_ = false;  // the last asynchronous read drained the socket (TCP_INQ)
+  std::array<std::uint8_t, kIdleReadBytes> idle_in_{};
+
+  bool finished_ = false;
+  asio::cancellation_signal task_cancel_;
+  std::uint64_t task_generation_ = 0;
+  bool task_suspended_ = false;
+  bool task_is_blocking_ = false;
+  bool cancel_emitted_ = false;
+  bool producing_blocking_ = false;  // the producer in flight runs on the worker pool
+  asio::cancellation_signal monitor_cancel_;
+  bool monitor_active_ = false;
+  bool probe_pending_ = false;
+  bool reading_request_ = false;  // the task waits in read_more for its request
+  std::shared_ptr<StreamConnection> deferred_probe_owner_;  // set while a probe waits
+  std::optional<std::stop_callback<OnStop>> on_stop_;
+};
+
+/// Serves `stream` on its executor, as Server::async_handle_socket does, but without a
+/// coroutine frame of the caller's kept for the connection's lifetime (an idle connection holds
+/// only its own): `done(reason)` is called on the stream's executor once the connection has ended
+/// (with Errc::task_failed if run() ended by an exception).
+template <class Stream, class Done>
+void spawn_connection(Server& server, Stream stream, ByteOrder byte_order, SessionData session,
+                      std::stop_token stop, const std::atomic<std::int64_t>* stop_grace_ns,
+                      Done done) {
+  auto [local, remote] = socket_addresses(lowest_socket(stream));
+  auto executor = stream.get_executor();
+  auto connection = std::make_shared<StreamConnection<Stream>>(server, std::move(stream),
+                                                               byte_order, std::move(session),
+                                                               std::move(local), std::move(remote));
+  connection->disconnect_on_stop(std::move(stop), stop_grace_ns);
+  const auto slot = connection->task_cancellation_slot();
+  auto run = connection->run();
+  asio::co_spawn(executor, std::move(run),
+                 asio::bind_cancellation_slot(
+                     slot, [connection = std::move(connection), done = std::move(done)](
+                               const std::exception_ptr& error, std::error_code reason) mutable {
+                       connection.reset();
+                       done(error ? make_error_code(Errc::task_failed) : reason);
+                     }));
+}
+
+}  // namespace serialserver::detail
+
+#include "net/stream_connection_tasks.hpp"  // IWYU pragma: keep
