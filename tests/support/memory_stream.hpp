@@ -73,6 +73,7 @@ namespace serialserver::test {
 
 class MemoryStream {
  public:
+  // NOLINTNEXTLINE(readability-identifier-naming): the name Asio looks for
   using executor_type = asio::any_io_executor;
   using Bytes = std::vector<std::uint8_t>;
 
@@ -86,6 +87,10 @@ class MemoryStream {
   static constexpr std::size_t kUnlimited = std::numeric_limits<std::size_t>::max();
 
  private:
+  /// What a completion does with the handler's cancellation slot: a pending operation assigned
+  /// a cancellation handler to it, which must go before the handler runs.
+  enum class Slot : std::uint8_t { keep, clear };
+
   /// An operation waiting on the stream, with its handler type-erased.
   struct PendingOp {
     PendingOp(const executor_type& ex, std::uint64_t op_id)
@@ -120,7 +125,7 @@ class MemoryStream {
       return append_buffers(out, buffers, limit);
     }
     void complete(std::error_code ec, std::size_t n) override {
-      post_completion(work, std::move(handler), /*clear_slot=*/true, ec, n);
+      post_completion(work, std::move(handler), Slot::clear, ec, n);
     }
     Handler handler;
     Buffers buffers;
@@ -135,7 +140,7 @@ class MemoryStream {
     }
     std::size_t drain(Bytes& /*out*/, std::size_t /*limit*/) override { return 0; }
     void complete(std::error_code ec, std::size_t /*n*/) override {
-      post_completion(work, std::move(handler), /*clear_slot=*/true, ec);
+      post_completion(work, std::move(handler), Slot::clear, ec);
     }
     Handler handler;
   };
@@ -310,7 +315,7 @@ class MemoryStream {
     int side_ = 0;
   };
 
-  Peer peer() const { return Peer(link_, side_); }
+  Peer peer() const { return {link_, side_}; }
 
   // Shortcuts for the peer's observers.
   const Bytes& output() const noexcept { return link_->pipes[1 - side_].data; }
@@ -453,19 +458,19 @@ class MemoryStream {
 
   /// Posts `handler(args...)` to `ex`, to run on the handler's own executor.
   template <class Handler, class... Args>
-  static void post_completion(const executor_type& ex, Handler handler, bool clear_slot,
+  static void post_completion(const executor_type& ex, Handler handler, Slot slot_action,
                               Args... args) {
     auto handler_ex = asio::get_associated_executor(handler, ex);
-    asio::post(ex, asio::bind_executor(handler_ex,
-                                       [h = std::move(handler), clear_slot, args...]() mutable {
-                                         if (clear_slot) {
-                                           auto slot = asio::get_associated_cancellation_slot(h);
-                                           if (slot.is_connected()) {
-                                             slot.clear();
-                                           }
-                                         }
-                                         std::move(h)(args...);
-                                       }));
+    auto run = [h = std::move(handler), slot_action, args...]() mutable {
+      if (slot_action == Slot::clear) {
+        auto slot = asio::get_associated_cancellation_slot(h);
+        if (slot.is_connected()) {
+          slot.clear();
+        }
+      }
+      std::move(h)(args...);
+    };
+    asio::post(ex, asio::bind_executor(handler_ex, std::move(run)));
   }
 
   template <class ConstBufferSequence>
@@ -680,7 +685,7 @@ class MemoryStream {
         return;
       }
     }
-    post_completion(e.ex, std::move(handler), false, ec, n);
+    post_completion(e.ex, std::move(handler), Slot::keep, ec, n);
   }
 
   template <class Handler, class Buffers>
@@ -702,7 +707,7 @@ class MemoryStream {
         return;
       }
     }
-    post_completion(e.ex, std::move(handler), false, ec, n);
+    post_completion(e.ex, std::move(handler), Slot::keep, ec, n);
   }
 
   template <class Handler>
@@ -723,7 +728,7 @@ class MemoryStream {
         return;
       }
     }
-    post_completion(e.ex, std::move(handler), false, ec);
+    post_completion(e.ex, std::move(handler), Slot::keep, ec);
   }
 
   std::shared_ptr<Link> link_;
