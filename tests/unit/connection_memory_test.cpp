@@ -1,12 +1,14 @@
 // The connection state machine (detail::StreamConnection) over the in-memory stream: docs/protocol.md
 // sections 3, 4 and 8 under every input and output chunking, pipelining, draining, requests cut
 // off by the end of the stream, goodbye, timeouts and cancellation of a pending read, and a
-// failure injected at every single stream operation. No sockets, no threads besides the worker
-// pool of the blocking task; every run is bounded in time.
+// failure injected at every single stream operation, over the standard test tasks of every kind
+// (support/task_fixtures.hpp). No sockets, no threads besides the worker pool of the blocking
+// tasks; every run is bounded in time.
 
 #include <serialserver/serialserver.hpp>
 #include "net/stream_connection.hpp"
 #include "support/memory_stream.hpp"
+#include "support/task_fixtures.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -19,9 +21,7 @@
 #include <optional>
 #include <random>
 #include <span>
-#include <stdexcept>
 #include <string>
-#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -29,9 +29,6 @@
 #include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
 #include <gtest/gtest.h>
 
 namespace serialserver::test {
@@ -111,29 +108,17 @@ Bytes encode_random_split(const Bytes& content, std::mt19937& rng) {
   return out;
 }
 
-// Task codes registered by the tests.
-constexpr TaskCode kEcho = 1;          // OK with the request content
-constexpr TaskCode kEmpty = 2;         // OK with no content, reads nothing
-constexpr TaskCode kErrorTask = 3;     // Error with the content's first byte (3 if empty)
-constexpr TaskCode kProducer = 4;      // OK with a streamed response, length from the content
-constexpr TaskCode kPartial = 5;       // reads one content byte and answers it; rest drained
-constexpr TaskCode kFailing = 6;       // throws a non-coded exception: connection dropped
-constexpr TaskCode kHi = 7;            // docs/protocol.md 8: "hi" for 01 02 03 04, else Error 3
-constexpr TaskCode kBlockingEcho = 8;  // as kEcho, on the worker pool
-constexpr TaskCode kUnknown = 9;       // not registered
-
-/// The producer's content: `length` bytes of a pattern.
-Bytes produced_content(std::size_t length) {
-  Bytes out(length);
-  for (std::size_t i = 0; i < length; ++i) {
-    out[i] = static_cast<std::uint8_t>((i * 7 + length) & 0xFF);
-  }
-  return out;
-}
-
-std::size_t producer_length(const Bytes& content) {
-  return content.size() < 2 ? 0 : (std::size_t{content[0]} << 8) | content[1];
-}
+// The tasks: the standard set of support/task_fixtures.hpp (every kind), and its model.
+using tasks::kBlockingEcho;
+using tasks::kEcho;
+using tasks::kEmpty;
+using tasks::kError;
+using tasks::kHi;
+using tasks::kPartial;
+using tasks::kProducer;
+using tasks::kThrows;
+using tasks::produced_content;
+constexpr TaskCode kUnknown = tasks::kUnregistered;
 
 Bytes ok(const Bytes& content) { return concat({bytes({0x00}), encode_standard(content)}); }
 
@@ -143,28 +128,9 @@ struct Request {
 };
 
 /// What the server answers to `r` (docs/protocol.md sections 3 and 4, and the test tasks).
+/// Workloads hold no failing task: every request is answered.
 Bytes expected_response(const Request& r) {
-  switch (r.code) {
-    case kEcho:
-    case kBlockingEcho:
-      return ok(r.content);
-    case kEmpty:
-      return ok({});
-    case kErrorTask:
-      return bytes({0x01, r.content.empty() ? 3 : r.content[0]});
-    case kProducer:
-      return ok(produced_content(producer_length(r.content)));
-    case kPartial:
-      return r.content.empty() ? ok({}) : ok(Bytes{r.content[0]});
-    case kHi:
-      return r.content == bytes({1, 2, 3, 4}) ? ok(bytes({0x68, 0x69})) : bytes({0x01, 0x03});
-    case kKeepAliveTaskCode:
-      return bytes({0x00, 0x00});
-    case kGoodbyeTaskCode:
-      return bytes({0x02});
-    default:
-      return bytes({0x01, 0xFF});
-  }
+  return tasks::expected_answer(r.code, r.content).value();
 }
 
 /// A client's bytes and the server's expected answer to them.
@@ -240,9 +206,9 @@ Bytes random_bytes(std::mt19937& rng, std::size_t n) {
 
 /// `count` requests of every kind the model knows, with contents of assorted sizes.
 std::vector<Request> mixed_requests(std::mt19937& rng, std::size_t count, bool with_blocking) {
-  static constexpr TaskCode kCodes[] = {kEcho,    kEmpty, kErrorTask,         kProducer,
-                                        kPartial, kHi,    kKeepAliveTaskCode, kUnknown,
-                                        252,      kEcho,  kBlockingEcho};
+  static constexpr TaskCode kCodes[] = {
+      kEcho,    kEmpty, kError, kProducer,    kPartial, kHi, kKeepAliveTaskCode,
+      kUnknown, 252,    kEcho,  kBlockingEcho};
   const std::size_t kinds = std::size(kCodes) - (with_blocking ? 0 : 1);
   std::vector<Request> out;
   for (std::size_t i = 0; i < count; ++i) {
@@ -257,7 +223,7 @@ std::vector<Request> mixed_requests(std::mt19937& rng, std::size_t count, bool w
       r.content = bytes({static_cast<int>(length >> 8), static_cast<int>(length & 0xFF)});
     } else if (r.code == kHi && rng() % 2 == 0) {
       r.content = bytes({1, 2, 3, 4});
-    } else if (r.code == kErrorTask && !r.content.empty()) {
+    } else if (r.code == kError && !r.content.empty()) {
       r.content[0] = static_cast<std::uint8_t>(r.content[0] % 200);
     }
     out.push_back(std::move(r));
@@ -275,69 +241,7 @@ ServerOptions quiet_options(Timeout timeout = {}) {
   return options;
 }
 
-void register_tasks(Server& server) {
-  server.register_task(
-      kEcho,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        co_return Response(co_await ctx.request().async_read_all());
-      },
-      "echo");
-  server.register_task(
-      kEmpty, [](TaskContext&) -> asio::awaitable<Response> { co_return Response(); }, "empty");
-  server.register_task(
-      kErrorTask,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        throw TaskError(content.empty() ? ErrorCode{3} : content[0]);
-      },
-      "error");
-  server.register_task(
-      kProducer,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        const std::size_t length = producer_length(content);
-        auto data = std::make_shared<Bytes>(produced_content(length));
-        auto pos = std::make_shared<std::size_t>(0);
-        co_return Response::stream(
-            [data, pos](std::span<std::uint8_t> out) -> asio::awaitable<std::size_t> {
-              // Yield to the executor, as a real producer waiting for its data would.
-              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
-              const std::size_t n = std::min({out.size(), data->size() - *pos, std::size_t{777}});
-              std::copy_n(data->begin() + static_cast<std::ptrdiff_t>(*pos), n, out.begin());
-              *pos += n;
-              co_return n;
-            });
-      },
-      "producer");
-  server.register_task(
-      kPartial,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        std::uint8_t first = 0;
-        const std::size_t n = co_await ctx.request().async_read_some(std::span(&first, 1));
-        co_return n == 0 ? Response() : Response(Bytes{first});
-      },
-      "partial");
-  server.register_task(
-      kFailing,
-      [](TaskContext&) -> asio::awaitable<Response> {
-        throw std::runtime_error("task failed on purpose");
-        co_return Response();
-      },
-      "failing");
-  server.register_task(
-      kHi,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        if (content != Bytes{1, 2, 3, 4}) {
-          throw TaskError(3);
-        }
-        co_return Response::copy_of(std::string_view("hi"));
-      },
-      "hi");
-  server.register_blocking_task(
-      kBlockingEcho, [](TaskContext& ctx) { return Response(ctx.request().read_all()); },
-      "blocking-echo");
-}
+void register_tasks(Server& server) { tasks::register_standard_tasks(server); }
 
 struct Outcome {
   bool finished = false;
@@ -603,7 +507,7 @@ TEST_F(ConnectionMemory, TaskThatStopsReadingEarlyHasTheRestDrained) {
       {kEcho, bytes({0x78, 0x79, 0x7A})},
       {kPartial, {}},
       {kPartial, random_bytes(rng, 255)},
-      {kErrorTask, bytes({42})},
+      {kError, bytes({42})},
       {kPartial, random_bytes(rng, 256)},
       {kHi, bytes({1, 2, 3, 4})},
   };
@@ -715,12 +619,47 @@ TEST_F(ConnectionMemory, GoodbyeAnswers02AndEndsGracefully) {
 
 TEST_F(ConnectionMemory, FailingTaskDropsTheConnectionWithoutResponse) {
   const Outcome o =
-      run(bytes({kEmpty, 0x00, kFailing, 0x01, 0x41, 0x00, kEmpty, 0x00}), kUnlimited, kUnlimited);
+      run(bytes({kEmpty, 0x00, kThrows, 0x01, 0x41, 0x00, kEmpty, 0x00}), kUnlimited, kUnlimited);
   ASSERT_TRUE(o.finished);
   EXPECT_EQ(o.reason, make_error_code(Errc::task_failed)) << o.reason.message();
   // The response to the first task may or may not have gone out before the drop (the server is
   // free to close silently); nothing of the failed task's or the next task's may.
   EXPECT_TRUE(is_prefix(o.output, ok({}))) << hex(o.output);
+}
+
+TEST_F(ConnectionMemory, StandardTasksOfEveryKindAnswerAsModelled) {
+  std::mt19937 rng(3);
+  std::vector<Request> requests;
+  for (TaskCode code :
+       {tasks::kInlineEcho, tasks::kBlockingEcho, kEcho, tasks::kInlineError, tasks::kBlockingError,
+        kError, tasks::kReadU32, tasks::kCount, kHi, kProducer}) {
+    for (std::size_t size : {0, 3, 4, 600}) {
+      Request r{code, random_bytes(rng, size)};
+      if (!r.content.empty()) {
+        r.content[0] = static_cast<std::uint8_t>(r.content[0] % 8);  // Error codes; short produce
+      }
+      requests.push_back(std::move(r));
+    }
+  }
+  for (bool split : {false, true}) {
+    const Workload w = make_workload(requests, rng, split);
+    for (std::size_t read_chunk : {std::size_t{1}, std::size_t{9}, kUnlimited}) {
+      SCOPED_TRACE("read chunk " + chunk_name(read_chunk) + (split ? ", random split" : ""));
+      const Outcome o = run(w.input, read_chunk, kUnlimited);
+      ASSERT_TRUE(o.finished);
+      EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+      EXPECT_EQ(o.output, w.expected) << "got " << hex(o.output) << "\nwant " << hex(w.expected);
+    }
+  }
+  for (TaskCode code : {kThrows, tasks::kReadThrow, tasks::kInlineThrows, tasks::kBlockingThrows}) {
+    SCOPED_TRACE("task " + std::to_string(code));
+    EXPECT_FALSE(tasks::expected_answer(code, {}).has_value());
+    const Outcome o =
+        run(bytes({kEmpty, 0x00, code, 0x01, 0x41, 0x00, kEmpty, 0x00}), kUnlimited, kUnlimited);
+    ASSERT_TRUE(o.finished);
+    EXPECT_EQ(o.reason, make_error_code(Errc::task_failed)) << o.reason.message();
+    EXPECT_TRUE(is_prefix(o.output, ok({}))) << hex(o.output);
+  }
 }
 
 // ---- the pending read: timeouts, close, disconnect, cancel ---------------------------------
@@ -888,7 +827,7 @@ TEST_F(ConnectionMemory, FailureAtEveryOperationEndsCleanly) {
     // Producer responses longer than a write chunk, a partial reader, pipelining, EOF at the end.
     std::vector<Request> requests = {
         {kEcho, random_bytes(rng, 40)},    {kProducer, bytes({0x03, 0x10})},
-        {kPartial, random_bytes(rng, 30)}, {kErrorTask, bytes({9})},
+        {kPartial, random_bytes(rng, 30)}, {kError, bytes({9})},
         {kKeepAliveTaskCode, {}},          {kUnknown, bytes({1, 2})},
         {kEcho, random_bytes(rng, 300)},   {kEmpty, bytes({5})},
     };
