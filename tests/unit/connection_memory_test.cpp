@@ -768,6 +768,59 @@ TEST_F(ConnectionMemory, InputArrivingLaterIsServed) {
   EXPECT_EQ(o.output, concat({ok(bytes({0x41, 0x42})), ok({})}));
 }
 
+TEST_F(ConnectionMemory, ServesAClientOnTheOtherEndOfAConnectedPair) {
+  // With a small capacity, the server's writes wait for the client to read, and its reads wait
+  // for the client to write: every pending operation of the stream is taken by the connection.
+  std::mt19937 rng(9);
+  const std::vector<Request> requests = {{kEcho, random_bytes(rng, 30)},
+                                         {kHi, bytes({1, 2, 3, 4})},
+                                         {kError, bytes({5})},
+                                         {kProducer, bytes({0, 200})},
+                                         {kPartial, random_bytes(rng, 20)},
+                                         {tasks::kInlineEcho, random_bytes(rng, 10)},
+                                         {kBlockingEcho, random_bytes(rng, 25)},
+                                         {kEmpty, {}},
+                                         {kUnknown, bytes({1})},
+                                         {kKeepAliveTaskCode, {}},
+                                         {tasks::kCount, random_bytes(rng, 33)}};
+  const Workload w = make_workload(requests, rng, true);
+  for (std::size_t capacity : {std::size_t{3}, std::size_t{64}, kUnlimited}) {
+    SCOPED_TRACE("capacity " + chunk_name(capacity));
+    asio::io_context io;
+    auto ends = MemoryStream::pair(io.get_executor());
+    MemoryStream& client = ends.first;
+    client.write_capacity(capacity);
+    ends.second.write_capacity(capacity).read_chunk(7);
+    std::size_t sent = 0;
+    Bytes received;
+    bool write_waited = false;
+    std::size_t turns = 0;
+    auto client_turn = [&](Conn& /*conn*/, const MemoryStream::Peer& server_end) {
+      write_waited = write_waited || server_end.write_pending();
+      std::error_code ec;
+      if (sent < w.input.size()) {
+        sent += client.write_some(asio::buffer(w.input.data() + sent, w.input.size() - sent), ec);
+      }
+      if (++turns % 2 == 0) {  // reads every other turn, so the server's writes find no room
+        std::uint8_t buf[256];
+        for (std::size_t n = client.read_some(asio::buffer(buf), ec); !ec;
+             n = client.read_some(asio::buffer(buf), ec)) {
+          received.insert(received.end(), buf, buf + n);
+        }
+      }
+      if (sent == w.input.size() && received.size() == w.expected.size()) {
+        client.shutdown(asio::socket_base::shutdown_send, ec);
+      }
+    };
+    const Outcome o = serve(server_, io, std::move(ends.second), 5000ms, client_turn);
+    ASSERT_TRUE(o.finished);
+    EXPECT_EQ(o.reason, make_error_code(Errc::peer_closed)) << o.reason.message();
+    EXPECT_EQ(received, w.expected) << "got " << hex(received) << "\nwant " << hex(w.expected);
+    EXPECT_EQ(o.output, w.expected);
+    EXPECT_EQ(write_waited, capacity != kUnlimited) << "the server's writes waited for room";
+  }
+}
+
 // ---- a failure at every operation -----------------------------------------------------------
 
 struct FailureCase {
