@@ -41,9 +41,15 @@
 //
 //   auto [client, server] = MemoryStream::pair(io.get_executor());
 //
+// - One async_read_some and one async_write_some may pend at a time per end (another fails with
+//   asio::error::in_progress); any number of async_wait.
+//
 // Thread-safety: none. Use the streams and their peer handles only on the streams' executor (or
-// on the thread that runs its io_context). Moving a stream keeps the shared state, so a Peer
-// taken before the stream was moved into a connection still observes it.
+// on the thread that runs its io_context).
+// Lifetime: moving a stream keeps the shared state, so a Peer taken before the stream was moved
+// into a connection still observes it, and the state lives as long as a stream or Peer of it.
+// Destroy a stream before its io_context, as a socket (closing it posts to the executor).
+// The state and the rules behind it are in support/memory_link.hpp.
 
 #include "support/memory_link.hpp"
 

@@ -331,6 +331,42 @@ TEST(MemoryStreamSocket, ShutdownAndCloseOnASingleStream) {
   EXPECT_EQ(*wait.ec, asio::error::bad_descriptor);
 }
 
+TEST(MemoryStreamSocket, WhatWouldHangFailsInstead) {
+  asio::io_context io;
+  MemoryStream stream(io.get_executor());
+  stream.at_end(MemoryStream::AtEnd::pend).write_capacity(0);
+  EXPECT_FALSE(stream.non_blocking()) << "blocking by default, as an asio socket";
+  std::uint8_t buf[4];
+  std::error_code ec;
+  EXPECT_EQ(stream.read_some(asio::buffer(buf), ec), 0U);
+  EXPECT_EQ(ec, asio::error::would_block) << "a blocking read cannot wait on this thread";
+  EXPECT_EQ(stream.write_some(asio::buffer(buf), ec), 0U);
+  EXPECT_EQ(ec, asio::error::would_block);
+
+  Done first_read;
+  Done second_read;
+  Done first_write;
+  Done second_write;
+  Done error_wait;
+  stream.async_read_some(asio::buffer(buf), first_read.io_handler());
+  stream.async_read_some(asio::buffer(buf), second_read.io_handler());
+  stream.async_write_some(asio::buffer(buf), first_write.io_handler());
+  stream.async_write_some(asio::buffer(buf), second_write.io_handler());
+  stream.async_wait(socket_base::wait_error, error_wait.wait_handler());
+  poll(io);
+  EXPECT_FALSE(first_read.ec);
+  EXPECT_FALSE(first_write.ec);
+  ASSERT_TRUE(second_read.ec && second_write.ec && error_wait.ec);
+  EXPECT_EQ(*second_read.ec, asio::error::in_progress);
+  EXPECT_EQ(*second_write.ec, asio::error::in_progress);
+  EXPECT_EQ(*error_wait.ec, asio::error::operation_not_supported);
+  stream.close();
+  poll(io);
+  ASSERT_TRUE(first_read.ec && first_write.ec);
+  EXPECT_EQ(*first_read.ec, asio::error::operation_aborted);
+  EXPECT_EQ(*first_write.ec, asio::error::operation_aborted);
+}
+
 // ---- a connected pair -------------------------------------------------------------------------
 
 TEST(MemoryStreamPair, BytesWrittenOnOneEndAreReadOnTheOther) {
