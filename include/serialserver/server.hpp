@@ -63,6 +63,14 @@ struct ServerOptions {
   /// Blocking tasks that may wait for a worker beyond those running; further connections wait
   /// (without reading) until there is room.
   std::size_t max_queued_blocking_tasks = 1024;
+  /// What end of stream from the client means while a task runs. The server cannot tell a
+  /// half-close (shutdown of the client's sending side) from a close. True (the default): the
+  /// client has gone, so the task is cancelled and the connection closed without its answer.
+  /// False: the task runs to its end and its answer (with those before it) is sent, then the
+  /// connection closes; for clients that half-close after their last request and still read,
+  /// at the price of finishing tasks whose client has really gone. Other errors (a reset)
+  /// cancel the task either way. Noticed on TCP and Unix sockets, not under TLS.
+  bool cancel_task_on_end_of_stream = true;
   /// Grace period of the graceful disconnection that a connection's stop_token triggers.
   std::chrono::nanoseconds shutdown_grace = std::chrono::seconds(5);
   /// Logger; null means stderr at info level.

@@ -4,18 +4,7 @@
 
 namespace serialserver::detail {
 
-void Session::report_task(TaskRecord& record) {
-  record.bytes_read = request_bytes_;
-  record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
-  ++tasks_finished_;
-  content_bytes_in_ += record.bytes_read;
-  content_bytes_out_ += record.bytes_written;
-  if (snapshot_.metrics) {
-    snapshot_.metrics->task_finished(*this, record);
-  }
-  if (!snapshot_.logger->enabled(LogLevel::debug)) {  // nothing is formatted otherwise
-    return;
-  }
+void Session::log_task(const TaskRecord& record) const {
   const std::string client = to_string();
   const auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(record.duration).count();

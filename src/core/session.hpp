@@ -41,13 +41,13 @@ inline constexpr std::size_t kOutputCapacity = std::size_t{64} * 1024;
 /// Room a streamed response needs to make progress: one full block plus the end byte.
 inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
 
-/// A task that has run (or a code without a task function, once its request is read): what it
-/// answered, until the answer is in the output buffer and reported.
+/// A task that has run (or a code without a task function, once its request is read): how it
+/// ended, until its answer is in the output buffer and reported. The OK response travels beside
+/// it (an answer served at once needs no copy of it here).
 struct TaskEnd {
   using Clock = std::chrono::steady_clock;
   TaskRecord record;                    ///< code and name; the outcome is set when it is answered
   Clock::time_point started;            ///< see Session::task_start_time()
-  Response response;                    ///< the OK response (unless error_code or failure)
   std::optional<ErrorCode> error_code;  ///< answer Error with this code
   std::optional<std::string> failure;   ///< the task failed: drop the connection
 };
@@ -133,8 +133,13 @@ class Session : public Client {
   const std::shared_ptr<const RegisteredTask>& task_entry(TaskCode code) const noexcept {
     return is_reserved_task_code(code) ? kNoTask : table_->entries[code];
   }
+  /// An answer that has to wait (Next::finish).
+  struct PendingAnswer {
+    TaskEnd end;
+    Response response;
+  };
   /// The answer of Next::finish.
-  TaskEnd take_pending() noexcept { return std::move(*pending_); }
+  PendingAnswer take_pending() noexcept { return std::move(*pending_); }
 
   /// True if the responses in the output buffer should go out now, after a request: no complete
   /// request is left in the input buffer to answer in the same write, or the buffer is half full.
@@ -208,18 +213,19 @@ class Session : public Client {
   // ---- answers ---------------------------------------------------------------------------
   /// Settles what a task's answer is (once its function has returned): a Response::error is an
   /// Error, and past the size limit the limit decides, whatever the task made of it.
-  void settle(TaskEnd& end) const noexcept {
-    if (end.response.is_error()) {
-      end.error_code = end.response.error_code();
+  void settle(TaskEnd& end, const Response& response) const noexcept {
+    if (response.is_error()) {
+      end.error_code = response.error_code();
     }
     if (request_too_large_) {
       end.error_code = kMessageTooLargeErrorCode;
       end.failure.reset();
     }
   }
-  /// Answers `end` (settled, request drained, no failure) into the output buffer if the whole
-  /// answer fits and needs no producer, and reports it; false (nothing done) otherwise.
-  bool answer_now(TaskEnd& end) {
+  /// Answers `end` with `response` (settled, request drained, no failure) into the output buffer
+  /// if the whole answer fits and needs no producer, and reports it; false (nothing done)
+  /// otherwise.
+  bool answer_now(TaskEnd& end, const Response& response) {
     if (end.error_code) {
       if (!output_fits(2)) {
         return false;
@@ -230,7 +236,6 @@ class Session : public Client {
       report_task(end, TaskOutcome::error);
       return true;
     }
-    const Response& response = end.response;
     if (response.producer() != nullptr || response.blocking_producer()) {
       return false;
     }
@@ -289,7 +294,19 @@ class Session : public Client {
                                                              : Clock::now() - end.started;
     report_task(end.record);
   }
-  void report_task(TaskRecord& record);
+  void report_task(TaskRecord& record) {
+    record.bytes_read = request_bytes_;
+    record.bytes_written = task_bytes_written_.load(std::memory_order_relaxed);
+    ++tasks_finished_;
+    content_bytes_in_ += record.bytes_read;
+    content_bytes_out_ += record.bytes_written;
+    if (snapshot_.metrics) {
+      snapshot_.metrics->task_finished(*this, record);
+    }
+    if (snapshot_.logger->enabled(LogLevel::debug)) {  // nothing is formatted otherwise
+      log_task(record);
+    }
+  }
 
   // ---- the connection --------------------------------------------------------------------
   /// The stage of the request in flight.
@@ -360,10 +377,12 @@ class Session : public Client {
   RequestSource& source_;
   SessionData session_;
   std::stop_source stop_source_;
-  std::optional<TaskEnd> pending_;  // the answer of Next::finish
+  std::optional<PendingAnswer> pending_;  // the answer of Next::finish
 
  private:
   void adopt_task_table();
+  /// The debug log line of a task.
+  void log_task(const TaskRecord& record) const;
   /// True if a whole request (task code and message) is waiting in the input buffer.
   bool complete_request_buffered() const noexcept {
     const auto data = in_.readable();
@@ -393,40 +412,52 @@ class Session : public Client {
     begin_request();
     TaskEnd end = begin_task_record(code, entry);
     EndTaskOnExit end_task_on_exit{this};
-    if (entry == nullptr) {
-      drain_buffered();  // the whole message, within the limit
-      if (code != kKeepAliveTaskCode) {
-        end.error_code = kUnknownTaskErrorCode;
-      }
-    } else {
-      run_inline(*entry, end, length);
-    }
-    if (!end.failure && answer_now(end)) {
+    // Built in place (guaranteed copy elision): no move or second destructor per request.
+    Response response =
+        entry == nullptr ? answer_without_task(code, end) : run_inline(*entry, end, length);
+    if (!end.failure && answer_now(end, response)) {
       return true;
     }
     end_task_on_exit.session = nullptr;  // the driver's finish_task ends it
-    pending_.emplace(std::move(end));
+    pending_.emplace(PendingAnswer{std::move(end), std::move(response)});
     return false;
   }
 
+  /// The answer of a code without a task function, whose request is all in the input buffer.
+  Response answer_without_task(TaskCode code, TaskEnd& end) noexcept {
+    drain_buffered();  // the whole message, within the limit
+    if (code != kKeepAliveTaskCode) {
+      end.error_code = kUnknownTaskErrorCode;
+    }
+    return {};
+  }
+
   /// Runs an inline task function on its request, which is all in the input buffer.
-  void run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length) {
-    const auto input = in_.readable();
-    const std::span<const std::uint8_t> content = message_content(input.first(length));
+  Response run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length) {
+    const std::span<const std::uint8_t> content = message_content(in_.readable().first(length));
     request_bytes_ = content.size();
     request_ended_ = true;
     task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
+    Response response = call_inline(entry, end, content);
+    in_.consume(length);  // after the call: `content` may view the input buffer
+    settle(end, response);
+    return response;
+  }
+
+  /// Calls an inline task function; if it throws, the empty response, and `end` says what the
+  /// exception meant.
+  Response call_inline(const RegisteredTask& entry, TaskEnd& end,
+                       std::span<const std::uint8_t> content) {
     RequestReader reader(source_);
     // Nothing can cancel the task during the call (the documented contract of an inline task),
     // so its stop token is one that never fires: no reference count to take and drop.
     TaskContext ctx(*this, reader, *snapshot_.logger, session_, end.record.code, std::stop_token());
     try {
-      end.response = entry.inline_function(ctx, content);
+      return entry.inline_function(ctx, content);
     } catch (...) {
       note_task_exception(end);
     }
-    in_.consume(length);  // after the call: `content` may view the input buffer
-    settle(end);
+    return {};
   }
 
   /// The content of the whole message `blocks`: a view into `blocks` when it is one block, else

@@ -59,10 +59,17 @@ inline constexpr std::size_t kProducerChunk = std::size_t{16} * 1024;
 /// or streaming, would otherwise keep the thread to itself).
 inline constexpr unsigned kOpsPerTurn = 16;
 
-/// Streams read and written with non-blocking calls and readiness waits (the fewest syscalls);
-/// others (TLS) through async_read_some / async_write_some only.
+/// Streams read and written with non-blocking calls and readiness waits (the fewest syscalls):
+/// sockets, and the in-memory test stream that behaves as one; others (TLS) through
+/// async_read_some / async_write_some only.
 template <class Stream>
-concept NonBlockingStream = PlainSocket<Stream>;
+concept NonBlockingStream = PlainSocket<Stream> ||
+    requires(Stream& stream, std::error_code& ec, asio::mutable_buffer in, asio::const_buffer out) {
+  stream.non_blocking(true, ec);
+  { stream.read_some(in, ec) } -> std::same_as<std::size_t>;
+  { stream.write_some(out, ec) } -> std::same_as<std::size_t>;
+  stream.async_wait(asio::socket_base::wait_read, [](std::error_code) {});
+};
 
 template <class Stream>
 class StreamConnection final : public Session,
@@ -318,6 +325,18 @@ class StreamConnection final : public Session,
     return ec;
   }
 
+  /// A non-blocking read or write that no one waits on failed with `ec`: unless it only would
+  /// have blocked, the next I/O step reports it instead of starting.
+  void defer_error(std::error_code ec) noexcept {
+    if (ec != asio::error::would_block && ec != asio::error::try_again && !deferred_error_) {
+      deferred_error_ = ec;
+    }
+  }
+  /// Why no more I/O starts: the deferred error, or the stream's closing.
+  std::error_code stopped_error() const noexcept {
+    return deferred_error_ ? deferred_error_ : make_error_code(asio::error::operation_aborted);
+  }
+
   /// The buffer for an asynchronous read: on TCP one that lets a read that drained the socket
   /// queue the next read on epoll at once, instead of that read failing with EAGAIN first (see
   /// short_read_drains.hpp). `input_drained_` tells which it was.
@@ -361,10 +380,12 @@ class StreamConnection final : public Session,
     if constexpr (NonBlockingStream<Stream> && !std::same_as<Stream, asio::ip::tcp::socket>) {
       if (n == idle_in_.size()) {
         auto space = in_.writable();
-        std::error_code ec;  // an error or end of stream is left for the next read to report
+        std::error_code ec;
         const std::size_t more = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
         if (!ec) {
           in_.commit(more);
+        } else {
+          defer_error(ec);
         }
       }
     }
@@ -373,8 +394,8 @@ class StreamConnection final : public Session,
   /// Reads more bytes into the input buffer, waiting for a request (Wait::request) or for the
   /// rest of one (Wait::reading) under that wait's timeout.
   asio::awaitable<std::error_code> read_more(Watchdog::Wait wait) {
-    if (stream_closed_) {
-      co_return io_error(asio::error::operation_aborted);
+    if (stream_closed_ || deferred_error_) {
+      co_return io_error(stopped_error());
     }
     const Timeout& t = server().options().timeout;
     std::error_code ec;
@@ -435,8 +456,8 @@ class StreamConnection final : public Session,
         co_await asio::post(stream_.get_executor(), asio::use_awaitable);
         continue;  // the stream may have been closed meanwhile
       }
-      if (stream_closed_) {
-        co_return io_error(asio::error::operation_aborted);
+      if (stream_closed_ || deferred_error_) {
+        co_return io_error(stopped_error());
       }
       std::error_code ec;
       std::size_t n = 0;
@@ -472,11 +493,12 @@ class StreamConnection final : public Session,
   /// after. Most responses go out here, without a coroutine call; flush() waits if need be.
   bool write_without_waiting() noexcept {
     if constexpr (NonBlockingStream<Stream>) {
-      while (!out_.empty() && !stream_closed_) {
+      while (!out_.empty() && !stream_closed_ && !deferred_error_) {
         std::error_code ec;
         const auto data = out_.readable();
         const std::size_t n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
         if (ec) {
+          defer_error(ec);
           return false;  // would block, or an error that the next flush reports
         }
         out_.consume(n);
@@ -542,8 +564,8 @@ class StreamConnection final : public Session,
           co_return co_await say_goodbye(next_code());
         case Next::task:
         case Next::finish: {
-          const auto ec = next == Next::task ? co_await serve_task(next_code())
-                                             : co_await finish_task(take_pending());
+          const auto ec =
+              next == Next::task ? co_await serve_task(next_code()) : co_await finish_pending();
           if (ec) {
             co_return ec;
           }
@@ -579,10 +601,9 @@ class StreamConnection final : public Session,
         [this](auto handler) {
           // Inside the coroutine's suspension: completing here would resume it from within
           // itself, so a read that cannot start completes through a post.
-          if (stream_closed_) {
+          if (stream_closed_ || deferred_error_) {
             asio::post(stream_.get_executor(),
-                       [handler = std::move(handler),
-                        ec = io_error(asio::error::operation_aborted)]() mutable {
+                       [handler = std::move(handler), ec = io_error(stopped_error())]() mutable {
                          std::move(handler)(IdleResult::failed(ec));
                        });
             return;
@@ -629,8 +650,8 @@ class StreamConnection final : public Session,
     }
     if (next != Next::read) {
       std::move(handler)(IdleResult::then(next));
-    } else if (stream_closed_) {
-      std::move(handler)(IdleResult::failed(io_error(asio::error::operation_aborted)));
+    } else if (stream_closed_ || deferred_error_) {
+      std::move(handler)(IdleResult::failed(io_error(stopped_error())));
     } else {
       start_idle_read(std::move(handler));
     }
@@ -655,7 +676,8 @@ class StreamConnection final : public Session,
   // ---- tasks (stream_connection_tasks.hpp) -------------------------------------------------
   asio::awaitable<std::error_code> serve_task(TaskCode code);
   asio::awaitable<Response> run_task(const RegisteredTask& entry, TaskContext& ctx);
-  asio::awaitable<std::error_code> finish_task(TaskEnd end);
+  asio::awaitable<std::error_code> finish_task(TaskEnd& end, Response& response);
+  asio::awaitable<std::error_code> finish_pending();
   asio::awaitable<std::error_code> drain_request();
   asio::awaitable<std::error_code> drop_after_task(TaskEnd& end);
   asio::awaitable<std::error_code> write_response(Response& response);
@@ -676,7 +698,8 @@ class StreamConnection final : public Session,
   unsigned ops_without_wait_ = 0;  // reads and writes in a row that did not wait
   bool stream_closed_ = false;
   bool waiting_for_request_ = false;
-  bool input_drained_ = false;  // the last asynchronous read drained the socket (TCP_INQ)
+  std::error_code deferred_error_;  // see defer_error()
+  bool input_drained_ = false;      // the last asynchronous read drained the socket (TCP_INQ)
   std::array<std::uint8_t, kIdleReadBytes> idle_in_{};
 
   bool finished_ = false;

@@ -57,7 +57,8 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
     if (code != kKeepAliveTaskCode) {
       end.error_code = kUnknownTaskErrorCode;
     }
-    co_return co_await finish_task(std::move(end));
+    Response none;
+    co_return co_await finish_task(end, none);
   }
   if (stop_source_.stop_requested()) {
     stop_source_ = std::stop_source();  // a fresh one only after the last was used
@@ -68,8 +69,9 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
   task_suspended_ = false;
   task_is_blocking_ = static_cast<bool>(entry->blocking_function);
   ++task_generation_;
+  Response response;
   try {
-    end.response = co_await run_task(*entry, ctx);
+    response = co_await run_task(*entry, ctx);
   } catch (...) {
     note_task_exception(end);
   }
@@ -79,7 +81,14 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
     cancel_emitted_ = false;
     co_await asio::this_coro::reset_cancellation_state();
   }
-  co_return co_await finish_task(std::move(end));
+  co_return co_await finish_task(end, response);
+}
+
+/// Answers what serve_buffered() could not answer at once (Next::finish).
+template <class Stream>
+asio::awaitable<std::error_code> StreamConnection<Stream>::finish_pending() {
+  PendingAnswer pending = take_pending();
+  co_return co_await finish_task(pending.end, pending.response);
 }
 
 template <class Stream>
@@ -100,9 +109,10 @@ asio::awaitable<Response> StreamConnection<Stream>::run_task(const RegisteredTas
 /// its request is drained, then its Error, or its OK response (streamed if need be), goes out,
 /// or the connection is dropped; and it is reported.
 template <class Stream>
-asio::awaitable<std::error_code> StreamConnection<Stream>::finish_task(TaskEnd end) {
+asio::awaitable<std::error_code> StreamConnection<Stream>::finish_task(TaskEnd& end,
+                                                                       Response& response) {
   const EndTaskOnExit end_task_on_exit{this};
-  settle(end);
+  settle(end, response);
   if (end.failure || stream_closed_ || peer_gone_) {
     co_return co_await drop_after_task(end);
   }
@@ -113,8 +123,8 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::finish_task(TaskEnd e
       co_return ec;
     }
   }
-  settle(end);  // the drain may have found the request too large, whatever the task read
-  if (answer_now(end)) {
+  settle(end, response);  // the drain may have found the request too large, whatever the task read
+  if (answer_now(end, response)) {
     co_return std::error_code{};
   }
   if (end.error_code) {
@@ -126,7 +136,7 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::finish_task(TaskEnd e
     report_task(end, TaskOutcome::error);
     co_return std::error_code{};
   }
-  if (auto ec = co_await write_response(end.response)) {
+  if (auto ec = co_await write_response(response)) {
     report_task(end, TaskOutcome::dropped);
     co_return ec;
   }
@@ -329,7 +339,8 @@ void StreamConnection<Stream>::probe() {
 template <class Stream>
 void StreamConnection<Stream>::start_monitor() {
   if constexpr (NonBlockingStream<Stream>) {
-    if (monitor_active_ || stage() != Stage::task || stream_closed_ || in_.tail_room() == 0) {
+    if (monitor_active_ || stage() != Stage::task || stream_closed_ || deferred_error_ ||
+        in_.tail_room() == 0) {
       return;
     }
     monitor_active_ = true;
@@ -354,20 +365,30 @@ template <class Stream>
 void StreamConnection<Stream>::on_monitor(std::uint64_t generation, std::error_code ec) {
   if constexpr (NonBlockingStream<Stream>) {
     if (generation != task_generation_ || !monitor_active_) {
+      if (ec && ec != asio::error::operation_aborted) {
+        defer_error(ec);  // the stream's error, whichever task watched it
+      }
       return;  // a stale wake-up from an earlier task
     }
     monitor_active_ = false;
-    if (ec || stage() != Stage::task || stream_closed_) {
+    if (stage() != Stage::task || stream_closed_) {
       return;
     }
-    auto space = in_.writable();
-    const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+    std::size_t n = 0;
+    if (!ec) {  // else the wait failed: as a read would have
+      auto space = in_.writable();
+      n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+    }
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       start_monitor();
       return;
     }
+    if (ec == asio::error::eof && !server().options().cancel_task_on_end_of_stream) {
+      return;  // a half-close, perhaps: the task's answer is sent, then the connection ends
+    }
     if (ec) {  // end of stream or an error: nobody is left to answer
       peer_gone_ = true;
+      defer_error(ec);
       snapshot_.logger->info("{}: peer went away while a task was running; cancelling it",
                              to_string());
       cancel_task();

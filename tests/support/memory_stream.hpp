@@ -204,6 +204,8 @@ class MemoryStream {
     std::size_t waits_pending() const noexcept {
       return e().read_waits.size() + e().write_waits.size();
     }
+    /// Pending async_wait(wait_write) operations.
+    std::size_t write_waits_pending() const noexcept { return e().write_waits.size(); }
 
    private:
     friend class MemoryStream;

@@ -238,6 +238,8 @@ ServerOptions quiet_options(Timeout timeout = {}) {
   options.logger = make_null_logger();
   options.timeout = timeout;
   options.worker_threads = 2;
+  // The workloads end their input after whole requests (a half-close): every answer is due.
+  options.cancel_task_on_end_of_stream = false;
   return options;
 }
 
@@ -796,7 +798,8 @@ TEST_F(ConnectionMemory, ServesAClientOnTheOtherEndOfAConnectedPair) {
     bool write_waited = false;
     std::size_t turns = 0;
     auto client_turn = [&](Conn& /*conn*/, const MemoryStream::Peer& server_end) {
-      write_waited = write_waited || server_end.write_pending();
+      write_waited =
+          write_waited || server_end.write_pending() || server_end.write_waits_pending() > 0;
       std::error_code ec;
       if (sent < w.input.size()) {
         sent += client.write_some(asio::buffer(w.input.data() + sent, w.input.size() - sent), ec);
@@ -858,7 +861,9 @@ void fail_every_operation(Server& server, const FailureCase& c, std::error_code 
     if (n <= clean.operations) {
       EXPECT_EQ(o.injected_failures, 1U);
       EXPECT_TRUE(o.reason) << "a failed operation must end the connection with an error";
-      EXPECT_EQ(o.operations, n) << "operations after the failure";
+      // At most one operation follows: the failure of a readiness wait that watched the peer
+      // during a task arrives after the task's end has cancelled the wait and written on.
+      EXPECT_LE(o.operations, n + 1) << "operations after the failure";
     } else {
       EXPECT_EQ(o.injected_failures, 0U);
       EXPECT_EQ(o.reason, clean.reason) << o.reason.message();
