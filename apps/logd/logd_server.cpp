@@ -224,9 +224,9 @@ LogdService::LogdService(std::shared_ptr<Store> store, TaskLimits limits,
       waiters_(std::make_shared<TailWaiters>(limits.max_waiting_tails)),
       queries_(limits.query_threads) {
   store_->set_commit_listener([waiters = waiters_] { waiters->notify_commit(); });
-  const bool retain = retention.max_age.count() > 0 || retention.max_bytes > 0;
-  maintenance_ = std::jthread([store = store_, retention, retention_interval, retain,
-                               logger = std::move(logger)](const std::stop_token& stop) {
+  const bool retain = retention.any();
+  maintenance_ = std::jthread([store = store_, retention = std::move(retention), retention_interval,
+                               retain, logger = std::move(logger)](const std::stop_token& stop) {
     std::mutex mutex;
     std::condition_variable_any cv;
     std::unique_lock lock(mutex);

@@ -11,6 +11,7 @@
 #include "common/program.hpp"
 #include "handshake.hpp"
 #include "logd_server.hpp"
+#include "retention_flags.hpp"
 #include "store.hpp"
 
 #include <sys/stat.h>
@@ -80,7 +81,48 @@ struct Flags {
   unsigned retain_days = 0;
   std::string retain_interval = "10s";
   std::uint64_t retain_bytes = 0;
+  std::uint64_t retain_log_bytes = 0;
+  std::vector<std::string> retain_log;
 };
+
+/// CLI11's check of a byte count: decimal digits only (CLI11 would take "-1" for 2^64 - 1).
+CLI::Validator byte_count_check() {
+  return {[](std::string& text) -> std::string {
+            if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+              return "'" + text + "' is not a number of bytes";
+            }
+            return {};
+          },
+          "", "byte count"};
+}
+
+/// CLI11's check of a --retain-log value.
+CLI::Validator log_retention_check() {
+  return {[](std::string& text) -> std::string {
+            try {
+              logd::parse_log_retention(text);
+              return {};
+            } catch (const std::invalid_argument& e) {
+              return e.what();
+            }
+          },
+          "", "log retention"};
+}
+
+/// The retention that the flags ask for. Throws std::invalid_argument (a name given twice).
+logd::RetentionOptions retention_options(const Flags& f) {
+  logd::RetentionOptions retention;
+  retention.max_age = logd::retain_days(f.retain_days);
+  retention.max_bytes = f.retain_bytes;
+  retention.max_log_bytes = f.retain_log_bytes;
+  for (const auto& text : f.retain_log) {
+    auto [name, limits] = logd::parse_log_retention(text);
+    if (!retention.logs.emplace(name, limits).second) {
+      throw std::invalid_argument("--retain-log: the log '" + name + "' is given twice");
+    }
+  }
+  return retention;
+}
 
 void add_options(CLI::App& app, Flags& f) {
   app.add_option("--listen", f.listen, "host:port, [v6]:port or a Unix socket path")
@@ -168,12 +210,23 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--retain-days", f.retain_days,
                  "delete messages older than this many days (by their time), in the background; "
                  "0: keep them")
-      ->check(CLI::Range(0U, 1000000U))
+      ->check(CLI::Range(0U, logd::kMaxRetainDays))
       ->capture_default_str();
   app.add_option("--retain-bytes", f.retain_bytes,
                  "keep the database's used pages under this many bytes by deleting the oldest "
                  "messages of all logs, in the background; 0: no limit")
+      ->check(byte_count_check())
       ->capture_default_str();
+  app.add_option("--retain-log-bytes", f.retain_log_bytes,
+                 "keep each log's stored bytes (text + encoded fields + 64 a message) at or under "
+                 "this by deleting its oldest messages, in the background; 0: no limit")
+      ->check(byte_count_check())
+      ->capture_default_str();
+  app.add_option("--retain-log", f.retain_log,
+                 "NAME=DAYS:BYTES: limits of the log NAME instead of --retain-days and "
+                 "--retain-log-bytes (0: no limit of that kind for it); repeatable")
+      ->check(log_retention_check())
+      ->type_name("NAME=DAYS:BYTES");
   app.add_option("--retain-interval", f.retain_interval,
                  "how often the retention limits are enforced (at least 1s)")
       ->capture_default_str();
@@ -202,6 +255,7 @@ int run_main(int argc, char** argv) {
   std::chrono::nanoseconds handshake_period{};
   std::chrono::nanoseconds reader_idle{};
   std::chrono::nanoseconds retain_interval{};
+  logd::RetentionOptions retention;
   std::optional<std::string> token;
   try {
     options.timeout.wait = duration_option(f.wait_timeout, "--wait-timeout");
@@ -213,6 +267,7 @@ int run_main(int argc, char** argv) {
     handshake_period = duration_option(f.handshake_timeout, "--handshake-timeout");
     reader_idle = duration_option(f.reader_idle, "--reader-idle-timeout");
     retain_interval = duration_option(f.retain_interval, "--retain-interval");
+    retention = retention_options(f);
     options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(f.log_level),
                                                       serialserver::parse_log_format(f.log_format));
     if (!f.token_file.empty()) {
@@ -298,9 +353,6 @@ int run_main(int argc, char** argv) {
     return 1;
   }
   // Declared after the store: destroyed first (the server's connections end before, in wait()).
-  logd::RetentionOptions retention;
-  retention.max_age = std::chrono::hours(24) * f.retain_days;
-  retention.max_bytes = f.retain_bytes;
   logd::LogdService service(store, f.limits, retention, retain_interval, server.log());
   service.register_tasks(server);
   ready->store(true);

@@ -4,6 +4,7 @@
 #include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
 #include "sqlite_util.hpp"
+#include "store_schema.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -30,25 +31,6 @@ struct PendingAppend {
 }  // namespace detail
 
 namespace {
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS logs(
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  count INTEGER NOT NULL DEFAULT 0,
-  last_id INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS messages(
-  id INTEGER PRIMARY KEY,
-  log_id INTEGER NOT NULL,
-  time INTEGER NOT NULL,
-  level INTEGER NOT NULL,
-  text TEXT NOT NULL,
-  fields BLOB
-);
-CREATE INDEX IF NOT EXISTS messages_by_log_time ON messages(log_id, time);
-CREATE INDEX IF NOT EXISTS messages_by_log ON messages(log_id);
-)sql";
 
 constexpr const char* kRecordColumns = "m.id, m.time, m.level, m.text, m.fields";
 
@@ -174,14 +156,17 @@ Store::Store(StoreOptions options)
   try {
     exec("PRAGMA journal_mode=WAL");
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    exec(kSchema);
+    exec(schema::kTables);
+    add_bytes_column();
     insert_message_ = prepare(writer_,
                               "INSERT INTO messages(log_id, time, level, text, fields) "
                               "VALUES(?1, ?2, ?3, ?4, ?5)");
     insert_log_ = prepare(writer_, "INSERT OR IGNORE INTO logs(name) VALUES(?1)");
     select_log_ = prepare(writer_, "SELECT id FROM logs WHERE name = ?1");
     update_log_ = prepare(
-        writer_, "UPDATE logs SET count = count + ?2, last_id = max(last_id, ?3) WHERE id = ?1");
+        writer_,
+        "UPDATE logs SET count = count + ?2, last_id = max(last_id, ?3), bytes = bytes + ?4 "
+        "WHERE id = ?1");
     // Check that WAL mode took (it does not on some file systems).
     sqlite3_stmt* mode = prepare(writer_, "PRAGMA journal_mode");
     std::string journal;
@@ -229,6 +214,33 @@ void Store::close() {
 }
 
 void Store::exec(const char* sql) { exec_on(writer_, sql); }
+
+void Store::add_bytes_column() {
+  // A database made before logs.bytes existed gets the column, counted once from its messages.
+  const auto has_bytes = [this] {
+    sqlite3_stmt* s =
+        prepare(writer_, "SELECT 1 FROM pragma_table_info('logs') WHERE name = 'bytes'");
+    const bool found = sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return found;
+  };
+  if (has_bytes()) {
+    return;
+  }
+  exec("BEGIN IMMEDIATE");
+  try {
+    if (!has_bytes()) {  // another process may have added it meanwhile
+      exec("ALTER TABLE logs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0");
+      exec((std::string("UPDATE logs SET bytes = (SELECT coalesce(sum(") + schema::kMessageBytes +
+            "), 0) FROM messages WHERE log_id = logs.id)")
+               .c_str());
+    }
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(writer_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
 
 std::uint64_t Store::append(std::vector<Message> messages) {
   auto pending = std::make_shared<detail::PendingAppend>();
@@ -322,6 +334,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
   struct Touched {
     std::int64_t count = 0;
     std::int64_t last_id = 0;
+    std::uint64_t bytes = 0;
   };
   std::map<std::int64_t, Touched> touched;
   serialserver::BinaryWriter fields(serialserver::ByteOrder::big_endian);
@@ -341,6 +354,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
           bind_i64(writer_, insert_message_, 2, m.time_ns);
           bind_i64(writer_, insert_message_, 3, m.level);
           bind_text(writer_, insert_message_, 4, m.text);
+          std::size_t fields_bytes = 0;
           if (!m.fields.empty()) {
             fields.clear();
             encode_fields(fields, m.fields);
@@ -348,6 +362,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
                   sqlite3_bind_blob64(insert_message_, 5, fields.data().data(),
                                       fields.data().size(), SQLITE_STATIC),
                   "bind");
+            fields_bytes = fields.data().size();
           }
           check(writer_, sqlite3_step(insert_message_), "insert message");
           const std::int64_t id = sqlite3_last_insert_rowid(writer_);
@@ -357,6 +372,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
           auto& t = mine[log_id];
           ++t.count;
           t.last_id = std::max(t.last_id, id);
+          t.bytes += schema::message_bytes(m.text.size(), fields_bytes);
         }
         if (savepoints) {
           exec("RELEASE append");
@@ -365,6 +381,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
           auto& all = touched[log_id];
           all.count += t.count;
           all.last_id = std::max(all.last_id, t.last_id);
+          all.bytes += t.bytes;
         }
       } catch (const StorageError& e) {
         if (!savepoints) {
@@ -383,6 +400,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
       bind_i64(writer_, update_log_, 1, log_id);
       bind_i64(writer_, update_log_, 2, t.count);
       bind_i64(writer_, update_log_, 3, t.last_id);
+      bind_i64(writer_, update_log_, 4, to_sql(t.bytes));
       check(writer_, sqlite3_step(update_log_), "update log");
     }
     exec("COMMIT");

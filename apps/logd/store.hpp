@@ -7,16 +7,19 @@
 #include "logd_protocol.hpp"
 #include "reader_pool.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -47,13 +50,46 @@ struct StoreOptions {
   std::size_t max_cached_names = 4096;
 };
 
+/// The limits of one log; 0 means no limit of that kind for it.
+struct LogRetention {
+  /// Its messages whose time is older than this are deleted.
+  std::chrono::nanoseconds max_age{0};
+  /// Its stored bytes (logs.bytes: see store_schema.hpp) are kept at or under this many by
+  /// deleting its oldest messages (by id).
+  std::uint64_t max_bytes = 0;
+  bool operator==(const LogRetention&) const = default;
+};
+
 /// Limits on what the store keeps; 0 means no limit.
 struct RetentionOptions {
-  /// Messages whose time is older than this are deleted (in every log).
+  /// Messages whose time is older than this are deleted (in every log without its own limits).
   std::chrono::nanoseconds max_age{0};
   /// The database's pages in use are kept under this many bytes by deleting the oldest
   /// messages (of all logs, by id).
   std::uint64_t max_bytes = 0;
+  /// Each log without its own limits is kept at or under this many stored bytes by deleting
+  /// its oldest messages (by id).
+  std::uint64_t max_log_bytes = 0;
+  /// Logs with limits of their own, by name: instead of max_age and max_log_bytes (max_bytes
+  /// still counts their messages).
+  std::map<std::string, LogRetention, std::less<>> logs;
+
+  /// The limits that apply to the log `name`.
+  LogRetention limits_of(std::string_view name) const {
+    if (auto it = logs.find(name); it != logs.end()) {
+      return it->second;
+    }
+    return {max_age, max_log_bytes};
+  }
+  /// True if there is anything to enforce.
+  bool any() const {
+    if (max_age.count() > 0 || max_bytes > 0 || max_log_bytes > 0) {
+      return true;
+    }
+    return std::any_of(logs.begin(), logs.end(), [](const auto& entry) {
+      return entry.second.max_age.count() > 0 || entry.second.max_bytes > 0;
+    });
+  }
 };
 
 /// A SQLite failure; the operation wrote nothing. Thread-safety: an immutable value.
@@ -152,13 +188,15 @@ class Store {
   std::unique_ptr<ListCursor> list();
 
   /// Deletes the messages of `log` older than `before_ns` (all of them if before_ns is
-  /// INT64_MAX), in small transactions beside the appends, then checkpoints the WAL. The log
-  /// stays in the list (with its new count). Returns how many were deleted. Blocks; one delete
-  /// at a time. Throws StorageError (what was deleted by then stays deleted).
+  /// INT64_MAX), in small transactions beside the appends, then checkpoints the WAL (if any were).
+  /// The log stays in the list (with its new count). Returns how many were deleted. Blocks; one
+  /// delete at a time. Throws StorageError (what was deleted by then stays deleted).
   std::uint64_t delete_before(const std::string& log, std::int64_t before_ns);
 
   /// Deletes what `retention` says is too old or too much, in small transactions, then
-  /// checkpoints the WAL. Returns how many messages were deleted. Blocks. Throws StorageError.
+  /// checkpoints the WAL: first by age, then each log over its own byte limit, then the
+  /// database over its byte limit. Returns how many messages were deleted. Blocks. Throws
+  /// StorageError (what was deleted by then stays deleted).
   std::uint64_t enforce_retention(const RetentionOptions& retention, std::int64_t now_ns);
 
   /// Called by the writer thread after every commit (set before the first append; it must not
@@ -193,6 +231,10 @@ class Store {
   std::unique_ptr<ReaderConnection> open_reader();
   sqlite3* maintenance_connection();  // under maintenance_mutex_
   void checkpoint() noexcept;         // under maintenance_mutex_
+  std::uint64_t enforce_age(const RetentionOptions& retention, std::int64_t now_ns);
+  std::uint64_t enforce_log_bytes(const RetentionOptions& retention);
+  std::uint64_t trim_log(std::int64_t log_id, std::uint64_t max_bytes);  // under the mutex
+  std::uint64_t enforce_total_bytes(std::uint64_t max_bytes);
   std::unique_ptr<ReaderConnection> acquire_reader();
   void release_reader(std::unique_ptr<ReaderConnection> connection) noexcept;
 
@@ -200,6 +242,7 @@ class Store {
   void commit_group(std::vector<PendingPtr>& group);
   std::int64_t log_id_for(const std::string& name);
   void exec(const char* sql);
+  void add_bytes_column();
 
   StoreOptions options_;
 
