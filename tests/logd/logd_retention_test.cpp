@@ -1,0 +1,173 @@
+// serialserver-logd's per-log retention, with the real binary: --retain-log-bytes trims each
+// log on its own, oldest first; --retain-log NAME=DAYS:BYTES overrides the defaults for that
+// log alone; bad values are usage errors.
+
+#include "logd/logd_support.hpp"
+#include "logd_client.hpp"
+#include "logd_protocol.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+using logd_test::LogdProcess;
+using logd_test::make_temp_dir;
+using logd_test::message;
+using logd_test::read_all;
+using serialserver::test::bin_dir;
+using namespace std::chrono_literals;
+
+/// A message's text of exactly 1000 bytes that says which one it is.
+std::string text_of(int index) {
+  std::string text = "m" + std::to_string(index) + " ";
+  text.resize(1000, '.');
+  return text;
+}
+
+/// Stored bytes of a message of text_of() without fields: its text and 64 (docs/logd-protocol.md).
+constexpr std::uint64_t kMessageBytes = 1000 + 64;
+
+/// Appends the messages `first`..`last` (text_of) to `log`, in one batch, at `time_ns`.
+void append_range(logd::Client& c, const std::string& log, int first, int last,
+                  std::int64_t time_ns = 0) {
+  std::vector<logd::Message> batch;
+  for (int i = first; i <= last; ++i) {
+    batch.push_back(message(log, text_of(i), 2, time_ns));
+  }
+  c.append_batch(batch);
+}
+
+/// Waits up to 20 s (passes every second) for `done`.
+bool eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 200; ++i) {
+    if (done()) {
+      return true;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return done();
+}
+
+/// The index in text_of() of each record, in order.
+std::vector<int> indexes(const std::vector<logd::Record>& records) {
+  std::vector<int> out;
+  for (const auto& r : records) {
+    out.push_back(std::stoi(r.text.substr(1)));
+  }
+  return out;
+}
+
+std::vector<int> range(int first, int last) {
+  std::vector<int> out;
+  for (int i = first; i <= last; ++i) {
+    out.push_back(i);
+  }
+  return out;
+}
+
+std::int64_t days_ago(int days) {
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  return now - days * 86400LL * 1'000'000'000LL;
+}
+
+// Each log is kept at or under --retain-log-bytes by deleting its oldest messages, and no more
+// than that: a log under the limit is not touched.
+TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
+  LogdProcess logd(make_temp_dir(), {"--retain-log-bytes", std::to_string(100 * kMessageBytes),
+                                     "--retain-interval", "1s"});
+  auto c = logd.client();
+  append_range(c, "big", 0, 149);
+  append_range(c, "small", 0, 49);
+  append_range(c, "big", 150, 299);
+  ASSERT_TRUE(eventually([&] { return read_all(c, "big").size() == 100; }))
+      << read_all(c, "big").size();
+  std::this_thread::sleep_for(2500ms);                      // two more passes change nothing
+  EXPECT_EQ(indexes(read_all(c, "big")), range(200, 299));  // exactly at the limit
+  EXPECT_EQ(indexes(read_all(c, "small")), range(0, 49));
+  const auto logs = c.list();
+  ASSERT_EQ(logs.size(), 2U);
+  EXPECT_EQ(logs[0].name, "big");
+  EXPECT_EQ(logs[0].count, 100U);
+  EXPECT_EQ(logs[1].count, 50U);
+  // New messages push the oldest out, one for one.
+  append_range(c, "big", 300, 309);
+  ASSERT_TRUE(eventually([&] { return indexes(read_all(c, "big")) == range(210, 309); }));
+}
+
+// --retain-log NAME=DAYS:BYTES replaces --retain-days and --retain-log-bytes for NAME only:
+// "special" keeps 3 days and 50 messages' worth, "exempt" has no limit, and the other logs keep
+// the defaults (1 day, 20 messages' worth).
+TEST(LogdRetention, AnOverrideAppliesToItsLogOnly) {
+  LogdProcess logd(make_temp_dir(),
+                   {"--retain-days", "1", "--retain-log-bytes", std::to_string(20 * kMessageBytes),
+                    "--retain-log", "special=3:" + std::to_string(50 * kMessageBytes),
+                    "--retain-log", "exempt=0:0", "--retain-interval", "1s"});
+  auto c = logd.client();
+  append_range(c, "exempt", 0, 0, days_ago(2));
+  append_range(c, "exempt", 1, 60);
+  append_range(c, "special", 0, 59);
+  append_range(c, "special", 60, 60, days_ago(2));  // the newest id: only its age could delete it
+  append_range(c, "aged", 0, 0, days_ago(2));
+  append_range(c, "aged", 1, 1);
+  append_range(c, "plain", 0, 59);
+  ASSERT_TRUE(eventually([&] {
+    return read_all(c, "plain").size() == 20 && read_all(c, "special").size() == 50 &&
+           read_all(c, "aged").size() == 1;
+  }));
+  std::this_thread::sleep_for(2500ms);  // two more passes, after every append
+  EXPECT_EQ(indexes(read_all(c, "plain")), range(40, 59));
+  EXPECT_EQ(indexes(read_all(c, "aged")), range(1, 1));
+  // Read by time: the two-day-old message first, then the newest 49 of the others.
+  std::vector<int> special = range(11, 59);
+  special.insert(special.begin(), 60);
+  EXPECT_EQ(indexes(read_all(c, "special")), special);
+  EXPECT_EQ(indexes(read_all(c, "exempt")), range(0, 60));
+}
+
+/// Runs serialserver-logd with `flags` and a database it cannot open (a usage error is found
+/// before the database is opened; good flags end there, with status 1); returns its exit
+/// status and what it printed.
+std::pair<int, std::string> logd_with(const std::string& flags) {
+  return logd_test::run(bin_dir() +
+                        "/serialserver-logd --listen 127.0.0.1:0 --db /nonexistent-dir/x.sqlite " +
+                        flags + " 2>&1");
+}
+
+TEST(LogdRetention, BadRetentionFlagsAreUsageErrors) {
+  const std::vector<std::string> bad = {"--retain-log-bytes -1",
+                                        "--retain-log-bytes 12k",
+                                        "--retain-log-bytes ''",
+                                        "--retain-bytes -1",
+                                        "--retain-log app",
+                                        "--retain-log =1:2",
+                                        "--retain-log app=1",
+                                        "--retain-log app=x:1",
+                                        "--retain-log app=1:-2",
+                                        "--retain-log app=1:2:3",
+                                        "--retain-log app=100001:0",
+                                        "--retain-log app=1:99999999999999999999",
+                                        "--retain-log " + std::string(256, 'n') + "=1:1",
+                                        "--retain-log app=1:1 --retain-log app=2:2"};
+  for (const std::string& flags : bad) {
+    const auto [status, output] = logd_with(flags);
+    EXPECT_EQ(status, 64) << flags;
+    const std::string first_line = output.substr(0, output.find('\n'));
+    EXPECT_EQ(first_line.rfind("serialserver-logd: --retain-", 0), 0U) << flags << ": " << output;
+  }
+  // Good values pass: the server goes on to open its database.
+  const auto [status, output] = logd_with(
+      "--retain-log-bytes 0 --retain-log 'a=b=0:0' --retain-log app=100000:9223372036854775807");
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find("cannot open /nonexistent-dir/x.sqlite"), std::string::npos) << output;
+}
+
+}  // namespace
