@@ -82,8 +82,9 @@ std::int64_t days_ago(int days) {
 // Each log is kept at or under --retain-log-bytes by deleting its oldest messages, and no more
 // than that: a log under the limit is not touched.
 TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
-  LogdProcess logd(make_temp_dir(), {"--retain-log-bytes", std::to_string(100 * kMessageBytes),
-                                     "--retain-interval", "1s"});
+  const logd_test::RemoveOnExit dir(make_temp_dir());
+  LogdProcess logd(dir.path(), {"--retain-log-bytes", std::to_string(100 * kMessageBytes),
+                                "--retain-interval", "1s"});
   auto c = logd.client();
   append_range(c, "big", 0, 149);
   append_range(c, "small", 0, 49);
@@ -107,7 +108,8 @@ TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
 // "special" keeps 3 days and 50 messages' worth, "exempt" has no limit, and the other logs keep
 // the defaults (1 day, 20 messages' worth).
 TEST(LogdRetention, AnOverrideAppliesToItsLogOnly) {
-  LogdProcess logd(make_temp_dir(),
+  const logd_test::RemoveOnExit dir(make_temp_dir());
+  LogdProcess logd(dir.path(),
                    {"--retain-days", "1", "--retain-log-bytes", std::to_string(20 * kMessageBytes),
                     "--retain-log", "special=3:" + std::to_string(50 * kMessageBytes),
                     "--retain-log", "exempt=0:0", "--retain-interval", "1s"});

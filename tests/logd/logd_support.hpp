@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -44,6 +45,23 @@ inline fs::path make_temp_dir() {
   fs::create_directories(dir);
   return dir;
 }
+
+/// Removes a test's directory when it goes out of scope: declare it before the LogdProcess
+/// that uses the directory, so that the server has ended first.
+class RemoveOnExit {
+ public:
+  explicit RemoveOnExit(fs::path dir) : dir_(std::move(dir)) {}
+  ~RemoveOnExit() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  RemoveOnExit(const RemoveOnExit&) = delete;
+  RemoveOnExit& operator=(const RemoveOnExit&) = delete;
+  const fs::path& path() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
 
 /// A running serialserver-logd on a free port of 127.0.0.1.
 class LogdProcess {
