@@ -79,7 +79,8 @@ std::int64_t days_ago(int days) {
   return now - days * 86400LL * 1'000'000'000LL;
 }
 
-// Each log is kept at or under --retain-log-bytes by deleting its oldest messages, and no more
+// Each log is kept at or under --retain-log-bytes (text, encoded fields and 64 bytes a message)
+// by deleting its oldest messages, and no more
 // than that: a log under the limit is not touched.
 TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
   const logd_test::RemoveOnExit dir(make_temp_dir());
@@ -99,6 +100,18 @@ TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
   EXPECT_EQ(logs[0].name, "big");
   EXPECT_EQ(logs[0].count, 100U);
   EXPECT_EQ(logs[1].count, 50U);
+  // Fields count as encoded: u32 n, then each key and value as a u32 length and the bytes (14
+  // bytes for k=v). 98 such messages fit the limit; 100 would if fields were not counted.
+  std::vector<logd::Message> fielded;
+  for (int i = 0; i < 150; ++i) {
+    fielded.push_back(message("fielded", text_of(i)));
+    fielded.back().fields.push_back({"k", "v"});
+  }
+  c.append_batch(fielded);
+  static_assert(98 * (kMessageBytes + 14) <= 100 * kMessageBytes);
+  static_assert(99 * (kMessageBytes + 14) > 100 * kMessageBytes);
+  EXPECT_TRUE(eventually([&] { return indexes(read_all(c, "fielded")) == range(52, 149); }))
+      << read_all(c, "fielded").size();
   // New messages push the oldest out, one for one.
   append_range(c, "big", 300, 309);
   ASSERT_TRUE(eventually([&] { return indexes(read_all(c, "big")) == range(210, 309); }));
