@@ -80,8 +80,7 @@ std::int64_t days_ago(int days) {
 }
 
 // Each log is kept at or under --retain-log-bytes (text, encoded fields and 64 bytes a message)
-// by deleting its oldest messages, and no more
-// than that: a log under the limit is not touched.
+// by deleting its oldest messages, and no more than that: a log under the limit is not touched.
 TEST(LogdRetention, EachLogIsTrimmedToItsByteLimitOldestFirst) {
   const logd_test::RemoveOnExit dir(make_temp_dir());
   LogdProcess logd(dir.path(), {"--retain-log-bytes", std::to_string(100 * kMessageBytes),
