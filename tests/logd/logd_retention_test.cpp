@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 namespace {
 
@@ -145,6 +146,41 @@ TEST(LogdRetention, AnOverrideAppliesToItsLogOnly) {
   special.insert(special.begin(), 60);
   EXPECT_EQ(indexes(read_all(c, "special")), special);
   EXPECT_EQ(indexes(read_all(c, "exempt")), range(0, 60));
+}
+
+// A database made before logs had a byte count (the schema of earlier versions) gets the count
+// from its messages when the server opens it, so that its logs are held to their limits.
+TEST(LogdRetention, ADatabaseWithoutByteCountsIsCountedWhenOpened) {
+  const logd_test::RemoveOnExit dir(make_temp_dir());
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir.path() / "logd.sqlite").c_str(), &db), SQLITE_OK);
+    std::string sql = R"sql(
+      CREATE TABLE logs(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                        count INTEGER NOT NULL DEFAULT 0, last_id INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE messages(id INTEGER PRIMARY KEY, log_id INTEGER NOT NULL,
+                            time INTEGER NOT NULL, level INTEGER NOT NULL, text TEXT NOT NULL,
+                            fields BLOB);
+      CREATE INDEX messages_by_log_time ON messages(log_id, time);
+      CREATE INDEX messages_by_log ON messages(log_id);
+      INSERT INTO logs VALUES(1, 'old', 10, 10);
+    )sql";
+    for (int i = 0; i < 10; ++i) {
+      sql += "INSERT INTO messages VALUES(" + std::to_string(i + 1) + ", 1, " +
+             std::to_string(i + 1) + ", 2, '" + text_of(i) + "', NULL);";
+    }
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error != nullptr ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+  LogdProcess logd(dir.path(), {"--retain-log-bytes", std::to_string(5 * kMessageBytes),
+                                "--retain-interval", "1s"});
+  auto c = logd.client();
+  ASSERT_TRUE(eventually([&] { return indexes(read_all(c, "old")) == range(5, 9); }))
+      << read_all(c, "old").size();
+  EXPECT_EQ(c.list().at(0).count, 5U);
 }
 
 /// Runs serialserver-logd with `flags` and a database it cannot open (a usage error is found
