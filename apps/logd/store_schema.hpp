@@ -35,7 +35,8 @@ CREATE INDEX IF NOT EXISTS messages_by_log ON messages(log_id);
 inline constexpr std::uint64_t kMessageOverheadBytes = 64;
 
 /// The bytes a message of the `messages` table is counted for, as an SQL expression over its
-/// columns: its text's bytes, its encoded fields' bytes and kMessageOverheadBytes.
+/// columns: its text's bytes, its encoded fields' bytes and kMessageOverheadBytes (the 64
+/// below: change both together).
 inline constexpr const char* kMessageBytes =
     "(length(CAST(text AS BLOB)) + coalesce(length(fields), 0) + 64)";
 
