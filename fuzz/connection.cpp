@@ -1,21 +1,33 @@
-// Fuzz target: the per-connection state machine (detail::StreamConnection) over the in-memory stream.
+// Fuzz target: the per-connection state machine (detail::StreamConnection) over the in-memory
+// stream.
 //
 // The input is what a client sends, followed by a few bytes that choose how the stream delivers
 // it (bytes per read and per write, an injected I/O failure) and whether the server limits the
-// request size. The connection serves it with a set of coroutine tasks (echo, empty, coded
-// error, streamed response, partial reader, failing ones...) and must:
+// request size. The connection serves it with the standard tasks of support/task_fixtures.hpp,
+// of all three kinds: coroutine (echo, empty, coded error, streamed response, partial reader,
+// failing ones...), inline (echo, Error, throwing: run in the read's completion handler when the
+// request is all buffered and within the limit, else as a coroutine) and blocking (echo, Error,
+// throwing, on the server's worker pool). It must:
 // - end, in bounded time, with nothing left registered with the server;
 // - write exactly the responses that an independent model of docs/protocol.md sections 3-5 and of
 //   these tasks predicts, and end for the reason the model predicts (with an injected failure:
 //   a prefix of those responses);
 // - not leak, overflow or hit undefined behaviour (AddressSanitizer, UBSan).
-// Only coroutine tasks are registered, so that every run is single-threaded and repeatable.
-
-#include "net/stream_connection.hpp"
+//
+// Blocking tasks run on another thread, so how the I/O thread's steps (the peer monitor's reads
+// above all) interleave with one varies from run to run. The transcript and the end reason do not
+// depend on it: the connection reads and writes only on its I/O thread, and the end of stream
+// that ends every input is taken as a half-close (cancel_task_on_end_of_stream = false), so
+// every whole request is answered whether or not a blocking task still ran when it was seen.
+// Both are checked exactly. What varies is which stream operation an injected failure hits (the
+// monitor's reads count): an input with a blocking task and an injected failure may not replay
+// the same way, and is checked, as every injected failure, against a prefix of the responses.
 
 #include <serialserver/serialserver.hpp>
 #include "fuzz_check.hpp"
+#include "net/stream_connection.hpp"
 #include "support/memory_stream.hpp"
+#include "support/task_fixtures.hpp"
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -27,8 +39,7 @@
 #include <memory>
 #include <optional>
 #include <span>
-#include <stdexcept>
-#include <string_view>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -36,152 +47,44 @@
 #include <asio/co_spawn.hpp>
 #include <asio/error.hpp>
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
 
 namespace {
 
 using namespace serialserver;
 using Bytes = std::vector<std::uint8_t>;
 using test::MemoryStream;
+namespace tasks = test::tasks;
 using Conn = detail::StreamConnection<MemoryStream>;
 
-// The tasks. Codes not listed here (and 251..254) are unknown to the server.
-constexpr TaskCode kEcho = 1;        // OK with the request content
-constexpr TaskCode kEmpty = 2;       // OK with no content; reads nothing
-constexpr TaskCode kError = 3;       // Error with the content's first byte (3 if empty)
-constexpr TaskCode kProducer = 4;    // OK, streamed; length from the first two content bytes
-constexpr TaskCode kPartial = 5;     // reads one byte and answers it; the rest is drained
-constexpr TaskCode kThrows = 6;      // throws at once, reading nothing: the connection drops
-constexpr TaskCode kHi = 7;          // "hi" for 01 02 03 04 (docs/protocol.md 8), else Error 3
-constexpr TaskCode kReadU32 = 8;     // reads exactly 4 bytes and answers them reversed; Error 4 if
-                                     // the message is shorter
-constexpr TaskCode kReadThrow = 10;  // reads everything, then throws: the connection drops
-constexpr TaskCode kCount = 11;      // counts the content in small reads; OK with the count (u64)
+// The tasks: the standard set (support/task_fixtures.hpp), all three kinds: coroutine 1..8, 10
+// and 11, inline 12, 14 and 16, blocking 13, 15 and 17. The other codes below 250 and the
+// unassigned reserved codes 251..254 are unknown to the server.
+constexpr tasks::Kinds kKinds{.inline_tasks = true, .blocking_tasks = true};
 
-constexpr std::size_t kMaxProduced = 3000;
-// The limited server's max_request_bytes and max_request_drain_bytes. The tasks read at most 256
-// bytes past the limit before they notice it (async_read_all's buffer grows from 256 bytes), well
-// inside the drain allowance, so the model knows where the connection must close.
+// The limited server's max_request_bytes and max_request_drain_bytes. Whether a request past the
+// limit is answered Error 254 and the connection goes on, or answered so and closed, depends on
+// its content length alone (what its task read and what the drain discarded count alike),
+// whatever the kind of its task.
 constexpr std::uint64_t kLimit = 256;
 constexpr std::uint64_t kDrain = 512;
 
-Bytes produced(std::size_t length) {
-  Bytes out(length);
-  for (std::size_t i = 0; i < length; ++i) {
-    out[i] = static_cast<std::uint8_t>((i * 7 + length) & 0xFF);
+/// The longest one input may take to serve: a few milliseconds are usual.
+constexpr std::chrono::seconds kRunBound{10};
+
+/// The options of both servers; `limited`: the one with the small request size limit.
+ServerOptions server_options(bool limited) {
+  ServerOptions options;
+  options.logger = make_null_logger();
+  options.worker_threads = 1;
+  // The input ends with end of stream right after its last byte, often while a task still runs:
+  // taken as a half-close, so that every whole request is answered, and the transcript does
+  // not depend on whether a blocking task was still running when the end was seen.
+  options.cancel_task_on_end_of_stream = false;
+  if (limited) {
+    options.max_request_bytes = kLimit;
+    options.max_request_drain_bytes = kDrain;
   }
-  return out;
-}
-
-std::size_t producer_length(const Bytes& content) {
-  const std::size_t n = content.size() < 2 ? 0 : (std::size_t{content[0]} << 8) | content[1];
-  return std::min(n, kMaxProduced);
-}
-
-Bytes u64_be(std::uint64_t v) {
-  Bytes out(8);
-  for (int i = 7; i >= 0; --i) {
-    out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v & 0xFF);
-    v >>= 8;
-  }
-  return out;
-}
-
-void register_tasks(Server& server) {
-  server.register_task(
-      kEcho,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        co_return Response(co_await ctx.request().async_read_all());
-      },
-      "echo");
-  server.register_task(
-      kEmpty, [](TaskContext&) -> asio::awaitable<Response> { co_return Response(); }, "empty");
-  server.register_task(
-      kError,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        throw TaskError(content.empty() ? ErrorCode{3} : content[0]);
-      },
-      "error");
-  server.register_task(
-      kProducer,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        auto data = std::make_shared<Bytes>(produced(producer_length(content)));
-        auto pos = std::make_shared<std::size_t>(0);
-        co_return Response::stream(
-            [data, pos](std::span<std::uint8_t> out) -> asio::awaitable<std::size_t> {
-              // Yield to the executor, as a producer waiting for its data would.
-              co_await asio::post(co_await asio::this_coro::executor, asio::use_awaitable);
-              const std::size_t n = std::min({out.size(), data->size() - *pos, std::size_t{777}});
-              std::copy_n(data->begin() + static_cast<std::ptrdiff_t>(*pos), n, out.begin());
-              *pos += n;
-              co_return n;
-            });
-      },
-      "producer");
-  server.register_task(
-      kPartial,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        std::uint8_t first = 0;
-        const std::size_t n = co_await ctx.request().async_read_some(std::span(&first, 1));
-        co_return n == 0 ? Response() : Response(Bytes{first});
-      },
-      "partial");
-  server.register_task(
-      kThrows,
-      [](TaskContext&) -> asio::awaitable<Response> {
-        throw std::runtime_error("task fails on purpose");
-        co_return Response();
-      },
-      "throws");
-  server.register_task(
-      kHi,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        const Bytes content = co_await ctx.request().async_read_all();
-        if (content != Bytes{1, 2, 3, 4}) {
-          throw TaskError(3);
-        }
-        co_return Response::copy_of(std::string_view("hi"));
-      },
-      "hi");
-  server.register_task(
-      kReadU32,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        Bytes four(4);
-        try {
-          co_await ctx.request().async_read_exact(four);
-        } catch (const EndOfMessage&) {
-          throw TaskError(4);
-        }
-        std::reverse(four.begin(), four.end());
-        co_return Response(std::move(four));
-      },
-      "read-u32");
-  server.register_task(
-      kReadThrow,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        (void)co_await ctx.request().async_read_all();
-        throw std::runtime_error("task fails on purpose after reading");
-      },
-      "read-throw");
-  server.register_task(
-      kCount,
-      [](TaskContext& ctx) -> asio::awaitable<Response> {
-        std::uint8_t scratch[64];
-        std::uint64_t total = 0;
-        for (;;) {
-          const std::size_t n = co_await ctx.request().async_read_some(scratch);
-          if (n == 0) {
-            break;
-          }
-          total += n;
-        }
-        co_return Response(u64_be(total));
-      },
-      "count");
+  return options;
 }
 
 Server& server(bool limited) {
@@ -189,21 +92,13 @@ Server& server(bool limited) {
   // connections are independent of each other.
   static Server* const servers[2] = {
       [] {
-        ServerOptions options;
-        options.logger = make_null_logger();
-        options.worker_threads = 1;
-        auto* s = new Server(std::move(options));
-        register_tasks(*s);
+        auto* s = new Server(server_options(false));
+        tasks::register_standard_tasks(*s, kKinds);
         return s;
       }(),
       [] {
-        ServerOptions options;
-        options.logger = make_null_logger();
-        options.worker_threads = 1;
-        options.max_request_bytes = kLimit;
-        options.max_request_drain_bytes = kDrain;
-        auto* s = new Server(std::move(options));
-        register_tasks(*s);
+        auto* s = new Server(server_options(true));
+        tasks::register_standard_tasks(*s, kKinds);
         return s;
       }(),
   };
@@ -221,20 +116,9 @@ void append(Bytes& out, std::initializer_list<std::uint8_t> bytes) {
   out.insert(out.end(), bytes.begin(), bytes.end());
 }
 
-void append_ok(Bytes& out, const Bytes& content) {
-  out.push_back(0x00);
-  std::size_t i = 0;
-  while (i < content.size()) {  // full blocks, the remainder, the end byte (section 2)
-    const std::size_t n = std::min<std::size_t>(255, content.size() - i);
-    out.push_back(static_cast<std::uint8_t>(n));
-    out.insert(out.end(), content.begin() + static_cast<std::ptrdiff_t>(i),
-               content.begin() + static_cast<std::ptrdiff_t>(i + n));
-    i += n;
-  }
-  out.push_back(0x00);
-}
-
-/// What the server writes in answer to `input`, and why the connection ends.
+/// What the server writes in answer to `input`, and why the connection ends: the framing, the
+/// size limit and the end of the connection (docs/protocol.md sections 3-5) here, each whole
+/// request's answer from the fixtures' model (tasks::expected_answer).
 Expected model(std::span<const std::uint8_t> input, bool limited) {
   Expected e;
   std::size_t pos = 0;
@@ -262,7 +146,10 @@ Expected model(std::span<const std::uint8_t> input, bool limited) {
                      input.begin() + static_cast<std::ptrdiff_t>(pos + take));
       pos += take;
     }
-    if (code == kThrows) {
+    // The one task that fails before it reads anything: nothing of its request matters. The
+    // other failing tasks read their whole request first (an inline task too: when its request
+    // is not all buffered, or past the limit, it runs as a coroutine that reads it).
+    if (code == tasks::kThrows) {
       e.end = make_error_code(Errc::task_failed);
       return e;
     }
@@ -280,47 +167,12 @@ Expected model(std::span<const std::uint8_t> input, bool limited) {
       append(e.output, {0x01, kMessageTooLargeErrorCode});
       continue;
     }
-    switch (code) {
-      case kEcho:
-        append_ok(e.output, content);
-        break;
-      case kEmpty:
-      case kKeepAliveTaskCode:
-        append_ok(e.output, {});
-        break;
-      case kError:
-        append(e.output, {0x01, content.empty() ? std::uint8_t{3} : content[0]});
-        break;
-      case kProducer:
-        append_ok(e.output, produced(producer_length(content)));
-        break;
-      case kPartial:
-        append_ok(e.output, content.empty() ? Bytes{} : Bytes{content[0]});
-        break;
-      case kHi:
-        if (content == Bytes{1, 2, 3, 4}) {
-          append_ok(e.output, {0x68, 0x69});
-        } else {
-          append(e.output, {0x01, 0x03});
-        }
-        break;
-      case kReadU32:
-        if (content.size() < 4) {
-          append(e.output, {0x01, 0x04});
-        } else {
-          append_ok(e.output, {content[3], content[2], content[1], content[0]});
-        }
-        break;
-      case kReadThrow:
-        e.end = make_error_code(Errc::task_failed);
-        return e;
-      case kCount:
-        append_ok(e.output, u64_be(content.size()));
-        break;
-      default:  // unknown, and the unassigned reserved codes 251..254
-        append(e.output, {0x01, kUnknownTaskErrorCode});
-        break;
+    const std::optional<Bytes> answer = tasks::expected_answer(code, content, kKinds);
+    if (!answer) {  // the task failed: the connection is dropped after the earlier answers
+      e.end = make_error_code(Errc::task_failed);
+      return e;
     }
+    e.output.insert(e.output.end(), answer->begin(), answer->end());
   }
 }
 
@@ -378,8 +230,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                          threw = e != nullptr;
                          result = ec;
                        }));
-    // Nothing here waits for a timer (the stream never pends): the run must end with the work.
-    io.run();
+    // Nothing here waits for a timer (the stream never pends): the run must end with the work,
+    // a blocking task's included, well within this bound (libFuzzer's -timeout would only say
+    // that the run was slow).
+    io.run_for(kRunBound);
+    FUZZ_CHECK(io.stopped());
     FUZZ_CHECK(result.has_value());
     FUZZ_CHECK(!threw);
 
