@@ -177,6 +177,41 @@ def connection():
     write("connection", "fail-write", worked + tail(flags=6, fail=3))
     write("connection", "reset-read", worked + tail(128 + 3, 0, 6 | 8, 2))
 
+    # Inline tasks (12 echo, 14 Error, 16 throws) and blocking ones (13 echo, 15 Error,
+    # 17 throws after reading), among coroutine tasks.
+    kinds = b"".join([
+        b"\x0C" + blocks(b"abc"),               # inline echo, run in the read's completion
+        b"\x0D" + blocks(pattern(300)),         # blocking echo of 300 bytes
+        b"\x0E" + blocks(b"\x07"),              # inline Error 7
+        b"\x0F" + blocks(b""),                  # blocking Error 3
+        b"\x01" + blocks(b"co"),                # coroutine echo
+        b"\x0C" + blocks(pattern(600, 1)),      # inline echo not all buffered: as a coroutine
+        b"\x0D" + blocks(b""),                  # blocking echo of nothing
+        b"\xFA" + blocks(b""),                  # keep-alive
+        b"\x0F" + blocks(pattern(20), [3]),     # blocking Error, content in 3-byte blocks
+        b"\x0C" + blocks(b"end"),               # inline echo, last
+    ])
+    write("connection", "kinds-mix", kinds + tail())
+    write("connection", "kinds-mix-bytewise", kinds + tail(128, 128))
+    write("connection", "kinds-mix-small-io", kinds + tail(128 + 6, 128 + 2))
+    write("connection", "kinds-mix-fail", kinds + tail(128 + 9, 0, 6, 7))
+    write("connection", "inline-throws", b"\x0C" + blocks(b"x") + b"\x10" + blocks(b"zz") +
+          b"\x01" + blocks(b"y") + tail())
+    write("connection", "blocking-throws", b"\x0D" + blocks(b"x") + b"\x11" + blocks(b"zz") +
+          b"\x01" + blocks(b"y") + tail())
+    write("connection", "blocking-cut-off", b"\x0D" + bytes([255]) + pattern(50) + tail())
+    write("connection", "blocking-goodbye", b"\x0D" + blocks(b"x") + b"\xFF" + b"\x0D" +
+          blocks(b"never") + tail())
+    # Past the limit every kind answers Error 254, the throwing ones that read included.
+    write("connection", "limit-kinds", b"\x0C" + blocks(big) + b"\x0D" + blocks(big) +
+          b"\x0F" + blocks(pattern(300)) + b"\x11" + blocks(pattern(300)) + b"\x10" +
+          blocks(pattern(300)) + b"\x0C" + blocks(b"ok") + b"\x0D" + blocks(pattern(1000)) +
+          tail(flags=1))
+    # An inline request whose encoding passes the limit while its content does not: run as a
+    # coroutine, answered as usual.
+    write("connection", "limit-inline-encoding", b"\x0C" + blocks(pattern(200), [1]) + b"\x10" +
+          blocks(pattern(200), [1]) + tail(flags=1))
+
 
 def client_response():
     # Tail, in consumption order: number of calls (1..8), then per call its kind (0 call,
