@@ -90,7 +90,7 @@ ServerOptions server_options(bool limited) {
 Server& server(bool limited) {
   // Built once and never destroyed: a server per input would dominate the run time, and the
   // connections are independent of each other.
-  static Server* const servers[2] = {
+  static Server* const kServers[2] = {
       [] {
         auto* s = new Server(server_options(false));
         tasks::register_standard_tasks(*s, kKinds);
@@ -102,7 +102,7 @@ Server& server(bool limited) {
         return s;
       }(),
   };
-  return *servers[limited ? 1 : 0];
+  return *kServers[limited ? 1 : 0];
 }
 
 // ---- the model ---------------------------------------------------------------------------------
@@ -191,6 +191,7 @@ std::string hex(std::span<const std::uint8_t> data) {
 
 }  // namespace
 
+// NOLINTNEXTLINE(readability-identifier-naming): the name libFuzzer calls
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider provider(data, size);
   // Parameters from the end of the input; the front is the client's bytes as sent.
