@@ -287,6 +287,8 @@ int run_main(int argc, char** argv) {
   // further out so that an append whose commit is in progress still gets its answer.
   options.shutdown_grace = grace_period + kCommitGrace;
   options.worker_threads = f.workers;
+  // An acknowledged write must be answered even to a client that half-closed after sending it.
+  options.cancel_task_on_end_of_stream = false;
   std::shared_ptr<serialserver::PrometheusMetrics> metrics;
   if (!f.metrics_address.empty()) {
     metrics = std::make_shared<serialserver::PrometheusMetrics>();
