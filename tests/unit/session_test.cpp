@@ -24,11 +24,11 @@
 #include <gtest/gtest.h>
 
 namespace serialserver::detail {
-// GoogleTest prints a Next by its name.
-void PrintTo(Session::Next next, std::ostream* os) {
+// GoogleTest prints a Next by its name. (Internal linkage: only this file's.)
+static std::ostream& operator<<(std::ostream& os, Session::Next next) {
   static constexpr const char* kNames[] = {"read",    "flush", "disconnect",
                                            "goodbye", "task",  "finish"};
-  *os << "Next::" << kNames[static_cast<std::size_t>(next)];
+  return os << "Next::" << kNames[static_cast<std::size_t>(next)];
 }
 }  // namespace serialserver::detail
 
@@ -131,10 +131,10 @@ struct Recorded {
   std::uint64_t bytes_written = 0;
   bool operator==(const Recorded&) const = default;
 };
-void PrintTo(const Recorded& r, std::ostream* os) {
-  *os << "{code " << int{r.code} << " '" << r.name << "' " << task_outcome_name(r.outcome)
-      << " error " << int{r.error_code} << " in " << r.bytes_read << " out " << r.bytes_written
-      << "}";
+std::ostream& operator<<(std::ostream& os, const Recorded& r) {
+  return os << "{code " << int{r.code} << " '" << r.name << "' " << task_outcome_name(r.outcome)
+            << " error " << int{r.error_code} << " in " << r.bytes_read << " out "
+            << r.bytes_written << "}";
 }
 
 class RecordingMetrics final : public Metrics {
