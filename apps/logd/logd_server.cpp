@@ -267,38 +267,37 @@ void LogdService::begin_shutdown() { waiters_->close(); }
 
 void LogdService::register_tasks(serialserver::Server& server) {
   auto store = store_;
-  server.register_blocking_task(
-      kTaskAppend,
-      [store](TaskContext& ctx) {
-        return guarded(ctx, [&] {
-          Message m = decode_append(ctx.request().read_all(), ctx.byte_order());
-          stamp(m, now_ns());
-          std::vector<Message> one;
-          one.push_back(std::move(m));
-          BinaryWriter w(ctx.byte_order());
-          w.write_u64(store->append(std::move(one)));
-          return Response(w.take());
-        });
-      },
-      "append");
-  server.register_blocking_task(
-      kTaskAppendBatch,
-      [store](TaskContext& ctx) {
-        return guarded(ctx, [&] {
-          std::vector<Message> batch = read_batch(ctx.request(), ctx.byte_order());
-          const std::int64_t now = now_ns();
-          for (auto& m : batch) {
-            stamp(m, now);
-          }
-          const auto count = static_cast<std::uint32_t>(batch.size());
-          const std::uint64_t first = batch.empty() ? 0 : store->append(std::move(batch));
-          BinaryWriter w(ctx.byte_order());
-          w.write_u64(first);
-          w.write_u32(count);
-          return Response(w.take());
-        });
-      },
-      "append-batch");
+  server.register_task(kTaskAppend,
+                       [store](TaskContext& ctx) {
+                         return guarded(ctx, [&] {
+                           Message m = decode_append(ctx.request().read_all(), ctx.byte_order());
+                           stamp(m, now_ns());
+                           std::vector<Message> one;
+                           one.push_back(std::move(m));
+                           BinaryWriter w(ctx.byte_order());
+                           w.write_u64(store->append(std::move(one)));
+                           return Response(w.take());
+                         });
+                       },
+                       {.name = "append", .kind = serialserver::TaskKind::blocking});
+  server.register_task(kTaskAppendBatch,
+                       [store](TaskContext& ctx) {
+                         return guarded(ctx, [&] {
+                           std::vector<Message> batch = read_batch(ctx.request(), ctx.byte_order());
+                           const std::int64_t now = now_ns();
+                           for (auto& m : batch) {
+                             stamp(m, now);
+                           }
+                           const auto count = static_cast<std::uint32_t>(batch.size());
+                           const std::uint64_t first =
+                               batch.empty() ? 0 : store->append(std::move(batch));
+                           BinaryWriter w(ctx.byte_order());
+                           w.write_u64(first);
+                           w.write_u32(count);
+                           return Response(w.take());
+                         });
+                       },
+                       {.name = "append-batch", .kind = serialserver::TaskKind::blocking});
   asio::thread_pool* pool = &queries_;
   std::shared_ptr<const std::atomic<bool>> abandoned = abandoned_;
   auto reads = reads_;

@@ -110,13 +110,14 @@ class Server {
   /// replaces the first. `name` is for logs and metrics. Throws std::invalid_argument for the
   /// reserved codes 250..255 or an empty function.
   void register_task(TaskCode code, TaskFunction function, std::string name = {});
-  /// Registers a blocking task function, which runs on the worker pool. As register_task; the
-  /// same as register_task(code, function, {.name = name, .kind = TaskKind::blocking}).
-  void register_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name = {});
-  /// Registers an inline task function (see InlineTaskFunction), which runs on the I/O thread
-  /// without a coroutine when its request is already buffered. As register_task; the same as
-  /// register_task(code, function, {.name = name, .kind = TaskKind::inline_call}).
-  void register_inline_task(TaskCode code, InlineTaskFunction function, std::string name = {});
+  /// Deprecated: register_task(code, function, {.name = name, .kind = TaskKind::blocking}) does
+  /// the same (a blocking task function, which runs on the worker pool).
+  [[deprecated("use register_task(code, fn, {.name = ..., .kind = TaskKind::blocking})")]] void
+  register_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name = {});
+  /// Deprecated: register_task(code, function, {.name = name, .kind = TaskKind::inline_call})
+  /// does the same (an inline task function: see InlineTaskFunction).
+  [[deprecated("use register_task(code, fn, {.name = ..., .kind = TaskKind::inline_call})")]] void
+  register_inline_task(TaskCode code, InlineTaskFunction function, std::string name = {});
   /// The function and name registered for `code` (Go: TaskFunc), or nothing.
   std::optional<RegisteredTask> task(TaskCode code) const;
   /// The registered task codes, in increasing order (Go: RegisteredTaskCodes).
@@ -169,6 +170,8 @@ class Server {
   const ServerOptions& options() const noexcept { return options_; }
 
  private:
+  void add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name);
+  void add_inline_task(TaskCode code, InlineTaskFunction function, std::string name);
   friend class Client;
   friend class detail::Session;
   template <class Stream>
@@ -225,8 +228,7 @@ void Server::register_task(TaskCode code, F function, TaskOptions options) {
   switch (kind) {
     case TaskKind::inline_call:
       if constexpr (kCanInline) {
-        register_inline_task(code, InlineTaskFunction(std::move(function)),
-                             std::move(options.name));
+        add_inline_task(code, InlineTaskFunction(std::move(function)), std::move(options.name));
         return;
       }
       break;
@@ -238,8 +240,7 @@ void Server::register_task(TaskCode code, F function, TaskOptions options) {
       break;
     case TaskKind::blocking:
       if constexpr (kCanBlock) {
-        register_blocking_task(code, BlockingTaskFunction(std::move(function)),
-                               std::move(options.name));
+        add_blocking_task(code, BlockingTaskFunction(std::move(function)), std::move(options.name));
         return;
       }
       break;

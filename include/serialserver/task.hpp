@@ -102,7 +102,7 @@ struct TaskOptions {
 
 /// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of
 /// `function` and `blocking_function` is set; `inline_function` is set as well for a task
-/// registered with register_inline_task (`function` then runs it as a coroutine task).
+/// registered as TaskKind::inline_call (`function` then runs it as a coroutine task).
 struct RegisteredTask {
   std::string name;                        ///< for logs and metrics (may be empty)
   TaskFunction function;                   ///< a coroutine task function, or empty

@@ -1,8 +1,8 @@
 #include <serialserver/server.hpp>
 #include "core/blocking_pool.hpp"
-#include "net/stream_connection.hpp"
 #include "core/task_table.hpp"
 #include "net/cores.hpp"
+#include "net/stream_connection.hpp"
 #include "net/stream_ops.hpp"
 
 #include <algorithm>
@@ -59,6 +59,10 @@ void Server::register_task(TaskCode code, TaskFunction function, std::string nam
 
 void Server::register_blocking_task(TaskCode code, BlockingTaskFunction function,
                                     std::string name) {
+  add_blocking_task(code, std::move(function), std::move(name));
+}
+
+void Server::add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name) {
   if (!function) {
     throw std::invalid_argument("register_blocking_task: empty task function");
   }
@@ -66,6 +70,10 @@ void Server::register_blocking_task(TaskCode code, BlockingTaskFunction function
 }
 
 void Server::register_inline_task(TaskCode code, InlineTaskFunction function, std::string name) {
+  add_inline_task(code, std::move(function), std::move(name));
+}
+
+void Server::add_inline_task(TaskCode code, InlineTaskFunction function, std::string name) {
   if (!function) {
     throw std::invalid_argument("register_inline_task: empty task function");
   }

@@ -11,7 +11,9 @@
 // Responses accumulate in the engine's output buffer and are written when no complete request is
 // left in the input (so pipelined requests cost one write for many responses). The Watchdog
 // enforces the Wait, Read and Write timeouts and the disconnect deadline with one timer.
-// Running tasks, their streamed responses and the peer monitor are in stream_connection_tasks.hpp.
+// Opening and closing are in stream_connection_lifecycle.hpp, the reads and writes that wait in
+// stream_connection_io.hpp, running tasks, their streamed responses and the peer monitor in
+// stream_connection_tasks.hpp.
 
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>
@@ -133,27 +135,7 @@ class StreamConnection final : public Session,
 
   // For the Watchdog.
   bool finished() const noexcept { return finished_; }
-  void on_deadline(Watchdog::Expired expired) {
-    switch (expired) {
-      case Watchdog::Expired::disconnect:  // cancel what runs and close without a response
-        set_close_reason(Errc::graceful_disconnect);
-        break;
-      case Watchdog::Expired::wait:
-        set_close_reason(Errc::timeout_waiting_for_task);
-        break;
-      case Watchdog::Expired::read:
-        set_close_reason(Errc::read_timeout);
-        break;
-      case Watchdog::Expired::request:
-        set_close_reason(Errc::request_timeout);
-        break;
-      case Watchdog::Expired::write:
-        set_close_reason(Errc::write_timeout);
-        break;
-    }
-    cancel_task();
-    close_now();
-  }
+  void on_deadline(Watchdog::Expired expired);
 
  private:
   /// The stop callback of disconnect_on_stop: runs on the thread that requests the stop.
@@ -171,64 +153,13 @@ class StreamConnection final : public Session,
 
   // ---- opening and closing (run) -----------------------------------------------------------
   /// Registers the connection, reports it opened and starts the watchdog; returns the time.
-  Clock::time_point open(const std::shared_ptr<StreamConnection>& self) {
-    server().add_client(self);
-    refresh(snapshot_);
-    const auto opened_at = Clock::now();
-    if (snapshot_.metrics) {
-      snapshot_.metrics->connection_opened(*this);
-    }
-    if (snapshot_.logger->enabled(LogLevel::info)) {
-      snapshot_.logger->event(LogLevel::info, "connection opened",
-                              {{"client", to_string()},
-                               {"id", id()},
-                               {"remote", remote_address()},
-                               {"local", local_address()}});
-    }
-    if constexpr (NonBlockingStream<Stream>) {
-      std::error_code ignored;
-      stream_.non_blocking(true, ignored);
-    }
-    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
-      enable_tcp_inq(stream_.native_handle());  // refused: reads behave as asio's own
-    }
-    watchdog_.start(self);
-    return opened_at;
-  }
+  Clock::time_point open(const std::shared_ptr<StreamConnection>& self);
 
   /// serve() threw `e`: logs it; returns the reason the connection ends with.
-  std::error_code failed(const std::exception& e) {
-    snapshot_.logger->error("{}: connection failed: {}", to_string(), e.what());
-    return close_reason_ ? close_reason_ : make_error_code(Errc::task_failed);
-  }
+  std::error_code failed(const std::exception& e);
 
   /// Closes the connection, reports it closed and unregisters it.
-  void finish(std::error_code reason, Clock::time_point opened_at) {
-    finished_ = true;
-    on_stop_.reset();  // waits for a callback running on another thread, if any
-    close_gracefully();
-    watchdog_.cancel();
-    mark_closed();
-    refresh(snapshot_);
-    if (snapshot_.metrics) {
-      snapshot_.metrics->connection_closed(*this, reason);
-    }
-    if (snapshot_.logger->enabled(LogLevel::info)) {
-      snapshot_.logger->event(
-          LogLevel::info, "connection closed",
-          {{"client", to_string()},
-           {"id", id()},
-           {"duration_ms",
-            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - opened_at)
-                .count()},
-           {"tasks", tasks_finished_},
-           {"bytes_in", content_bytes_in_},
-           {"bytes_out", content_bytes_out_},
-           {"reason", close_reason_name(reason)},
-           {"detail", close_detail(reason)}});
-    }
-    server().remove_client(*this);  // last: the server may be gone once its last client is
-  }
+  void finish(std::error_code reason, Clock::time_point opened_at);
 
   // ---- Client hooks: hop to the connection's executor --------------------------------------
   void do_cancel() override {
@@ -257,15 +188,7 @@ class StreamConnection final : public Session,
     });
   }
 
-  void begin_disconnect(std::chrono::nanoseconds grace) {
-    disconnect_requested_ = true;
-    if (waiting_for_request_ && in_.empty()) {  // idle: close at once, sending nothing
-      set_close_reason(Errc::graceful_disconnect);
-      close_now();
-      return;
-    }
-    watchdog_.set_disconnect_deadline(Clock::now() + std::max(grace, std::chrono::nanoseconds(0)));
-  }
+  void begin_disconnect(std::chrono::nanoseconds grace);
 
   void on_request_too_large() override { cancel_task(); }
 
@@ -278,41 +201,13 @@ class StreamConnection final : public Session,
   /// Closing a socket whose receive queue holds unread bytes sends a reset, which can make the
   /// peer lose the last responses (a Goodbye among them). So: end our side, discard what is
   /// readable now, then close.
-  void close_gracefully() noexcept {
-    if constexpr (PlainSocket<Stream> || TlsStream<Stream>) {
-      if (!stream_closed_) {
-        auto& socket = lowest_socket(stream_);
-        std::error_code ignored;
-        socket.non_blocking(true, ignored);  // already so for a plain socket
-        socket.shutdown(asio::socket_base::shutdown_send, ignored);
-        std::uint8_t scratch[4096];
-        for (int i = 0; i < 16; ++i) {
-          std::error_code ec;
-          const std::size_t n = socket.read_some(asio::buffer(scratch), ec);
-          if (ec || n == 0) {
-            break;
-          }
-        }
-      }
-    }
-    close_now();
-  }
+  void close_gracefully() noexcept;
 
   /// Sends close_notify and waits, under min(Write timeout, kTlsShutdownTimeout) kept by the
   /// watchdog, for the peer's: a peer that never answers costs at most that long.
   /// A no-op for other streams: a constraint instead of `if constexpr` would not keep clang 14
   /// from instantiating the body for them in server.cpp's explicit instantiations.
-  asio::awaitable<void> tls_shutdown() {
-    if constexpr (TlsStream<Stream>) {
-      const auto timeout =
-          std::min<std::chrono::nanoseconds>(server().options().timeout.write, kTlsShutdownTimeout);
-      watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
-      std::error_code ignored;
-      co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
-      watchdog_.end_wait();
-    }
-    co_return;
-  }
+  asio::awaitable<void> tls_shutdown();
 
   // ---- reading -----------------------------------------------------------------------------
   std::error_code io_error(std::error_code ec) const {
@@ -393,101 +288,11 @@ class StreamConnection final : public Session,
 
   /// Reads more bytes into the input buffer, waiting for a request (Wait::request) or for the
   /// rest of one (Wait::reading) under that wait's timeout.
-  asio::awaitable<std::error_code> read_more(Watchdog::Wait wait) {
-    if (stream_closed_ || deferred_error_) {
-      co_return io_error(stopped_error());
-    }
-    const Timeout& t = server().options().timeout;
-    std::error_code ec;
-    // Reads go through async_read_some, which reads at once unless the last read drained the
-    // socket (see read_buffer) and otherwise queues on the socket's edge-triggered epoll
-    // registration: one recv per request on TCP.
-    if constexpr (std::same_as<Stream, asio::ip::tcp::socket>) {
-      if (wait == Watchdog::Wait::reading && input_drained_) {
-        // The last read drained the socket and left an incomplete request. An RST that came
-        // with those bytes raised no edge of its own (TCP_INQ counts only a FIN), so the queued
-        // read would wait for the Read timeout: read at once instead; EAGAIN means nothing,
-        // RST included, is pending and any later byte raises an edge.
-        auto space = in_.writable();
-        const std::size_t n = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
-        if (!ec) {
-          in_.commit(n);
-          note_input_arrived();
-          co_return std::error_code{};
-        }
-        if (ec != asio::error::would_block && ec != asio::error::try_again) {
-          co_return io_error(ec);
-        }
-        ec.clear();
-      }
-    }
-    watchdog_.begin_wait(wait, wait == Watchdog::Wait::request ? t.wait : t.read);
-    if (!in_.has_storage()) {
-      // Between requests: read into the small inline buffer, so that a connection waiting for
-      // its next request holds no input buffer.
-      const std::size_t n = co_await stream_.async_read_some(
-          idle_read_buffer(), asio::redirect_error(asio::use_awaitable, ec));
-      watchdog_.end_wait();
-      if (ec) {
-        co_return io_error(ec);
-      }
-      take_idle_read(n);
-      co_return std::error_code{};
-    }
-    auto space = in_.writable();
-    const std::size_t n = co_await stream_.async_read_some(
-        read_buffer(space.data(), space.size()), asio::redirect_error(asio::use_awaitable, ec));
-    watchdog_.end_wait();
-    if (ec) {
-      co_return io_error(ec);
-    }
-    in_.commit(n);
-    note_input_arrived();
-    co_return std::error_code{};
-  }
+  asio::awaitable<std::error_code> read_more(Watchdog::Wait wait);
 
   // ---- writing -----------------------------------------------------------------------------
   /// Writes out what the output buffer holds, under the rolling Write timeout.
-  asio::awaitable<std::error_code> flush() {
-    const auto timeout = server().options().timeout.write;
-    while (!out_.empty()) {
-      if (NonBlockingStream<Stream> && ++ops_without_wait_ >= kOpsPerTurn) {  // take turns
-        ops_without_wait_ = 0;
-        co_await asio::post(stream_.get_executor(), asio::use_awaitable);
-        continue;  // the stream may have been closed meanwhile
-      }
-      if (stream_closed_ || deferred_error_) {
-        co_return io_error(stopped_error());
-      }
-      std::error_code ec;
-      std::size_t n = 0;
-      const auto data = out_.readable();
-      if constexpr (NonBlockingStream<Stream>) {
-        n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) {
-          watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
-          ops_without_wait_ = 0;
-          co_await stream_.async_wait(asio::socket_base::wait_write,
-                                      asio::redirect_error(asio::use_awaitable, ec));
-          watchdog_.end_wait();
-          if (ec) {
-            co_return io_error(ec);
-          }
-          continue;
-        }
-      } else {
-        watchdog_.begin_wait(Watchdog::Wait::writing, timeout);
-        n = co_await stream_.async_write_some(asio::buffer(data.data(), data.size()),
-                                              asio::redirect_error(asio::use_awaitable, ec));
-        watchdog_.end_wait();
-      }
-      if (ec) {
-        co_return io_error(ec);
-      }
-      out_.consume(n);
-    }
-    co_return std::error_code{};
-  }
+  asio::awaitable<std::error_code> flush();
 
   /// Writes without waiting, as far as the stream takes it; true if the output buffer is empty
   /// after. Most responses go out here, without a coroutine call; flush() waits if need be.
@@ -717,31 +522,8 @@ class StreamConnection final : public Session,
   std::optional<std::stop_callback<OnStop>> on_stop_;
 };
 
-/// Serves `stream` on its executor, as Server::async_handle_socket does, but without a
-/// coroutine frame of the caller's kept for the connection's lifetime (an idle connection holds
-/// only its own): `done(reason)` is called on the stream's executor once the connection has ended
-/// (with Errc::task_failed if run() ended by an exception).
-template <class Stream, class Done>
-void spawn_connection(Server& server, Stream stream, ByteOrder byte_order, SessionData session,
-                      std::stop_token stop, const std::atomic<std::int64_t>* stop_grace_ns,
-                      Done done) {
-  auto [local, remote] = socket_addresses(lowest_socket(stream));
-  auto executor = stream.get_executor();
-  auto connection = std::make_shared<StreamConnection<Stream>>(server, std::move(stream),
-                                                               byte_order, std::move(session),
-                                                               std::move(local), std::move(remote));
-  connection->disconnect_on_stop(std::move(stop), stop_grace_ns);
-  const auto slot = connection->task_cancellation_slot();
-  auto run = connection->run();
-  asio::co_spawn(executor, std::move(run),
-                 asio::bind_cancellation_slot(
-                     slot, [connection = std::move(connection), done = std::move(done)](
-                               const std::exception_ptr& error, std::error_code reason) mutable {
-                       connection.reset();
-                       done(error ? make_error_code(Errc::task_failed) : reason);
-                     }));
-}
-
 }  // namespace serialserver::detail
 
-#include "net/stream_connection_tasks.hpp"  // IWYU pragma: keep
+#include "net/stream_connection_io.hpp"         // IWYU pragma: keep
+#include "net/stream_connection_lifecycle.hpp"  // IWYU pragma: keep
+#include "net/stream_connection_tasks.hpp"      // IWYU pragma: keep

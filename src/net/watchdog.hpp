@@ -43,7 +43,7 @@ class Watchdog {
     arm(std::move(owner));
   }
   /// Stops watching; the owner is released once the pending wait completes.
-  void cancel() noexcept { timer_.cancel(); }
+  void cancel() { timer_.cancel(); }
 
   /// An I/O wait of kind `wait` begins, under `timeout`. A read is also capped by the request's
   /// deadline.

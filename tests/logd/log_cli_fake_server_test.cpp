@@ -40,7 +40,7 @@ class FakeLogd {
       co_return result;
     };
     server_ = std::make_unique<TestServer>(TestServer::quiet_options(), listener_options);
-    server_->server().register_inline_task(
+    server_->server().register_task(
         logd::kTaskDelete,
         [this](serialserver::TaskContext& ctx,
                std::span<const std::uint8_t> request) -> serialserver::Response {
@@ -54,7 +54,8 @@ class FakeLogd {
           serialserver::BinaryWriter w(ctx.byte_order());
           logd::encode_delete_result(w, 42);
           return serialserver::Response::copy_of(w.data());
-        });
+        },
+        {.name = "delete"});
     server_->start();
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
