@@ -1,8 +1,8 @@
 #include <serialserver/error.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
-#include "net/stream_connection.hpp"
 #include "net/cores.hpp"
+#include "net/stream_connection.hpp"
 #include "net/stream_ops.hpp"
 #include "net/tls_context.hpp"
 #include "util/scope_exit.hpp"

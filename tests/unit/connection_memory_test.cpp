@@ -1,8 +1,8 @@
-// The connection state machine (detail::StreamConnection) over the in-memory stream: docs/protocol.md
-// sections 3, 4 and 8 under every input and output chunking, pipelining, draining, requests cut
-// off by the end of the stream, goodbye, timeouts and cancellation of a pending read, and a
-// failure injected at every single stream operation, over the standard test tasks of every kind
-// (support/task_fixtures.hpp). No sockets, no threads besides the worker pool of the blocking
+// The connection state machine (detail::StreamConnection) over the in-memory stream:
+// docs/protocol.md sections 3, 4 and 8 under every input and output chunking, pipelining, draining,
+// requests cut off by the end of the stream, goodbye, timeouts and cancellation of a pending read,
+// and a failure injected at every single stream operation, over the standard test tasks of every
+// kind (support/task_fixtures.hpp). No sockets, no threads besides the worker pool of the blocking
 // tasks; every run is bounded in time.
 
 #include <serialserver/serialserver.hpp>
