@@ -89,7 +89,8 @@ echo "|---|---|---:|---:|---:|" >>"$OUTDIR/stream.md"
 for cfg in $CONFIGS; do
   case $cfg in split) SC="taskset -c 0"; LC="taskset -c 1" ;; *) SC=""; LC="" ;; esac
   start limit "$SC" "$PEERS_BIN/limit -a 127.0.0.1 -p {PORT}"; LPORT=$PORT
-  start cpp "$SC" "$DEMO"; CPORT=$PORT; CPID=$PID
+  # No request size limit: the demo's default (64 MiB) would answer the 1 GiB upload Error 254.
+  start cpp "$SC" "$DEMO --max-request-bytes 0"; CPORT=$PORT; CPID=$PID
   limit_mbps=$(for _ in $(seq "$REPS"); do $LC "$BIN/stream_bench" echo 127.0.0.1 "$LPORT" "$STREAM_BYTES" | sed -n 's/.*mbps=//p'; done | median)
   up=$(for _ in $(seq "$REPS"); do $LC "$BIN/stream_bench" upload 127.0.0.1 "$CPORT" 6 "$STREAM_BYTES" | sed -n 's/.*mbps=//p'; done | median)
   down=$(for _ in $(seq "$REPS"); do $LC "$BIN/stream_bench" download 127.0.0.1 "$CPORT" "$STREAM_BYTES" | sed -n 's/.*mbps=//p'; done | median)

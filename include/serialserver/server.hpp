@@ -63,6 +63,9 @@ struct ServerOptions {
   /// Blocking tasks that may wait for a worker beyond those running; further connections wait
   /// (without reading) until there is room.
   std::size_t max_queued_blocking_tasks = 1024;
+  /// Answer describe (task code 251, docs/protocol.md section 4) with the registered task codes
+  /// and their names. False: describe is answered Error 255, as an unassigned code is.
+  bool describe = true;
   /// What end of stream from the client means while a task runs. The server cannot tell a
   /// half-close (shutdown of the client's sending side) from a close. True (the default): the
   /// client has gone, so the task is cancelled and the connection closed without its answer.

@@ -1,5 +1,7 @@
 #include "core/session.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <vector>
 
 namespace serialserver::detail {
@@ -38,6 +40,22 @@ std::string Session::close_detail(std::error_code reason) const {
     return "the server disconnected gracefully";
   }
   return reason.message();
+}
+
+Response Session::describe_listing() const {
+  std::vector<std::uint8_t> listing{1};
+  for (std::size_t code = 0; code < table_->entries.size(); ++code) {
+    const auto& entry = table_->entries[code];
+    if (!entry || is_reserved_task_code(static_cast<TaskCode>(code))) {
+      continue;
+    }
+    const std::size_t length = std::min<std::size_t>(entry->name.size(), 255);
+    listing.push_back(static_cast<std::uint8_t>(code));
+    listing.push_back(static_cast<std::uint8_t>(length));
+    listing.insert(listing.end(), entry->name.begin(),
+                   entry->name.begin() + static_cast<std::ptrdiff_t>(length));
+  }
+  return {std::move(listing)};
 }
 
 void Session::adopt_task_table() {

@@ -139,7 +139,11 @@ class Session : public Client {
     Response response;
   };
   /// The answer of Next::finish.
-  PendingAnswer take_pending() noexcept { return std::move(*pending_); }
+  PendingAnswer take_pending() noexcept {
+    PendingAnswer pending = std::move(*pending_);
+    pending_.reset();
+    return pending;
+  }
 
   /// True if the responses in the output buffer should go out now, after a request: no complete
   /// request is left in the input buffer to answer in the same write, or the buffer is half full.
@@ -282,6 +286,23 @@ class Session : public Client {
     out_.commit(encoder.finish(out_.writable()));
     return true;
   }
+  /// The answer of a code without a task function (its request read or to be drained): OK for
+  /// keep-alive, the listing for describe (unless ServerOptions::describe is off), Error 255 for
+  /// the rest (unregistered codes, unassigned reserved codes).
+  Response reserved_answer(TaskCode code, TaskEnd& end) const {
+    if (code == kKeepAliveTaskCode) {
+      return {};
+    }
+    if (code == kDescribeTaskCode && server().options().describe) {
+      return describe_listing();
+    }
+    end.error_code = kUnknownTaskErrorCode;
+    return {};
+  }
+  /// The describe listing of the task table: format byte 1, then code, name length and name of
+  /// each registered application code in increasing order (docs/protocol.md section 4).
+  Response describe_listing() const;
+
   /// True if `room` bytes fit at the back of the output buffer without a flush (a flush empties
   /// the buffer, whose capacity exceeds every room asked for).
   bool output_fits(std::size_t room) const noexcept { return out_.tail_room() >= room; }
@@ -377,7 +398,9 @@ class Session : public Client {
   RequestSource& source_;
   SessionData session_;
   std::stop_source stop_source_;
-  std::optional<PendingAnswer> pending_;  // the answer of Next::finish
+  // The answer of Next::finish; on the heap, as it is rare and every idle connection would
+  // otherwise hold its room.
+  std::unique_ptr<PendingAnswer> pending_;
 
  private:
   void adopt_task_table();
@@ -419,17 +442,14 @@ class Session : public Client {
       return true;
     }
     end_task_on_exit.session = nullptr;  // the driver's finish_task ends it
-    pending_.emplace(PendingAnswer{std::move(end), std::move(response)});
+    pending_ = std::make_unique<PendingAnswer>(PendingAnswer{std::move(end), std::move(response)});
     return false;
   }
 
   /// The answer of a code without a task function, whose request is all in the input buffer.
-  Response answer_without_task(TaskCode code, TaskEnd& end) noexcept {
+  Response answer_without_task(TaskCode code, TaskEnd& end) {
     drain_buffered();  // the whole message, within the limit
-    if (code != kKeepAliveTaskCode) {
-      end.error_code = kUnknownTaskErrorCode;
-    }
-    return {};
+    return reserved_answer(code, end);
   }
 
   /// Runs an inline task function on its request, which is all in the input buffer.

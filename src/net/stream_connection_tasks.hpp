@@ -54,11 +54,8 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
   watchdog_.begin_request(server().options().max_request_duration);
   TaskEnd end = begin_task_record(code, entry.get());
   if (!entry) {
-    if (code != kKeepAliveTaskCode) {
-      end.error_code = kUnknownTaskErrorCode;
-    }
-    Response none;
-    co_return co_await finish_task(end, none);
+    Response answer = reserved_answer(code, end);
+    co_return co_await finish_task(end, answer);
   }
   if (stop_source_.stop_requested()) {
     stop_source_ = std::stop_source();  // a fresh one only after the last was used

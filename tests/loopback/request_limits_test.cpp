@@ -150,7 +150,7 @@ TEST_F(RequestLimits, PastTheDrainLimitTheServerAnswers254AndCloses) {
 TEST_F(RequestLimits, UnknownTaskWithBigContentIsDrainedAndAnswered255) {
   start(0);
   RawClient c(server_->port());
-  for (const TaskCode code : {TaskCode{9}, TaskCode{200}, TaskCode{251}, TaskCode{254}}) {
+  for (const TaskCode code : {TaskCode{9}, TaskCode{200}, TaskCode{252}, TaskCode{254}}) {
     SCOPED_TRACE("task " + std::to_string(code));
     EXPECT_EQ(c.call(request(code, content_of(std::size_t{1} << 20)), 2), bytes({0x01, 0xFF}));
     EXPECT_EQ(c.call(request(1, bytes({0x01, 0x02})), 5), ok_with(bytes({0x01, 0x02})));

@@ -77,9 +77,31 @@ TEST_P(WorkedBytes, UnknownTask9) {
   EXPECT_EQ(c->call(bytes({0x09, 0x00}), 2), bytes({0x01, 0xFF}));
 }
 
+TEST_P(WorkedBytes, DescribeListsTheRegisteredTasks) {
+  // The listing (docs/protocol.md section 4) made from the server's own registry.
+  Bytes listing{0x01};
+  for (const TaskCode code : server_->server().registered_task_codes()) {
+    const std::string name = server_->server().task(code)->name;
+    listing.push_back(code);
+    listing.push_back(static_cast<std::uint8_t>(name.size()));
+    listing.insert(listing.end(), name.begin(), name.end());
+  }
+  ASSERT_GT(listing.size(), 1U);
+  ASSERT_LT(listing.size(), 256U);  // one block
+  Bytes expected{0x00, static_cast<std::uint8_t>(listing.size())};
+  expected.insert(expected.end(), listing.begin(), listing.end());
+  expected.push_back(0x00);
+  auto c = connect();
+  EXPECT_EQ(c->call(bytes({0xFB, 0x00}), expected.size()), expected);
+  // Content is read and thrown away, also when it takes many reads (64 KiB of it).
+  EXPECT_EQ(c->call(request(0xFB, Bytes(std::size_t{64} * 1024, 0x5A)), expected.size()), expected);
+  // The connection stays open.
+  EXPECT_EQ(c->call(bytes({0xFA, 0x00}), 2), bytes({0x00, 0x00}));
+}
+
 TEST_P(WorkedBytes, UnassignedReservedCodesAreUnknownTasks) {
   auto c = connect();
-  for (int code = 251; code <= 254; ++code) {
+  for (int code = 252; code <= 254; ++code) {
     EXPECT_EQ(c->call(bytes({code, 0x00}), 2), bytes({0x01, 0xFF})) << "code " << code;
   }
 }

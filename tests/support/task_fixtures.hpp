@@ -285,7 +285,7 @@ inline std::optional<Bytes> expected_answer(TaskCode code, std::span<const std::
       return std::nullopt;
     case kGoodbyeTaskCode:
       return Bytes{0x02};
-    default:  // unknown, and the unassigned reserved codes 251..254
+    default:  // unknown, the unassigned reserved codes 252..254, and 251 with describe off
       return unknown;
   }
 }

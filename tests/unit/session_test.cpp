@@ -188,7 +188,7 @@ TEST(SessionEngine, KeepAliveAnswersOkWithTheEmptyMessage) {
 
 TEST(SessionEngine, UnregisteredAndUnassignedReservedCodesAnswerError255) {
   Engine e;
-  for (const TaskCode code : std::initializer_list<TaskCode>{0, 9, 249, 251, 252, 253, 254}) {
+  for (const TaskCode code : std::initializer_list<TaskCode>{0, 9, 249, 252, 253, 254}) {
     SCOPED_TRACE(int{code});
     // The content is read and thrown away: nothing of the request is left.
     e.expect_answer({code, 0x02, 0xAA, 0xBB, 0x00}, Next::flush, {0x01, 0xFF});
@@ -247,6 +247,38 @@ TEST(SessionEngine, GoodbyeCodeIsLeftToTheDriverToAnswer) {
   EXPECT_EQ(e.session.take_output(), Bytes{0x02});
 }
 
+TEST(SessionEngine, DescribeListsTheRegisteredTasksAsTheProtocolShows) {
+  Server server(quiet_options());
+  const auto none = [](TaskContext& /*ctx*/, std::span<const std::uint8_t> /*request*/) {
+    return Response();
+  };
+  server.register_task(6, none, {.name = "count", .kind = TaskKind::inline_call});
+  server.register_task(1, none, {.name = "echo", .kind = TaskKind::inline_call});
+  SessionHarness session(server);
+  // Section 8: tasks 1 "echo" and 6 "count"; any request content is read and thrown away.
+  session.feed({0xFB, 0x02, 0xAA, 0xBB, 0x00});
+  EXPECT_EQ(session.serve_buffered(), Next::flush);
+  EXPECT_EQ(session.take_output(), (Bytes{0x00, 0x0E, 0x01, 0x01, 0x04, 0x65, 0x63, 0x68, 0x6F,
+                                          0x06, 0x05, 0x63, 0x6F, 0x75, 0x6E, 0x74, 0x00}));
+  EXPECT_EQ(session.buffered_input(), Bytes{});
+  // A name longer than 255 bytes is cut to its first 255.
+  server.register_task(9, none, {.name = std::string(300, 'n'), .kind = TaskKind::inline_call});
+  session.feed({0xFB, 0x00});
+  EXPECT_EQ(session.serve_buffered(), Next::flush);
+  const Bytes out = session.take_output();
+  ASSERT_EQ(out.size(), 1U + 1 + 255 + 1 + 16 + 1);  // OK, a full block, a block of 16, end
+  EXPECT_EQ(out[1], 0xFF);
+  EXPECT_EQ(out[2 + 14], 0x09);  // the third entry, after the format byte and 13 bytes
+  EXPECT_EQ(out[2 + 15], 0xFF);  // its name's length, cut
+}
+
+TEST(SessionEngine, DescribeSwitchedOffIsAnUnknownTask) {
+  ServerOptions options = quiet_options();
+  options.describe = false;
+  Engine e(std::move(options));
+  e.expect_answer({0xFB, 0x00}, Next::flush, {0x01, 0xFF});
+}
+
 TEST(SessionEngine, WorkedBytesOfTheProtocol) {
   Engine e;
   const Bytes hi{0x00, 0x02, 0x68, 0x69, 0x00};
@@ -256,8 +288,6 @@ TEST(SessionEngine, WorkedBytesOfTheProtocol) {
   e.expect_answer({0x07, 0x00}, Next::flush, {0x01, 0x03});
   e.expect_answer({0x09, 0x00}, Next::flush, {0x01, 0xFF});
   e.expect_answer({0xFA, 0x00}, Next::flush, {0x00, 0x00});
-  // Describe is not served by this release: Error 255, as with describe switched off.
-  e.expect_answer({0xFB, 0x00}, Next::flush, {0x01, 0xFF});
   // 300 bytes of content: FF and 255 bytes, 2D and 45 bytes, 00.
   e.session.feed(request(tasks::kInlineEcho, pattern(300)));
   ASSERT_EQ(e.session.serve_buffered(), Next::flush);
