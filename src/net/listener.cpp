@@ -2,6 +2,7 @@
 #include <serialserver/listener.hpp>
 #include <serialserver/server.hpp>
 #include "net/cores.hpp"
+#include "net/listen_address.hpp"
 #include "net/stream_connection.hpp"
 #include "net/stream_ops.hpp"
 #include "net/tls_context.hpp"
@@ -80,45 +81,6 @@ class OwnedDescriptor {
   int fd_;
 };
 
-/// A parsed listen address.
-struct ParsedAddress {
-  bool is_unix = false;
-  std::string host;  // without brackets
-  std::string port;
-  std::string path;
-};
-
-ParsedAddress parse_address(const std::string& address) {
-  ParsedAddress parsed;
-  if (address.find('/') != std::string::npos) {
-    parsed.is_unix = true;
-    parsed.path = address;
-    return parsed;
-  }
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size()) {
-    throw std::invalid_argument("invalid listen address '" + address +
-                                "' (expected host:port, [v6]:port or a Unix socket path)");
-  }
-  parsed.port = address.substr(colon + 1);
-  parsed.host = address.substr(0, colon);
-  if (!parsed.host.empty() && parsed.host.front() == '[') {
-    if (parsed.host.back() != ']') {
-      throw std::invalid_argument("invalid listen address '" + address + "'");
-    }
-    parsed.host = parsed.host.substr(1, parsed.host.size() - 2);
-  }
-  if (parsed.host.empty()) {
-    parsed.host = "0.0.0.0";
-  }
-  for (char ch : parsed.port) {
-    if (ch < '0' || ch > '9') {
-      throw std::invalid_argument("invalid port in listen address '" + address + "'");
-    }
-  }
-  return parsed;
-}
-
 template <class Socket>
 class SocketHandshakeStream final : public HandshakeStream {
  public:
@@ -140,48 +102,6 @@ class SocketHandshakeStream final : public HandshakeStream {
  private:
   Socket& socket_;
 };
-
-}  // namespace
-
-namespace {
-
-/// A file as the file system knows it, whatever its path.
-struct FileIdentity {
-  dev_t device = 0;
-  ino_t inode = 0;
-};
-
-/// Removes the socket file at `path` if it is stale (nothing accepts on it: a crashed earlier
-/// run). A socket that answers a connect is in use: throws address_in_use, as binding a busy TCP
-/// port does. Anything that is not a socket is left for bind to refuse.
-void remove_stale_unix_socket(const std::string& path, const std::string& address) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
-    return;
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return;  // bind reports the long path
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  // Non-blocking, so that a live server with a full backlog (EAGAIN) does not block us.
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return;
-  }
-  const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-  const int error = rc == 0 ? 0 : errno;
-  ::close(fd);
-  if (rc == 0 || error == EAGAIN || error == EINPROGRESS) {
-    throw std::system_error(make_error_code(asio::error::address_in_use),
-                            "bind " + address + " (a server is listening there)");
-  }
-  if (error == ECONNREFUSED) {
-    ::unlink(path.c_str());  // nobody listens: a stale socket file
-  }
-  // Any other failure (permissions, ...): bind reports it.
-}
 
 }  // namespace
 
