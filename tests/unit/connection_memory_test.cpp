@@ -170,7 +170,7 @@ Workload worked_bytes() {
       bytes({0x02, 0x00}),                                      // OK with no content
       bytes({0x03, 0x01, 0x03, 0x00}),                          // Error, code 3
       bytes({0x09, 0x00}),                                      // unknown task 9
-      bytes({0xFB, 0x00, 0xFC, 0x00, 0xFD, 0x00, 0xFE, 0x00}),  // unassigned reserved codes
+      bytes({0xFB, 0x00, 0xFC, 0x00, 0xFD, 0x00, 0xFE, 0x00}),  // unassigned (describe is off)
       bytes({0xFA, 0x00}),                                      // keep-alive
       bytes({0x01, 0xFF}), head, bytes({0x2D}), tail,
       bytes({0x00}),        // echo of 300 bytes: FF + 255, 2D + 45, 00
