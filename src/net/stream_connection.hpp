@@ -222,8 +222,11 @@ class StreamConnection final : public Session,
 
   /// A non-blocking read or write that no one waits on failed with `ec`: unless it only would
   /// have blocked, the next I/O step reports it instead of starting.
+  /// End of stream is not deferred: the answers already earned still go out, and the next read
+  /// sees it again.
   void defer_error(std::error_code ec) noexcept {
-    if (ec != asio::error::would_block && ec != asio::error::try_again && !deferred_error_) {
+    if (ec != asio::error::would_block && ec != asio::error::try_again && ec != asio::error::eof &&
+        !deferred_error_) {
       deferred_error_ = ec;
     }
   }
