@@ -122,7 +122,8 @@ TEST_F(DemoMetrics, JsonLogLinesAtDebugLevel) {
   {
     RawClient c(port_);
     ASSERT_EQ(c.call(bytes({0x01, 0x03, 'a', 'b', 'c', 0x00}), 6),
-              bytes({0x00, 0x03, 'a', 'b', 'c', 0x00}));
+              bytes({0x00, 0x03, 'a', 'b', 'c', 0x00}))
+        << log();
   }
   const std::string closed_line =
       R"("tasks":1,"bytes_in":3,"bytes_out":3,"reason":"peer_closed","detail":)";

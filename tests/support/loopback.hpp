@@ -15,7 +15,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -350,11 +353,34 @@ inline bool wait_for_port(std::uint16_t port, std::chrono::milliseconds timeout 
       timeout);
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; fine for tests on loopback).
+/// A free TCP port on 127.0.0.1 for a child program to listen on (bound then released).
+/// Chosen below the kernel's ephemeral range (32768 and up by default), so that the many
+/// client connections that tests open cannot take it as their source port before the child
+/// binds it, and never the same port twice in one test process. Thread-safe.
 inline std::uint16_t free_port() {
+  static std::mutex mutex;
+  static std::set<std::uint16_t> given;
+  static std::uint32_t next = 20000 + static_cast<std::uint32_t>(::getpid()) * 7919U % 12000U;
+  const std::lock_guard lock(mutex);
   asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
+  for (int attempt = 0; attempt < 12000; ++attempt) {
+    const auto port = static_cast<std::uint16_t>(next);
+    next = next + 1 < 32000 ? next + 1 : 20000;
+    if (given.contains(port)) {
+      continue;
+    }
+    asio::ip::tcp::acceptor probe(io);
+    asio::error_code ec;
+    probe.open(asio::ip::tcp::v4(), ec);
+    if (!ec) {
+      probe.bind({asio::ip::make_address("127.0.0.1"), port}, ec);
+    }
+    if (!ec) {
+      given.insert(port);
+      return port;
+    }
+  }
+  throw std::runtime_error("free_port: no free port in 20000..31999");
 }
 
 // ---- timing, metrics and memory helpers ------------------------------------------------------
