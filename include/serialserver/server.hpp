@@ -74,6 +74,20 @@ struct ServerOptions {
   /// at the price of finishing tasks whose client has really gone. Other errors (a reset)
   /// cancel the task either way. Noticed on TCP and Unix sockets, not under TLS.
   bool cancel_task_on_end_of_stream = true;
+  /// The most tasks that may run at once across the server (docs/protocol.md section 5); 0 means
+  /// no limit (the default). A task over the limit is not started: its request is read and
+  /// discarded and it is answered Error 253 (kBusyErrorCode); the connection stays open. Inline
+  /// tasks count while their function runs, coroutine and blocking tasks until their answer is
+  /// written. Keep-alive, describe and unknown codes do not count.
+  std::uint32_t max_concurrent_tasks = 0;
+  /// The default time budget of a coroutine or blocking task (docs/protocol.md section 5), from
+  /// the moment its function starts until its answer is complete; 0 means none (the default).
+  /// TaskOptions::deadline overrides it per task. When it passes, the task's stop token fires
+  /// and a coroutine task's pending operation is cancelled; once the function returns, the
+  /// client is answered Error 252 (kDeadlineExceededErrorCode) and the connection stays open.
+  /// A task whose OK response has started streaming is dropped with its connection instead.
+  /// A blocking function that ignores its stop token is waited for.
+  std::chrono::nanoseconds task_deadline{0};
   /// Grace period of the graceful disconnection that a connection's stop_token triggers.
   std::chrono::nanoseconds shutdown_grace = std::chrono::seconds(5);
   /// Logger; null means stderr at info level.
@@ -173,8 +187,34 @@ class Server {
   const ServerOptions& options() const noexcept { return options_; }
 
  private:
-  void add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name);
+  void add_coroutine_task(TaskCode code, TaskFunction function, std::string name,
+                          std::optional<std::chrono::nanoseconds> deadline);
+  void add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name,
+                         std::optional<std::chrono::nanoseconds> deadline);
   void add_inline_task(TaskCode code, InlineTaskFunction function, std::string name);
+  /// Takes one of options().max_concurrent_tasks slots for a task about to start; false if all
+  /// are taken (the task is answered Error 253 instead). Always true without a limit, with no
+  /// atomic operation.
+  bool try_take_task_slot() noexcept {
+    const std::uint32_t limit = options_.max_concurrent_tasks;
+    if (limit == 0) {
+      return true;
+    }
+    std::uint32_t running = running_tasks_.load(std::memory_order_relaxed);
+    do {
+      if (running >= limit) {
+        return false;
+      }
+    } while (
+        !running_tasks_.compare_exchange_weak(running, running + 1, std::memory_order_relaxed));
+    return true;
+  }
+  /// Gives back a slot that try_take_task_slot() took.
+  void give_back_task_slot() noexcept {
+    if (options_.max_concurrent_tasks != 0) {
+      running_tasks_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
   friend class Client;
   friend class detail::Session;
   template <class Stream>
@@ -209,6 +249,8 @@ class Server {
   std::shared_ptr<Metrics> metrics_;
   std::atomic<std::uint32_t> settings_version_{0};
 
+  std::atomic<std::uint32_t> running_tasks_{0};  // see try_take_task_slot()
+
   std::once_flag pool_once_;
   std::unique_ptr<detail::BlockingPool> pool_;
 };
@@ -237,13 +279,15 @@ void Server::register_task(TaskCode code, F function, TaskOptions options) {
       break;
     case TaskKind::coroutine:
       if constexpr (kCanCoroutine) {
-        register_task(code, TaskFunction(std::move(function)), std::move(options.name));
+        add_coroutine_task(code, TaskFunction(std::move(function)), std::move(options.name),
+                           options.deadline);
         return;
       }
       break;
     case TaskKind::blocking:
       if constexpr (kCanBlock) {
-        add_blocking_task(code, BlockingTaskFunction(std::move(function)), std::move(options.name));
+        add_blocking_task(code, BlockingTaskFunction(std::move(function)), std::move(options.name),
+                          options.deadline);
         return;
       }
       break;

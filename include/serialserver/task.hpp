@@ -7,8 +7,10 @@
 #include <serialserver/response.hpp>
 #include <serialserver/session_data.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -26,13 +28,15 @@ class TaskContext {
  public:
   /// Made by the server for each task; applications receive it, they do not make it.
   TaskContext(Client& client, RequestReader& request, Logger& logger, const SessionData& session,
-              TaskCode code, std::stop_token stop) noexcept
+              TaskCode code, std::stop_token stop,
+              std::optional<std::chrono::steady_clock::time_point> deadline = {}) noexcept
       : client_(client),
         request_(request),
         logger_(logger),
         session_(session),
         code_(code),
-        stop_(std::move(stop)) {}
+        stop_(std::move(stop)),
+        deadline_(deadline) {}
 
   /// The connection (Go: c *Client).
   Client& client() const noexcept { return client_; }
@@ -47,11 +51,18 @@ class TaskContext {
   /// The task code being served.
   TaskCode code() const noexcept { return code_; }
   /// Fires when the task is cancelled: server shutdown past its grace period, Client::cancel(),
-  /// the connection dying, or the request exceeding the size limit (Go: ctx.Done()).
+  /// the connection dying, the request exceeding the size limit, or the task's deadline passing
+  /// (Go: ctx.Done()).
   /// A coroutine task function's pending asynchronous operation is also cancelled then.
   std::stop_token stop_token() const noexcept { return stop_; }
   /// True once the task has been cancelled.
   bool stop_requested() const noexcept { return stop_.stop_requested(); }
+  /// When the task's time budget ends (ServerOptions::task_deadline, TaskOptions::deadline), or
+  /// nothing if it has none (Go: ctx.Deadline()). Past it the stop token fires and the client is
+  /// answered Error 252 (kDeadlineExceededErrorCode); a task that watches it can stop early.
+  std::optional<std::chrono::steady_clock::time_point> deadline() const noexcept {
+    return deadline_;
+  }
 
  private:
   Client& client_;
@@ -60,6 +71,7 @@ class TaskContext {
   const SessionData& session_;
   TaskCode code_;
   std::stop_token stop_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
 };
 
 /// A coroutine task function: runs on an I/O thread and must not block. It returns the response
@@ -98,6 +110,10 @@ struct TaskOptions {
   /// a coroutine, (TaskContext&) returning Response blocking. Name it for a callable whose
   /// signature does not say, such as a generic lambda.
   TaskKind kind = TaskKind::automatic;
+  /// The task's time budget (docs/protocol.md section 5, Error 252), from the moment its
+  /// function starts until its answer is complete: nothing means ServerOptions::task_deadline,
+  /// zero means none. Coroutine and blocking tasks only: an inline task runs to its end.
+  std::optional<std::chrono::nanoseconds> deadline = std::nullopt;
 };
 
 /// A registered task (Go: the TaskFunc and name returned by Server.TaskFunc). Exactly one of
@@ -108,6 +124,8 @@ struct RegisteredTask {
   TaskFunction function;                   ///< a coroutine task function, or empty
   BlockingTaskFunction blocking_function;  ///< a blocking task function, or empty
   InlineTaskFunction inline_function;      ///< an inline task function, or empty
+  /// The time budget of TaskOptions::deadline (nothing: the server's default).
+  std::optional<std::chrono::nanoseconds> deadline = std::nullopt;
 };
 
 }  // namespace serialserver

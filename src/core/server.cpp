@@ -51,22 +51,28 @@ void Server::register_entry(TaskCode code, RegisteredTask entry) {
 }
 
 void Server::register_task(TaskCode code, TaskFunction function, std::string name) {
+  add_coroutine_task(code, std::move(function), std::move(name), std::nullopt);
+}
+
+void Server::add_coroutine_task(TaskCode code, TaskFunction function, std::string name,
+                                std::optional<std::chrono::nanoseconds> deadline) {
   if (!function) {
     throw std::invalid_argument("register_task: empty task function");
   }
-  register_entry(code, RegisteredTask{std::move(name), std::move(function), {}, {}});
+  register_entry(code, RegisteredTask{std::move(name), std::move(function), {}, {}, deadline});
 }
 
 void Server::register_blocking_task(TaskCode code, BlockingTaskFunction function,
                                     std::string name) {
-  add_blocking_task(code, std::move(function), std::move(name));
+  add_blocking_task(code, std::move(function), std::move(name), std::nullopt);
 }
 
-void Server::add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name) {
+void Server::add_blocking_task(TaskCode code, BlockingTaskFunction function, std::string name,
+                               std::optional<std::chrono::nanoseconds> deadline) {
   if (!function) {
     throw std::invalid_argument("register_blocking_task: empty task function");
   }
-  register_entry(code, RegisteredTask{std::move(name), {}, std::move(function), {}});
+  register_entry(code, RegisteredTask{std::move(name), {}, std::move(function), {}, deadline});
 }
 
 void Server::register_inline_task(TaskCode code, InlineTaskFunction function, std::string name) {
@@ -82,8 +88,9 @@ void Server::add_inline_task(TaskCode code, InlineTaskFunction function, std::st
     const std::vector<std::uint8_t> request = co_await ctx.request().async_read_all();
     co_return function(ctx, request);
   };
-  register_entry(code,
-                 RegisteredTask{std::move(name), std::move(as_coroutine), {}, std::move(function)});
+  register_entry(
+      code, RegisteredTask{
+                std::move(name), std::move(as_coroutine), {}, std::move(function), std::nullopt});
 }
 
 std::optional<RegisteredTask> Server::task(TaskCode code) const {

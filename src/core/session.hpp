@@ -60,7 +60,7 @@ class Session : public Client {
   enum class Next : std::uint8_t {
     read,        // idle: wait for the next request
     flush,       // write out the output buffer, which the stream did not take at once
-    disconnect,  // idle after a disconnect request: end the connection
+    disconnect,  // idle after a disconnect request: say Goodbye unprompted, linger, end
     goodbye,     // answer next_code() with Goodbye (the Goodbye code, or any after a disconnect)
     task,        // start the task function of next_code()
     finish,      // answer take_pending(): an answer that did not fit, or a failed inline task
@@ -160,6 +160,7 @@ class Session : public Client {
     request_too_large_ = false;
     drain_overflow_ = false;
     task_cancelled_ = false;  // a cancel of an earlier task (or its producer) is spent
+    deadline_exceeded_ = false;
     task_bytes_read_.store(0, std::memory_order_relaxed);
     task_bytes_written_.store(0, std::memory_order_relaxed);
   }
@@ -216,10 +217,15 @@ class Session : public Client {
 
   // ---- answers ---------------------------------------------------------------------------
   /// Settles what a task's answer is (once its function has returned): a Response::error is an
-  /// Error, and past the size limit the limit decides, whatever the task made of it.
+  /// Error; past its deadline, Error 252 however the task ended (its cancellation may have made
+  /// it fail); and past the size limit the limit decides, whatever the task made of it.
   void settle(TaskEnd& end, const Response& response) const noexcept {
     if (response.is_error()) {
       end.error_code = response.error_code();
+    }
+    if (deadline_exceeded_) {
+      end.error_code = kDeadlineExceededErrorCode;
+      end.failure.reset();
     }
     if (request_too_large_) {
       end.error_code = kMessageTooLargeErrorCode;
@@ -391,8 +397,9 @@ class Session : public Client {
   bool request_ended_ = false;
   bool request_too_large_ = false;
   bool drain_overflow_ = false;
-  bool task_cancelled_ = false;  // the task (or its producer) in flight was cancelled
-  bool peer_gone_ = false;       // the peer went away while a task ran
+  bool task_cancelled_ = false;     // the task (or its producer) in flight was cancelled
+  bool deadline_exceeded_ = false;  // the task in flight ran past its deadline: Error 252
+  bool peer_gone_ = false;          // the peer went away while a task ran
   TaskCode next_code_ = 0;
   std::error_code close_reason_;
   RequestSource& source_;
@@ -452,13 +459,20 @@ class Session : public Client {
     return reserved_answer(code, end);
   }
 
-  /// Runs an inline task function on its request, which is all in the input buffer.
+  /// Runs an inline task function on its request, which is all in the input buffer; or, if the
+  /// server runs as many tasks as it may, answers Error 253 without running it.
   Response run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length) {
+    if (!server().try_take_task_slot()) {
+      drain_buffered();  // the whole message, within the limit
+      end.error_code = kBusyErrorCode;
+      return {};
+    }
     const std::span<const std::uint8_t> content = message_content(in_.readable().first(length));
     request_bytes_ = content.size();
     request_ended_ = true;
     task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
     Response response = call_inline(entry, end, content);
+    server().give_back_task_slot();
     in_.consume(length);  // after the call: `content` may view the input buffer
     settle(end, response);
     return response;

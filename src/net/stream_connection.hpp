@@ -54,6 +54,9 @@ namespace serialserver::detail {
 inline constexpr std::size_t kIdleReadBytes = 128;
 /// The longest a TLS connection waits for the peer's close_notify when it ends.
 inline constexpr std::chrono::nanoseconds kTlsShutdownTimeout = std::chrono::seconds(2);
+/// The longest a disconnected connection reads and discards what its peer still sends after its
+/// Goodbye (the grace period's end, if sooner, ends it too): docs/protocol.md section 7.
+inline constexpr std::chrono::nanoseconds kGoodbyeLinger = std::chrono::seconds(1);
 /// Staging buffer for response producers.
 inline constexpr std::size_t kProducerChunk = std::size_t{16} * 1024;
 /// Reads and writes in a row that did not have to wait, after which a connection lets the other
@@ -347,14 +350,18 @@ class StreamConnection final : public Session,
               std::rethrow_exception(result.exception);
             }
             if (result.ec) {
-              co_return result.ec;
+              if (!woken_to_disconnect(result.ec)) {
+                co_return result.ec;
+              }
+              next = serve_ready();  // Next::disconnect, or the output before it
+              break;
             }
             next = result.next;
           } else {
             waiting_for_request_ = true;
             const auto ec = co_await read_more(Watchdog::Wait::request);
             waiting_for_request_ = false;
-            if (ec) {
+            if (ec && !woken_to_disconnect(ec)) {
               co_return ec;
             }
             next = serve_ready();
@@ -367,7 +374,7 @@ class StreamConnection final : public Session,
           next = serve_ready();
           break;
         case Next::disconnect:
-          co_return make_error_code(Errc::graceful_disconnect);
+          co_return co_await say_goodbye(std::nullopt);
         case Next::goodbye:
           co_return co_await say_goodbye(next_code());
         case Next::task:
@@ -465,23 +472,68 @@ class StreamConnection final : public Session,
     }
   }
 
-  asio::awaitable<std::error_code> say_goodbye(TaskCode code) {
+  // ---- Goodbye -------------------------------------------------------------------------------
+  /// Answers `code` with Goodbye (the goodbye code, or any code after a disconnect), or with no
+  /// code, says Goodbye unprompted to a disconnected connection that is idle; after a
+  /// disconnect, lingers. The connection then ends.
+  asio::awaitable<std::error_code> say_goodbye(std::optional<TaskCode> code) {
     if (auto ec = co_await reserve_output(1)) {
       co_return ec;
     }
     append_goodbye();
-    TaskRecord record;
-    record.code = code;
-    record.outcome = TaskOutcome::goodbye;
-    report_task(record);
+    if (code) {
+      TaskRecord record;
+      record.code = *code;
+      record.outcome = TaskOutcome::goodbye;
+      report_task(record);
+    }
     if (auto ec = co_await flush()) {
       co_return ec;
+    }
+    if (disconnect_requested_) {
+      co_await linger();
     }
     set_close_reason(Errc::graceful_disconnect);
     co_return close_reason_;
   }
 
+  /// After the Goodbye of a disconnect: shuts our sending side (the peer reads the Goodbye, then
+  /// end of stream), then reads and discards what the peer still sends until it closes or
+  /// kGoodbyeLinger passes. Closing with unread input would reset the connection, and a reset
+  /// can destroy the Goodbye in flight. On TLS, run()'s TLS shutdown does this instead.
+  asio::awaitable<void> linger() {
+    if constexpr (!TlsStream<Stream>) {
+      watchdog_.set_disconnect_deadline(std::min(grace_end_, Clock::now() + kGoodbyeLinger));
+      std::error_code ec;
+      lowest_socket(stream_).shutdown(asio::socket_base::shutdown_send, ec);
+      while (!ec && !stream_closed_) {
+        co_await stream_.async_read_some(asio::buffer(idle_in_),
+                                         asio::redirect_error(asio::use_awaitable, ec));
+      }
+    }
+    co_return;
+  }
+
+  /// True if `ec` ended the wait for a request because a disconnect woke it (begin_disconnect),
+  /// so that the connection says Goodbye instead of ending with the error.
+  bool woken_to_disconnect(std::error_code ec) const noexcept {
+    return ec == asio::error::operation_aborted && disconnect_requested_ && !stream_closed_ &&
+           !deferred_error_;
+  }
+
   // ---- tasks (stream_connection_tasks.hpp) -------------------------------------------------
+  /// When the time budget of a task of `entry` that starts now ends, if it has one: its
+  /// TaskOptions::deadline, else ServerOptions::task_deadline. Inline tasks have none.
+  std::optional<Clock::time_point> task_deadline(const RegisteredTask& entry) const {
+    if (entry.inline_function) {
+      return std::nullopt;
+    }
+    const auto budget = entry.deadline.value_or(server().options().task_deadline);
+    if (budget.count() <= 0) {
+      return std::nullopt;
+    }
+    return Clock::now() + budget;
+  }
   asio::awaitable<std::error_code> serve_task(TaskCode code);
   asio::awaitable<Response> run_task(const RegisteredTask& entry, TaskContext& ctx);
   asio::awaitable<std::error_code> finish_task(TaskEnd& end, Response& response);
@@ -511,6 +563,7 @@ class StreamConnection final : public Session,
   std::array<std::uint8_t, kIdleReadBytes> idle_in_{};
 
   bool finished_ = false;
+  Clock::time_point grace_end_ = Clock::time_point::max();  // the end of a disconnect's grace
   asio::cancellation_signal task_cancel_;
   std::uint64_t task_generation_ = 0;
   bool task_suspended_ = false;

@@ -75,12 +75,17 @@ void StreamConnection<Stream>::finish(std::error_code reason, Clock::time_point 
 template <class Stream>
 void StreamConnection<Stream>::begin_disconnect(std::chrono::nanoseconds grace) {
   disconnect_requested_ = true;
-  if (waiting_for_request_ && in_.empty()) {  // idle: close at once, sending nothing
-    set_close_reason(Errc::graceful_disconnect);
-    close_now();
+  grace_end_ = std::min(grace_end_, Clock::now() + std::max(grace, std::chrono::nanoseconds(0)));
+  if (waiting_for_request_ && in_.empty()) {
+    // Idle: wake the wait for a request, so that serve() says Goodbye unprompted and lingers
+    // (docs/protocol.md section 7). The grace period bounds only the linger then: a deadline
+    // set now could close the connection before the Goodbye is written.
+    cancel_stream(stream_);
     return;
   }
-  watchdog_.set_disconnect_deadline(Clock::now() + std::max(grace, std::chrono::nanoseconds(0)));
+  // Otherwise the engine answers Next::disconnect once the request in flight has been answered,
+  // or Goodbye to the next task code; a task still running at grace_end_ is cancelled.
+  watchdog_.set_disconnect_deadline(grace_end_);
 }
 
 /// Closing a socket whose receive queue holds unread bytes sends a reset, which can make the
@@ -127,6 +132,15 @@ asio::awaitable<void> StreamConnection<Stream>::tls_shutdown() {
 template <class Stream>
 void StreamConnection<Stream>::on_deadline(Watchdog::Expired expired) {
   switch (expired) {
+    case Watchdog::Expired::task:
+      // The task's time budget ended: cancel it and answer Error 252 (settle()), or, if its
+      // OK response is streaming, drop the connection (cancel_task()). The connection stays
+      // otherwise. A task that has returned already is answered as it ended.
+      if (stage() != Stage::idle && !task_cancelled_) {
+        deadline_exceeded_ = true;
+        cancel_task();
+      }
+      return;
     case Watchdog::Expired::disconnect:  // cancel what runs and close without a response
       set_close_reason(Errc::graceful_disconnect);
       break;

@@ -57,11 +57,23 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
     Response answer = reserved_answer(code, end);
     co_return co_await finish_task(end, answer);
   }
+  if (!server().try_take_task_slot()) {
+    end.error_code = kBusyErrorCode;  // not started: its request is drained, then answered
+    Response none;
+    co_return co_await finish_task(end, none);
+  }
+  const ScopeExit give_back_slot{[this]() noexcept { server().give_back_task_slot(); }};
   if (stop_source_.stop_requested()) {
     stop_source_ = std::stop_source();  // a fresh one only after the last was used
   }
+  const auto deadline = task_deadline(*entry);
+  const ScopeExit end_deadline{[this]() noexcept { watchdog_.set_task_deadline({}); }};
+  if (deadline) {
+    watchdog_.set_task_deadline(deadline);
+  }
   RequestReader reader(*this);
-  TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token());
+  TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token(),
+                  deadline);
   set_stage(Stage::task);
   task_suspended_ = false;
   task_is_blocking_ = static_cast<bool>(entry->blocking_function);

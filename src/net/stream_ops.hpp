@@ -56,6 +56,14 @@ void close_stream(Stream& stream) noexcept {
   }
 }
 
+/// Cancels the stream's pending operations (they complete with operation_aborted), ignoring
+/// errors; the stream stays open.
+template <class Stream>
+void cancel_stream(Stream& stream) noexcept {
+  std::error_code ignored;
+  lowest_socket(stream).cancel(ignored);
+}
+
 /// "127.0.0.1:7070", "[::1]:7070".
 std::string endpoint_to_string(const asio::ip::tcp::endpoint& endpoint);
 /// The socket path (or "@name" for an abstract socket, "unix" if unnamed).

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <system_error>
 
 #include <asio/any_io_executor.hpp>
@@ -25,6 +26,7 @@ class Watchdog {
   enum class Wait : std::uint8_t { none, request, reading, writing };
   /// Which deadline passed.
   enum class Expired : std::uint8_t {
+    task,        // the task's time budget ended (the watchdog goes on)
     disconnect,  // the disconnect's grace period ended
     wait,        // the Wait timeout, waiting for a request
     read,        // the Read timeout, reading a request
@@ -65,6 +67,11 @@ class Watchdog {
     request_deadline_ =
         max_duration.count() > 0 ? Clock::now() + max_duration : Clock::time_point::max();
   }
+  /// The running task's time budget ends at `deadline`; nothing: the task has ended.
+  void set_task_deadline(std::optional<Clock::time_point> deadline) {
+    task_deadline_ = deadline.value_or(Clock::time_point::max());
+    rearm_if_earlier(task_deadline_);
+  }
   /// A disconnect's grace period ends at `deadline` (the earliest of several wins).
   void set_disconnect_deadline(Clock::time_point deadline) {
     if (deadline < disconnect_deadline_) {
@@ -88,6 +95,13 @@ class Watchdog {
       return;
     }
     const auto now = Clock::now();
+    if (task_deadline_ <= now) {
+      task_deadline_ = Clock::time_point::max();
+      owner->on_deadline(Expired::task);  // the connection goes on: so does the watchdog
+      if (owner->finished()) {
+        return;
+      }
+    }
     if (disconnect_deadline_ <= now) {
       owner->on_deadline(Expired::disconnect);
       return;
@@ -99,7 +113,7 @@ class Watchdog {
                              : Expired::write);
       return;
     }
-    const auto next = std::min(io_deadline_, disconnect_deadline_);
+    const auto next = std::min({io_deadline_, disconnect_deadline_, task_deadline_});
     if (expiry_ != next) {
       set_expiry(next);
     }
@@ -122,6 +136,7 @@ class Watchdog {
   Clock::time_point request_deadline_ = Clock::time_point::max();
   Clock::time_point expiry_ = Clock::time_point::max();
   Clock::time_point disconnect_deadline_ = Clock::time_point::max();
+  Clock::time_point task_deadline_ = Clock::time_point::max();
   Wait wait_ = Wait::none;
   asio::steady_timer timer_;
 };

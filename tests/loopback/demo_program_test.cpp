@@ -174,7 +174,7 @@ TEST_F(DemoProgram, SigtermWithAnIdleConnectionExitsZeroPromptly) {
   const auto begin = Clock::now();
   child_->signal(SIGTERM);
   EXPECT_TRUE(c.closed_within(2000ms));
-  EXPECT_TRUE(c.unexpected_bytes().empty());
+  EXPECT_EQ(c.unexpected_bytes(), bytes({0x02})) << "no unprompted Goodbye";
   const auto status = child_->wait_exit(3000ms);
   ASSERT_TRUE(status.has_value()) << "still running 3 s after SIGTERM";
   EXPECT_EQ(*status, 0) << log();
@@ -195,7 +195,7 @@ TEST_F(DemoProgram, SigtermDuringASleepWithinTheGraceLetsTheResponseThrough) {
   EXPECT_EQ(c.recv(2, 3000ms), bytes({0x00, 0x00}));
   EXPECT_GE(Clock::now() - sent, 450ms);  // the sleep was not cut short
   EXPECT_TRUE(c.closed_within(2000ms));
-  EXPECT_TRUE(c.unexpected_bytes().empty());
+  EXPECT_EQ(c.unexpected_bytes(), bytes({0x02})) << "no Goodbye after the response";
   const auto status = child_->wait_exit(3000ms);
   ASSERT_TRUE(status.has_value()) << "still running after grace + 1 s";
   EXPECT_EQ(*status, 0) << log();

@@ -73,16 +73,65 @@ class GracefulDisconnect : public DisconnectBase, public ::testing::TestWithPara
   }
 };
 
-TEST_P(GracefulDisconnect, IdleConnectionClosesAtOnceSendingNothing) {
+TEST_P(GracefulDisconnect, IdleConnectionIsSentGoodbyeAtOnceThenEndOfStream) {
   constexpr auto kGrace = 10s;
   RawClient c(server_.port());
   ASSERT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
   ASSERT_TRUE(only_client());
   const auto start = Clock::now();
   disconnect(kGrace);
-  EXPECT_TRUE(c.closed_within(kTimingSlack));
-  EXPECT_LT(elapsed_since(start), kTimingSlack) << "an idle connection did not close at once";
-  EXPECT_TRUE(c.unexpected_bytes().empty()) << "bytes were sent on an idle disconnect";
+  EXPECT_EQ(c.recv(1, kTimingSlack), bytes({0x02})) << "no unprompted Goodbye";
+  EXPECT_TRUE(c.closed_within(kTimingSlack)) << "the server did not end its side";
+  EXPECT_LT(elapsed_since(start), kTimingSlack) << "the Goodbye waited";
+  EXPECT_TRUE(c.unexpected_bytes().empty()) << "bytes were sent after the Goodbye";
+  EXPECT_EQ(first_close_reason(), make_error_code(Errc::graceful_disconnect));
+}
+
+TEST_P(GracefulDisconnect, AfterTheGoodbyeTheServerClosesWhenTheClientDoes) {
+  RawClient c(server_.port());
+  ASSERT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
+  ASSERT_TRUE(only_client());
+  disconnect(10s);
+  ASSERT_EQ(c.recv(1, kTimingSlack), bytes({0x02}));
+  const auto start = Clock::now();
+  c.close();
+  EXPECT_EQ(first_close_reason(), make_error_code(Errc::graceful_disconnect));
+  // Well before the 1 s linger: the server saw the client close.
+  EXPECT_LT(elapsed_since(start), 900ms) << "the server lingered after the client closed";
+}
+
+TEST_P(GracefulDisconnect, WhatTheClientSendsAfterTheGoodbyeIsDiscardedUntilTheLingerEnds) {
+  RawClient c(server_.port());
+  ASSERT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
+  ASSERT_TRUE(only_client());
+  disconnect(10s);
+  ASSERT_EQ(c.recv(1, kTimingSlack), bytes({0x02}));
+  const auto start = Clock::now();
+  c.send(request(1, bytes({0x7A})));  // a task sent without reading the Goodbye: never run
+  EXPECT_EQ(first_close_reason(), make_error_code(Errc::graceful_disconnect));
+  const auto took = elapsed_since(start);
+  EXPECT_GE(took, 800ms) << "the server did not linger";
+  EXPECT_LE(took, 1s + kTimingSlack) << "the linger did not end";
+  EXPECT_TRUE(metrics_->tasks_with_code(1).empty()) << "a task ran after the Goodbye";
+}
+
+TEST_P(GracefulDisconnect, AShortGraceShortensTheLinger) {
+  RawClient c(server_.port());
+  ASSERT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
+  ASSERT_TRUE(only_client());
+  const auto start = Clock::now();
+  disconnect(150ms);
+  ASSERT_EQ(c.recv(1, kTimingSlack), bytes({0x02}));
+  EXPECT_EQ(first_close_reason(), make_error_code(Errc::graceful_disconnect));
+  EXPECT_LT(elapsed_since(start), 150ms + kTimingSlack / 2);
+}
+
+TEST_P(GracefulDisconnect, AZeroGraceStillSaysGoodbye) {
+  RawClient c(server_.port());
+  ASSERT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
+  ASSERT_TRUE(only_client());
+  disconnect(0s);
+  EXPECT_EQ(c.recv(1, kTimingSlack), bytes({0x02}));
   EXPECT_EQ(first_close_reason(), make_error_code(Errc::graceful_disconnect));
 }
 
@@ -93,7 +142,8 @@ TEST_P(GracefulDisconnect, RunningTaskFinishesAndItsResponseIsSentThenTheConnect
   c.send(sleep_request(kSleepMs));
   wait_task_running(5);
   disconnect(10s);
-  EXPECT_EQ(c.recv(2), bytes({0x00, 0x00})) << "the running task's response was not sent";
+  EXPECT_EQ(c.recv(3), bytes({0x00, 0x00, 0x02}))
+      << "the running task's response, then Goodbye, were not sent";
   EXPECT_GE(elapsed_since(start), std::chrono::milliseconds(kSleepMs)) << "the task was cut short";
   EXPECT_TRUE(c.closed_within(kTimingSlack));
   EXPECT_LT(elapsed_since(start), 5s) << "the connection waited for the grace period";

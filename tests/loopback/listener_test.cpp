@@ -343,8 +343,8 @@ TEST(Listener, ShutdownClosesIdleConnectionsAndRefusesNewOnes) {
   RawClient idle(port);
   ASSERT_EQ(idle.call(kKeepAlive, 2), kOkEmpty);
   s.listener().shutdown(5s);
-  EXPECT_TRUE(idle.closed_within(2000ms));  // idle: closed at once, not after the grace
-  EXPECT_TRUE(idle.unexpected_bytes().empty());
+  EXPECT_TRUE(idle.closed_within(2000ms));  // idle: Goodbye at once, not after the grace
+  EXPECT_EQ(idle.unexpected_bytes(), bytes({0x02}));
   EXPECT_TRUE(eventually([&] { return connection_refused(port); }));
   EXPECT_TRUE(eventually([&] { return s.listener().num_connections() == 0; }));
   s.listener().wait();  // returns: shut down and nothing left
@@ -368,7 +368,7 @@ TEST(Listener, ShutdownLetsARunningTaskAnswerThenCloses) {
   s.listener().shutdown(5s);
   EXPECT_EQ(c.recv(5), bytes({0x00, 0x02, 'o', 'k', 0x00}));
   EXPECT_TRUE(c.closed_within(2000ms));
-  EXPECT_TRUE(c.unexpected_bytes().empty());
+  EXPECT_EQ(c.unexpected_bytes(), bytes({0x02}));
   EXPECT_TRUE(connection_refused(s.port()));
 }
 

@@ -19,6 +19,7 @@
 //   async_write_some pends and write_some fails with asio::error::would_block.
 // - async_wait(wait_read) completes once input is readable or ended; async_wait(wait_write) once
 //   there is room to write (or a write would fail at once).
+// - cancel() aborts this end's pending operations with asio::error::operation_aborted.
 // - close() aborts this end's pending operations with asio::error::operation_aborted; every
 //   later operation fails with asio::error::bad_descriptor, as on a closed socket. The connected
 //   end then reads end of stream after the data, and its writes fail with broken_pipe.
@@ -298,24 +299,20 @@ class MemoryStream {
     e.closed = true;
     l.pipes[1 - side_].ended = true;
     l.pipes[side_].reader_closed = true;
-    std::vector<OpPtr> aborted = std::exchange(e.read_waits, {});
-    for (OpPtr& op : std::exchange(e.write_waits, {})) {
-      aborted.push_back(std::move(op));
-    }
-    for (OpPtr* op : {&e.read, &e.write}) {
-      if (*op) {
-        aborted.push_back(std::move(*op));
-      }
-    }
-    for (OpPtr& op : aborted) {
-      op->complete(asio::error::operation_aborted, 0);
-    }
+    abort_pending(e);
     memory_link::input_changed(l, 1 - side_);
     memory_link::room_changed(l, 1 - side_);
   }
   void close() {
     std::error_code ignored;
     close(ignored);
+  }
+
+  /// Completes this end's pending operations with operation_aborted, as asio's socket cancel()
+  /// does; the stream stays open. Not an operation for fail_at.
+  void cancel(std::error_code& ec) {
+    ec.clear();
+    abort_pending(end());
   }
 
   // ---- asynchronous operations ------------------------------------------------------------
@@ -356,6 +353,21 @@ class MemoryStream {
   MemoryStream(std::shared_ptr<Link> link, int side) : link_(std::move(link)), side_(side) {}
 
   End& end() const noexcept { return link_->ends[side_]; }
+
+  static void abort_pending(End& e) {
+    std::vector<OpPtr> aborted = std::exchange(e.read_waits, {});
+    for (OpPtr& op : std::exchange(e.write_waits, {})) {
+      aborted.push_back(std::move(op));
+    }
+    for (OpPtr* op : {&e.read, &e.write}) {
+      if (*op) {
+        aborted.push_back(std::move(*op));
+      }
+    }
+    for (OpPtr& op : aborted) {
+      op->complete(asio::error::operation_aborted, 0);
+    }
+  }
 
   void close_if_open() noexcept {
     if (link_ && !end().closed) {
