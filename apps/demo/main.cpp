@@ -46,6 +46,9 @@ int run_main(int argc, char** argv) {
   // The library's default: a limit safe for the open network (0 lifts it).
   std::uint64_t max_request_bytes = serialserver::ServerOptions{}.max_request_bytes;
   unsigned threads = 0;
+  std::uint32_t max_concurrent_tasks = 0;
+  std::string task_timeout = "0";
+  bool no_describe = false;
   app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
       ->capture_default_str();
   app.add_option("--wait-timeout", wait_timeout, "longest wait for the next task code")
@@ -59,6 +62,17 @@ int run_main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();
+  app.add_option("--max-concurrent-tasks", max_concurrent_tasks,
+                 "most tasks running at once; a task over it is answered Error 253 (busy) "
+                 "without running; 0: no limit")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--task-timeout", task_timeout,
+                 "time budget of a task; past it the task is cancelled and answered Error 252; "
+                 "0: none")
+      ->capture_default_str();
+  app.add_flag("--no-describe", no_describe,
+               "answer describe (task 251) with Error 255, as an unknown code");
   app.add_option("--grace", grace, "shutdown grace period")->capture_default_str();
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (debug: a line per task)")
@@ -96,6 +110,7 @@ int run_main(int argc, char** argv) {
     options.timeout.read = duration_option(read_timeout, "--read-timeout");
     options.timeout.write = duration_option(write_timeout, "--write-timeout");
     grace_period = duration_option(grace, "--grace");
+    options.task_deadline = duration_option(task_timeout, "--task-timeout");
     try {
       options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(log_level),
                                                         serialserver::parse_log_format(log_format));
@@ -108,6 +123,8 @@ int run_main(int argc, char** argv) {
   }
   options.max_request_bytes = max_request_bytes;
   options.shutdown_grace = grace_period;
+  options.max_concurrent_tasks = max_concurrent_tasks;
+  options.describe = !no_describe;
   std::shared_ptr<serialserver::PrometheusMetrics> metrics;
   if (!metrics_address.empty()) {
     metrics = std::make_shared<serialserver::PrometheusMetrics>();

@@ -83,6 +83,9 @@ struct Flags {
   std::uint64_t retain_bytes = 0;
   std::uint64_t retain_log_bytes = 0;
   std::vector<std::string> retain_log;
+  std::uint32_t max_concurrent_tasks = 0;
+  std::string task_timeout = "0";
+  bool no_describe = false;
 };
 
 /// CLI11's check of a byte count: decimal digits only (CLI11 would take "-1" for 2^64 - 1).
@@ -148,6 +151,17 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--max-request-duration", f.max_request_duration,
                  "the longest one request may take to arrive in full; 0: no limit")
       ->capture_default_str();
+  app.add_option("--max-concurrent-tasks", f.max_concurrent_tasks,
+                 "most requests served at once across connections (waiting tails included); "
+                 "one over it is answered Error 253 (busy) without running; 0: no limit")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--task-timeout", f.task_timeout,
+                 "time budget of a request (a waiting tail's included); past it the request is "
+                 "cancelled and answered Error 252, or a streamed read is cut; 0: none")
+      ->capture_default_str();
+  app.add_flag("--no-describe", f.no_describe,
+               "answer describe (task 251) with Error 255, as an unknown code");
   app.add_option("--token-file", f.token_file,
                  "file holding the token (at least 16 bytes) that clients must present")
       ->check(serialserver::apps::readable_file());
@@ -264,6 +278,7 @@ int run_main(int argc, char** argv) {
     options.max_request_duration =
         duration_option(f.max_request_duration, "--max-request-duration");
     grace_period = duration_option(f.grace, "--grace");
+    options.task_deadline = duration_option(f.task_timeout, "--task-timeout");
     handshake_period = duration_option(f.handshake_timeout, "--handshake-timeout");
     reader_idle = duration_option(f.reader_idle, "--reader-idle-timeout");
     retain_interval = duration_option(f.retain_interval, "--retain-interval");
@@ -289,6 +304,8 @@ int run_main(int argc, char** argv) {
   options.worker_threads = f.workers;
   // An acknowledged write must be answered even to a client that half-closed after sending it.
   options.cancel_task_on_end_of_stream = false;
+  options.max_concurrent_tasks = f.max_concurrent_tasks;
+  options.describe = !f.no_describe;
   std::shared_ptr<serialserver::PrometheusMetrics> metrics;
   if (!f.metrics_address.empty()) {
     metrics = std::make_shared<serialserver::PrometheusMetrics>();

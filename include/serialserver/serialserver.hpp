@@ -8,6 +8,7 @@
 #include <serialserver/client.hpp>
 #include <serialserver/duration.hpp>
 #include <serialserver/error.hpp>
+#include <serialserver/interceptor.hpp>
 #include <serialserver/listener.hpp>
 #include <serialserver/logger.hpp>
 #include <serialserver/metrics.hpp>

@@ -2,6 +2,7 @@
 
 #include <serialserver/byte_order.hpp>
 #include <serialserver/client.hpp>
+#include <serialserver/interceptor.hpp>
 #include <serialserver/logger.hpp>
 #include <serialserver/metrics.hpp>
 #include <serialserver/protocol.hpp>
@@ -88,6 +89,9 @@ struct ServerOptions {
   /// A task whose OK response has started streaming is dropped with its connection instead.
   /// A blocking function that ignores its stop token is waited for.
   std::chrono::nanoseconds task_deadline{0};
+  /// Hooks before every registered task runs and after every task is answered, in this order
+  /// (see Interceptor). None by default; with none, serving costs nothing more.
+  std::vector<std::shared_ptr<Interceptor>> interceptors;
   /// Grace period of the graceful disconnection that a connection's stop_token triggers.
   std::chrono::nanoseconds shutdown_grace = std::chrono::seconds(5);
   /// Logger; null means stderr at info level.

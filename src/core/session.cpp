@@ -35,6 +35,47 @@ void Session::log_task(const TaskRecord& record) const {
   }
 }
 
+Admission Session::admit(TaskCode code, const RegisteredTask& entry) {
+  const TaskCall call{*this, code, entry.name, session_};
+  for (const auto& interceptor : server().options().interceptors) {
+    try {
+      const Admission admission = interceptor->before_task(call);
+      if (admission.verdict() != Admission::Verdict::run) {
+        return admission;
+      }
+    } catch (const std::exception& e) {
+      snapshot_.logger->error("{}: an interceptor failed before task {} ({}): {}", to_string(),
+                              code, entry.name, e.what());
+      return Admission::drop();
+    } catch (...) {
+      snapshot_.logger->error("{}: an interceptor failed before task {} ({})", to_string(), code,
+                              entry.name);
+      return Admission::drop();
+    }
+  }
+  return Admission::run();
+}
+
+Response Session::call_inline_guarded(const RegisteredTask& entry, TaskEnd& end,
+                                      std::span<const std::uint8_t> content) {
+  if (refused(entry, end)) {
+    return {};
+  }
+  if (!server().try_take_task_slot()) {
+    end.error_code = kBusyErrorCode;
+    return {};
+  }
+  Response response = call_inline(entry, end, content);
+  server().give_back_task_slot();
+  return response;
+}
+
+void Session::call_after_task(const TaskRecord& record) const noexcept {
+  for (const auto& interceptor : server().options().interceptors) {
+    interceptor->after_task(*this, record);
+  }
+}
+
 std::string Session::close_detail(std::error_code reason) const {
   if (reason == Errc::graceful_disconnect && disconnect_requested_) {
     return "the server disconnected gracefully";

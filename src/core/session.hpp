@@ -50,6 +50,7 @@ struct TaskEnd {
   Clock::time_point started;            ///< see Session::task_start_time()
   std::optional<ErrorCode> error_code;  ///< answer Error with this code
   std::optional<std::string> failure;   ///< the task failed: drop the connection
+  bool refused = false;                 ///< the failure is an interceptor's Admission::drop()
 };
 
 class Session : public Client {
@@ -77,6 +78,8 @@ class Session : public Client {
   Session(Server& server, ByteOrder byte_order, SessionData session, std::string local_address,
           std::string remote_address, RequestSource& source)
       : Client(server, byte_order, std::move(local_address), std::move(remote_address)),
+        has_interceptors_(!server.options().interceptors.empty()),
+        guarded_dispatch_(has_interceptors_ || server.options().max_concurrent_tasks != 0),
         source_(source),
         session_(std::move(session)) {}
 
@@ -333,6 +336,30 @@ class Session : public Client {
     if (snapshot_.logger->enabled(LogLevel::debug)) {  // nothing is formatted otherwise
       log_task(record);
     }
+    if (has_interceptors_) {
+      call_after_task(record);
+    }
+  }
+
+  /// True if an interceptor refuses the registered task `entry` about to run: `end` then says
+  /// the answer (an Error code, or a failure that drops the connection).
+  bool refused(const RegisteredTask& entry, TaskEnd& end) {
+    if (!has_interceptors_) {
+      return false;
+    }
+    const Admission admission = admit(end.record.code, entry);
+    switch (admission.verdict()) {
+      case Admission::Verdict::run:
+        return false;
+      case Admission::Verdict::error:
+        end.error_code = admission.error_code();
+        return true;
+      case Admission::Verdict::drop:
+        end.refused = true;
+        end.failure = "refused by an interceptor";
+        return true;
+    }
+    return false;
   }
 
   // ---- the connection --------------------------------------------------------------------
@@ -380,6 +407,10 @@ class Session : public Client {
 
   // The engine's state, which the driver reads and fills. Fields that every request touches
   // come first, after Client's, so that a request touches as few cache lines as possible.
+  // Whether the server's options have interceptors, or those or a task limit (fixed for the
+  // server's life): one flag per request to test, instead of the options.
+  const bool has_interceptors_;
+  const bool guarded_dispatch_;
   ByteBuffer in_{kInputCapacity};
   ByteBuffer out_{kOutputCapacity};
   Snapshot snapshot_;
@@ -411,6 +442,10 @@ class Session : public Client {
 
  private:
   void adopt_task_table();
+  /// The interceptors' verdict on task `code` of `entry` (ServerOptions::interceptors).
+  Admission admit(TaskCode code, const RegisteredTask& entry);
+  /// Calls every interceptor's after_task.
+  void call_after_task(const TaskRecord& record) const noexcept;
   /// The debug log line of a task.
   void log_task(const TaskRecord& record) const;
   /// True if a whole request (task code and message) is waiting in the input buffer.
@@ -459,24 +494,23 @@ class Session : public Client {
     return reserved_answer(code, end);
   }
 
-  /// Runs an inline task function on its request, which is all in the input buffer; or, if the
-  /// server runs as many tasks as it may, answers Error 253 without running it.
+  /// Runs an inline task function on its request, which is all in the input buffer.
   Response run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length) {
-    if (!server().try_take_task_slot()) {
-      drain_buffered();  // the whole message, within the limit
-      end.error_code = kBusyErrorCode;
-      return {};
-    }
     const std::span<const std::uint8_t> content = message_content(in_.readable().first(length));
     request_bytes_ = content.size();
     request_ended_ = true;
     task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
-    Response response = call_inline(entry, end, content);
-    server().give_back_task_slot();
+    Response response = guarded_dispatch_ ? call_inline_guarded(entry, end, content)
+                                          : call_inline(entry, end, content);
     in_.consume(length);  // after the call: `content` may view the input buffer
     settle(end, response);
     return response;
   }
+
+  /// call_inline() where interceptors or a task limit may keep the task from running (answered
+  /// as `end` then says: an interceptor's verdict, or Error 253).
+  Response call_inline_guarded(const RegisteredTask& entry, TaskEnd& end,
+                               std::span<const std::uint8_t> content);
 
   /// Calls an inline task function; if it throws, the empty response, and `end` says what the
   /// exception meant.

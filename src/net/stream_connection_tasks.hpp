@@ -57,6 +57,10 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
     Response answer = reserved_answer(code, end);
     co_return co_await finish_task(end, answer);
   }
+  if (refused(*entry, end)) {  // not run: answered Error, or the connection is dropped
+    Response none;
+    co_return co_await finish_task(end, none);
+  }
   if (!server().try_take_task_slot()) {
     end.error_code = kBusyErrorCode;  // not started: its request is drained, then answered
     Response none;
@@ -182,9 +186,15 @@ template <class Stream>
 asio::awaitable<std::error_code> StreamConnection<Stream>::drop_after_task(TaskEnd& end) {
   report_task(end, TaskOutcome::dropped);
   if (end.failure && !stream_closed_ && !peer_gone_) {
-    snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
-                            end.record.code, end.record.name, *end.failure);
-    set_close_reason(Errc::task_failed);
+    if (end.refused) {
+      snapshot_.logger->info("{}: task {} ({}) refused by an interceptor; dropping the connection",
+                             to_string(), end.record.code, end.record.name);
+      set_close_reason(Errc::closed_by_server);
+    } else {
+      snapshot_.logger->error("{}: task {} ({}) failed: {}; dropping the connection", to_string(),
+                              end.record.code, end.record.name, *end.failure);
+      set_close_reason(Errc::task_failed);
+    }
     (void)co_await flush();
   }
   if (peer_gone_) {

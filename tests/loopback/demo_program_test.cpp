@@ -246,6 +246,45 @@ TEST_F(DemoProgram, OtherInvalidFlagsExitNonZero) {
   }
 }
 
+TEST_F(DemoProgram, MaxConcurrentTasksAnswersBusyOverTheLimit) {
+  start({"--max-concurrent-tasks", "1"});
+  RawClient running(port_);
+  running.send(request(5, big_endian<std::uint32_t>(600)));
+  std::this_thread::sleep_for(100ms);  // so that the first sleep has started
+  RawClient other(port_);
+  // Until the first sleep has started, the second may still be the one that runs.
+  ASSERT_TRUE(eventually([&] {
+    return other.call(request(5, big_endian<std::uint32_t>(10)), 2) == bytes({0x01, 0xFD});
+  })) << log();
+  EXPECT_EQ(running.recv(2, 3000ms), bytes({0x00, 0x00}));
+  EXPECT_EQ(other.call(request(5, big_endian<std::uint32_t>(10)), 2), bytes({0x00, 0x00}));
+}
+
+TEST_F(DemoProgram, TaskTimeoutAnswersDeadlineExceeded) {
+  start({"--task-timeout", "100ms"});
+  RawClient c(port_);
+  const auto sent = Clock::now();
+  EXPECT_EQ(c.call(request(5, big_endian<std::uint32_t>(1000)), 2), bytes({0x01, 0xFC}));
+  EXPECT_LT(Clock::now() - sent, 100ms + kTimingSlack);
+  EXPECT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
+}
+
+TEST_F(DemoProgram, NoDescribeAnswersDescribeAsAnUnknownCode) {
+  start({"--no-describe"});
+  RawClient c(port_);
+  EXPECT_EQ(c.call(bytes({0xFB, 0x00}), 2), bytes({0x01, 0xFF}));
+}
+
+TEST_F(DemoProgram, BadLimitFlagsAreUsageErrors) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--task-timeout", "soon"},
+                                                                {"--max-concurrent-tasks", "-1"}}) {
+    ChildProcess child(demo_path(), args, log_path_.string());
+    const auto status = child.wait_exit(5000ms);
+    ASSERT_TRUE(status.has_value()) << args[0] << " did not exit";
+    EXPECT_EQ(*status, 64) << args[0] << ": " << log();
+  }
+}
+
 TEST_F(DemoProgram, ListensOnAUnixSocket) {
   const auto path = std::filesystem::temp_directory_path() /
                     ("serialserver-demo-" + std::to_string(::getpid()) + ".sock");
