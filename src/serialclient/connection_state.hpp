@@ -3,6 +3,11 @@
 // The state of one client connection and the steps of a call. Connection (coroutine API) and
 // Client (blocking API) are thin fronts on it. Everything here runs on the connection's
 // executor, except open_ (atomic) and close(), which posts.
+//
+// Its definitions are in three files:
+//   connection_connect.cpp  connecting, the TLS handshake, the handshake hook, the keep-alive
+//   connection_state.cpp    the call lock, the steps of a call, whole calls, timeouts, closing
+//   connection.cpp          the public fronts: Connection, RequestWriter, ResponseReader
 
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
@@ -14,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <asio/any_io_executor.hpp>
@@ -30,6 +36,35 @@
 #include <serialclient/result.hpp>
 
 namespace serialclient::detail {
+
+// Large enough that a big response arrives in few reads, small enough to keep per connection.
+inline constexpr std::size_t kReadBufferSize = std::size_t{64} * 1024;
+// A streaming request goes out whenever this much is buffered.
+inline constexpr std::size_t kWriteFlushThreshold = std::size_t{64} * 1024;
+// Content is encoded in pieces of this size so that the write buffer never grows past about
+// twice the threshold, whatever the caller hands in at once.
+inline constexpr std::size_t kEncodePiece = std::size_t{64} * 1024;
+
+inline std::system_error system_error(Errc e) { return {make_error_code(e)}; }
+
+/// Cancels a timer's waits. asio's cancel() reports a failure by exception, but the timer
+/// service's cancel cannot fail (it only takes the waits off its queue), so the functions that
+/// close and unlock can stay noexcept.
+inline void cancel_waits(asio::steady_timer& timer) noexcept {
+  try {
+    timer.cancel();
+  } catch (...) {  // not reached: see above
+  }
+}
+
+/// Asio reports OS errors in its own "asio.system" category, which does not compare equal to
+/// std::errc values; the system category does, so callers can test `ec == std::errc::...`.
+inline std::error_code normalise(std::error_code ec) {
+  if (ec.category() == asio::error::get_system_category()) {
+    return {ec.value(), std::system_category()};
+  }
+  return ec;
+}
 
 /// The response code and, for Error, its code.
 struct ResponseHead {
