@@ -73,6 +73,11 @@ using BlockingConsumer = std::function<void(BlockingResponseReader&)>;
 /// std::error_code argument (Errc values or the system's codes), and the returned Result is then
 /// meaningless. After a transport failure or Goodbye the connection is closed.
 ///
+/// A server going away sends an idle connection an unprompted Goodbye (docs/protocol.md
+/// section 7). The next call finds it before sending anything and is answered Goodbye without
+/// being sent (Errc::connection_closed if the server just closed instead); the connection is
+/// then closed. A Client never retries a call: Pool does (RetryPolicy).
+///
 /// Thread-safety: every member function may be called from several threads at once; calls on
 /// one Client are serialised (each waits for the one before). Never call it from the thread
 /// that runs its io_context (that would wait on itself).
@@ -113,6 +118,13 @@ class Client {
  private:
   friend class BlockingRequestWriter;
   friend class BlockingResponseReader;
+  friend class Pool;
+  /// call() and call_batch() that also say whether a byte of the request reached the socket
+  /// (before it, the server cannot have run the call): the Pool's retry decision.
+  Result call_reporting(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec,
+                        bool& written);
+  std::vector<Result> call_batch_reporting(std::span<const Call> calls, std::error_code& ec,
+                                           bool& written);
   template <class T, class F>
   T run(F make_awaitable);
   std::shared_ptr<detail::ConnectionState> current() const;

@@ -73,7 +73,10 @@ using ResponseConsumer = std::function<asio::awaitable<void>(ResponseReader&)>;
 /// with its code, or Goodbye. Transport failures (connection closed, timeouts, I/O errors)
 /// throw std::system_error with an Errc or the system's error code, and leave the connection
 /// closed. Calls are serialised: a call issued while another runs waits its turn, and the
-/// keep-alive task is sent only between calls.
+/// keep-alive task is sent only between calls. A call that finds the unprompted Goodbye of a
+/// server going away (docs/protocol.md section 7) waiting on the idle connection is answered
+/// Goodbye without being sent (it throws Errc::connection_closed if the server just closed
+/// instead); the connection is then closed. Calls are never retried here.
 ///
 /// Thread-safety: the async_ functions must run on the executor the connection was made on,
 /// which must not run handlers concurrently (a strand, or an io_context run by one thread).

@@ -31,7 +31,9 @@ struct PoolOptions {
 /// A pool of blocking connections to one server, for concurrent callers: each call borrows an
 /// idle connection (connecting a new one while fewer than max_connections are open, otherwise
 /// waiting for one) and returns it afterwards. A connection that failed or received Goodbye is
-/// dropped rather than returned. A failed call is not retried: the task may have run.
+/// dropped rather than returned. An idle connection that the server said Goodbye to (or closed)
+/// while it sat in the pool is found before the call is sent on it, dropped, and the call goes
+/// to another connection at once.
 ///
 /// Thread-safety: every member function may be called from any number of threads.
 /// Lifetime: the destructor closes every connection and joins the I/O threads; no call may be
@@ -57,7 +59,8 @@ class Pool {
   void close();
 
  private:
-  std::unique_ptr<Client> acquire(std::error_code& ec);
+  /// An idle connection (`reused` true) or a new one; null with `ec` set if none.
+  std::unique_ptr<Client> acquire(std::error_code& ec, bool& reused);
   void release(std::unique_ptr<Client> client);
 
   const std::string address_;

@@ -99,6 +99,13 @@ void Client::connect(std::string_view address, std::error_code& ec) {
 }
 
 Result Client::call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec) {
+  bool written = false;
+  return call_reporting(code, request, ec, written);
+}
+
+Result Client::call_reporting(TaskCode code, std::span<const std::uint8_t> request,
+                              std::error_code& ec, bool& written) {
+  written = false;
   ec.clear();
   if (serialserver::is_reserved_task_code(code)) {
     ec = make_error_code(Errc::reserved_task_code);
@@ -111,8 +118,17 @@ Result Client::call(TaskCode code, std::span<const std::uint8_t> request, std::e
     return {};
   }
   try {
-    return run<Result>(
-        [&]() -> asio::awaitable<Result> { co_return co_await state->async_call(code, request); });
+    // written is read on the strand, right after the call, before a keep-alive can start.
+    return run<Result>([&]() -> asio::awaitable<Result> {
+      try {
+        Result result = co_await state->async_call(code, request);
+        written = state->request_written();
+        co_return result;
+      } catch (const std::system_error&) {
+        written = state->request_written();
+        throw;
+      }
+    });
   } catch (const std::system_error& e) {
     ec = e.code();
     return {};
@@ -147,12 +163,21 @@ Result Client::call(TaskCode code, const BlockingProducer& producer,
   };
   Result result;
   try {
+    bool sendable = false;
     run<void>([&]() -> asio::awaitable<void> {
       co_await state->async_lock();
       locked = true;
-      state->check_open();
-      state->begin_request(code);
+      sendable = state->ready_for_request();
+      if (sendable) {
+        state->begin_request(code);
+      } else {  // an unprompted Goodbye: answered as if sent, and the connection is closed
+        locked = false;
+        state->unlock();
+      }
     });
+    if (!sendable) {
+      return Result::make_goodbye();
+    }
     streaming_ = state.get();
     if (producer) {
       BlockingRequestWriter writer(*this);
@@ -187,6 +212,13 @@ Result Client::call(TaskCode code, const BlockingProducer& producer,
 }
 
 std::vector<Result> Client::call_batch(std::span<const Call> calls, std::error_code& ec) {
+  bool written = false;
+  return call_batch_reporting(calls, ec, written);
+}
+
+std::vector<Result> Client::call_batch_reporting(std::span<const Call> calls, std::error_code& ec,
+                                                 bool& written) {
+  written = false;
   ec.clear();
   std::lock_guard lock(call_mutex_);
   auto state = current();
@@ -196,7 +228,14 @@ std::vector<Result> Client::call_batch(std::span<const Call> calls, std::error_c
   }
   try {
     return run<std::vector<Result>>([&]() -> asio::awaitable<std::vector<Result>> {
-      co_return co_await state->async_call_batch(calls);
+      try {
+        std::vector<Result> results = co_await state->async_call_batch(calls);
+        written = state->request_written();
+        co_return results;
+      } catch (const std::system_error&) {
+        written = state->request_written();
+        throw;
+      }
     });
   } catch (const std::system_error& e) {
     ec = e.code();

@@ -208,10 +208,14 @@ asio::awaitable<void> ConnectionState::async_keep_alive_loop() {
       if (std::chrono::steady_clock::now() < last_activity_ + interval) {
         continue;
       }
-      check_open();
-      begin_request(serialserver::kKeepAliveTaskCode);
-      const ResponseHead head = co_await async_end_request();
-      co_await async_finish_response();
+      // An unprompted Goodbye found here ends the loop as a Goodbye answer would.
+      const bool sendable = ready_for_request();
+      ResponseHead head{Status::goodbye, 0};
+      if (sendable) {
+        begin_request(serialserver::kKeepAliveTaskCode);
+        head = co_await async_end_request();
+        co_await async_finish_response();
+      }
       if (head.status == Status::goodbye && options_.logger) {
         options_.logger->info("keep-alive to {}: server said goodbye", address_text_);
       }

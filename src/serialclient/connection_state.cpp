@@ -3,7 +3,11 @@
 
 #include "connection_state.hpp"
 
+#include <sys/socket.h>
+#include <sys/types.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 
@@ -41,6 +45,61 @@ void ConnectionState::check_open() const {
     throw std::system_error(closed_reason_ ? closed_reason_
                                            : make_error_code(Errc::connection_closed));
   }
+}
+
+bool ConnectionState::ready_for_request() {
+  request_written_ = false;
+  if (take_idle_input() == IdleInput::goodbye) {
+    return false;
+  }
+  check_open();
+  return true;
+}
+
+ConnectionState::IdleInput ConnectionState::take_idle_input() noexcept {
+  // The server sends nothing between calls except, as it goes away, an unprompted Goodbye
+  // followed by the end of its stream (docs/protocol.md section 7). Nothing reads while the
+  // connection is idle, so this looks before each request: one non-blocking peek.
+  if (!is_open()) {
+    return IdleInput::closed;
+  }
+  if (read_pos_ == read_end_) {  // else: bytes that came with the last response
+    std::uint8_t byte = 0;
+    const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      return IdleInput::none;
+    }
+    if (!read_idle_input()) {
+      close_now(make_error_code(Errc::connection_closed));  // the end of the stream, a reset
+      return IdleInput::closed;
+    }
+    if (read_pos_ == read_end_) {
+      return IdleInput::none;  // TLS records without content (session tickets)
+    }
+  }
+  if (read_buffer_[read_pos_] == static_cast<std::uint8_t>(serialserver::ResponseCode::goodbye)) {
+    ++read_pos_;
+    close_now(make_error_code(Errc::connection_closed));
+    return IdleInput::goodbye;
+  }
+  close_now(make_error_code(Errc::protocol_error));  // nothing else may come unasked
+  return IdleInput::closed;
+}
+
+bool ConnectionState::read_idle_input() noexcept {
+  read_pos_ = read_end_ = 0;
+  // Non-blocking for this read only: asio's own operations set it again as they need it.
+  std::error_code ec;
+  socket_.non_blocking(true, ec);
+  std::size_t n = 0;
+  if (!ec) {
+    const auto space = asio::buffer(read_buffer_.data(), read_buffer_.size());
+    n = tls_ ? tls_->read_some(space, ec) : socket_.read_some(space, ec);
+  }
+  std::error_code ignored;
+  socket_.non_blocking(false, ignored);
+  read_end_ = n;
+  return n != 0 || ec == asio::error::would_block;
 }
 
 void ConnectionState::begin_request(TaskCode code) {
@@ -94,6 +153,7 @@ asio::awaitable<void> ConnectionState::async_write_out() {
     if (ec) {
       throw_io_error(ec);
     }
+    request_written_ = request_written_ || n != 0;
     offset += n;
   }
   write_buffer_.clear();
@@ -205,7 +265,9 @@ asio::awaitable<Result> ConnectionState::async_call_any(TaskCode code,
                                                         std::span<const std::uint8_t> request) {
   co_await async_lock();
   LockGuard guard(*this);
-  check_open();
+  if (!ready_for_request()) {
+    co_return Result::make_goodbye();
+  }
   begin_request(code);
   co_await async_write_content(request);
   const ResponseHead head = co_await async_end_request();
@@ -224,7 +286,9 @@ asio::awaitable<Result> ConnectionState::async_call(TaskCode code, RequestProduc
   }
   co_await async_lock();
   LockGuard guard(*this);
-  check_open();
+  if (!ready_for_request()) {
+    co_return Result::make_goodbye();
+  }
   begin_request(code);
   Result result;
   try {
@@ -262,7 +326,9 @@ asio::awaitable<std::vector<Result>> ConnectionState::async_call_batch(
   }
   co_await async_lock();
   LockGuard guard(*this);
-  check_open();
+  if (!ready_for_request()) {
+    co_return std::vector<Result>(calls.size(), Result::make_goodbye());
+  }
   std::vector<Result> results;
   results.reserve(calls.size());
   write_buffer_.clear();

@@ -97,6 +97,13 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
   void unlock() noexcept;
   /// Throws the reason the connection is closed, if it is.
   void check_open() const;
+  /// With the call lock held, before a request: takes what the server sent while no call was
+  /// running (take_idle_input), then throws if the connection is closed. False if that was an
+  /// unprompted Goodbye: the call is then answered Goodbye without being sent.
+  bool ready_for_request();
+  /// True once a byte of the current request (or batch) has been written to the socket: from
+  /// then on the server may have run it.
+  bool request_written() const noexcept { return request_written_; }
   void begin_request(TaskCode code);
   asio::awaitable<void> async_write_content(std::span<const std::uint8_t> content);
   asio::awaitable<void> async_flush_content();
@@ -118,6 +125,19 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
 
  private:
   class Handshake;
+
+  /// What the server sent while no call was running.
+  enum class IdleInput : std::uint8_t {
+    none,     ///< nothing: the connection may carry the next request
+    goodbye,  ///< an unprompted Goodbye: the server is going away (closed now)
+    closed,   ///< the end of the stream, a reset, or a stray byte (closed now)
+  };
+  /// Looks without blocking, so that a request is not sent on a connection the server has left.
+  IdleInput take_idle_input() noexcept;
+  /// Reads what has arrived into the empty read buffer without waiting; under TLS that may be
+  /// records without content only (session tickets). False at the end of the stream or on an
+  /// error.
+  bool read_idle_input() noexcept;
 
   asio::awaitable<void> async_connect_socket(const Address& address);
   /// The client side of the TLS handshake, under the handshake timeout.
@@ -157,6 +177,8 @@ class ConnectionState : public std::enable_shared_from_this<ConnectionState> {
   bool locked_ = false;
   std::deque<std::shared_ptr<asio::steady_timer>> waiters_;
   std::chrono::steady_clock::time_point last_activity_;
+
+  bool request_written_ = false;
 
   std::vector<std::uint8_t> write_buffer_;
   serialserver::wire::BlockEncoder encoder_;

@@ -21,7 +21,8 @@ Pool::~Pool() {
   }
 }
 
-std::unique_ptr<Client> Pool::acquire(std::error_code& ec) {
+std::unique_ptr<Client> Pool::acquire(std::error_code& ec, bool& reused) {
+  reused = false;
   {
     std::unique_lock lock(mutex_);
     available_.wait(lock,
@@ -33,6 +34,7 @@ std::unique_ptr<Client> Pool::acquire(std::error_code& ec) {
     if (!idle_.empty()) {
       auto client = std::move(idle_.back());
       idle_.pop_back();
+      reused = true;
       return client;
     }
     ++open_;  // reserve the slot, then connect without holding the lock
@@ -69,24 +71,39 @@ Result Pool::call(TaskCode code, std::span<const std::uint8_t> request, std::err
     ec = make_error_code(Errc::reserved_task_code);
     return {};
   }
-  auto client = acquire(ec);
-  if (!client) {
-    return {};
+  for (;;) {
+    bool reused = false;
+    auto client = acquire(ec, reused);
+    if (!client) {
+      return {};
+    }
+    bool written = false;
+    Result result = client->call_reporting(code, request, ec, written);
+    release(std::move(client));
+    if (!(reused && !written && (ec || result.is_goodbye()))) {
+      return result;
+    }
+    // The server left this idle connection (an unprompted Goodbye, or its end) before the call
+    // went out: it is dropped, and the call goes to the next one (at worst a new connection).
   }
-  Result result = client->call(code, request, ec);
-  release(std::move(client));
-  return result;
 }
 
 std::vector<Result> Pool::call_batch(std::span<const Call> calls, std::error_code& ec) {
   ec.clear();
-  auto client = acquire(ec);
-  if (!client) {
-    return {};
+  for (;;) {
+    bool reused = false;
+    auto client = acquire(ec, reused);
+    if (!client) {
+      return {};
+    }
+    bool written = false;
+    auto results = client->call_batch_reporting(calls, ec, written);
+    release(std::move(client));
+    const bool left_idle = !written && (ec || (!results.empty() && results.front().is_goodbye()));
+    if (!(reused && left_idle)) {
+      return results;
+    }
   }
-  auto results = client->call_batch(calls, ec);
-  release(std::move(client));
-  return results;
 }
 
 std::size_t Pool::size() const {
