@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -15,17 +16,21 @@
 #include <serialclient/client.hpp>
 #include <serialclient/options.hpp>
 #include <serialclient/result.hpp>
+#include <serialclient/retry.hpp>
 
 namespace serialclient {
 
-/// Options of a Pool. Thread-safety: a plain value.
+/// Options of a Pool. Thread-safety: a plain value, copied into the Pool (which only reads it).
 struct PoolOptions {
-  /// The most connections open at once; a caller beyond them waits for a free one.
+  /// The most connections open at once; a caller beyond them waits for a free one (default 16).
   std::size_t max_connections = 16;
-  /// I/O threads shared by the pool's connections.
+  /// I/O threads shared by the pool's connections (default 1; 0 means 1).
   unsigned io_threads = 1;
-  /// Options of every connection.
+  /// Options of every connection (Options' defaults).
   Options connection;
+  /// When call() sends a call again (see RetryPolicy): on by default, with a 10 s budget per
+  /// call; set `retry.enabled = false` for one attempt per call.
+  RetryPolicy retry;
 };
 
 /// A pool of blocking connections to one server, for concurrent callers: each call borrows an
@@ -33,7 +38,9 @@ struct PoolOptions {
 /// waiting for one) and returns it afterwards. A connection that failed or received Goodbye is
 /// dropped rather than returned. An idle connection that the server said Goodbye to (or closed)
 /// while it sat in the pool is found before the call is sent on it, dropped, and the call goes
-/// to another connection at once.
+/// to another connection at once. A call known not to have run (Goodbye, Error 253 busy, a
+/// refused connect), or an idempotent one cut off unanswered, is retried with back-off within
+/// a budget (PoolOptions::retry, CallOptions).
 ///
 /// Thread-safety: every member function may be called from any number of threads.
 /// Lifetime: the destructor closes every connection and joins the I/O threads; no call may be
@@ -46,9 +53,13 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
   ~Pool();
 
-  /// Calls task `code` on a pooled connection, as Client::call.
-  Result call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec);
-  /// A pipelined batch on one pooled connection, as Client::call_batch.
+  /// Calls task `code` on a pooled connection, as Client::call, retrying as
+  /// PoolOptions::retry and `call` allow. What the last attempt gave is returned: its Result,
+  /// or its error in `ec`. Errc::connection_closed at once once close() was called.
+  Result call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec,
+              CallOptions call = {});
+  /// A pipelined batch on one pooled connection, as Client::call_batch. Not retried by the
+  /// policy (part of a batch may have run); only a departed idle connection is passed over.
   std::vector<Result> call_batch(std::span<const Call> calls, std::error_code& ec);
   /// Connections open now (idle or borrowed).
   std::size_t size() const;
@@ -62,6 +73,9 @@ class Pool {
   /// An idle connection (`reused` true) or a new one; null with `ec` set if none.
   std::unique_ptr<Client> acquire(std::error_code& ec, bool& reused);
   void release(std::unique_ptr<Client> client);
+  /// Sleeps `delay`, or less if close() is called; false if it was.
+  bool sleep_unless_closed(std::chrono::nanoseconds delay);
+  bool is_closed() const;
 
   const std::string address_;
   const PoolOptions options_;
@@ -71,6 +85,7 @@ class Pool {
 
   mutable std::mutex mutex_;  // guards what follows
   std::condition_variable available_;
+  std::condition_variable closing_;  // wakes the callers sleeping between attempts
   std::vector<std::unique_ptr<Client>> idle_;
   std::size_t open_ = 0;  // idle, borrowed and connecting
   bool closed_ = false;

@@ -1,7 +1,7 @@
 #pragma once
 
 // The serial protocol's client library: the coroutine API (Connection), the blocking API
-// (Client), the connection pool (Pool), their options, results and errors.
+// (Client), the connection pool (Pool) and its retry policy, their options, results and errors.
 
 #include <serialclient/address.hpp>
 #include <serialclient/client.hpp>
@@ -10,4 +10,5 @@
 #include <serialclient/options.hpp>
 #include <serialclient/pool.hpp>
 #include <serialclient/result.hpp>
+#include <serialclient/retry.hpp>
 #include <serialclient/tls.hpp>

@@ -1,3 +1,7 @@
+#include "retry_rules.hpp"
+
+#include <chrono>
+#include <optional>
 #include <utility>
 
 #include <serialclient/pool.hpp>
@@ -65,27 +69,56 @@ void Pool::release(std::unique_ptr<Client> client) {
   // dropped is destroyed here, outside the lock: its destructor posts the close.
 }
 
-Result Pool::call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec) {
+Result Pool::call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec,
+                  CallOptions call) {
   ec.clear();
   if (serialserver::is_reserved_task_code(code)) {
     ec = make_error_code(Errc::reserved_task_code);
     return {};
   }
+  const RetryPolicy& policy = options_.retry;
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<detail::Backoff> backoff;  // made at the first retry: most calls need none
   for (;;) {
+    detail::Attempt attempt;
     bool reused = false;
     auto client = acquire(ec, reused);
-    if (!client) {
+    if (client) {
+      attempt.connected = true;
+      attempt.result = client->call_reporting(code, request, ec, attempt.written);
+      release(std::move(client));
+      if (reused && !attempt.written && (ec || attempt.result.is_goodbye())) {
+        // The server left this idle connection (an unprompted Goodbye, or its end) before the
+        // call went out: it is dropped, and the call goes to the next one (at worst a new
+        // connection) at once, retry policy or not.
+        continue;
+      }
+    } else if (is_closed()) {
       return {};
     }
-    bool written = false;
-    Result result = client->call_reporting(code, request, ec, written);
-    release(std::move(client));
-    if (!(reused && !written && (ec || result.is_goodbye()))) {
-      return result;
+    attempt.error = ec;
+    if (!policy.enabled || !detail::may_retry(attempt, call)) {
+      return attempt.result;
     }
-    // The server left this idle connection (an unprompted Goodbye, or its end) before the call
-    // went out: it is dropped, and the call goes to the next one (at worst a new connection).
+    if (!backoff) {
+      backoff.emplace(policy);
+    }
+    const std::chrono::nanoseconds delay = backoff->next();
+    if (std::chrono::steady_clock::now() - start + delay > policy.budget ||
+        !sleep_unless_closed(delay)) {
+      return attempt.result;  // with `ec` as the attempt left it
+    }
   }
+}
+
+bool Pool::sleep_unless_closed(std::chrono::nanoseconds delay) {
+  std::unique_lock lock(mutex_);
+  return !closing_.wait_for(lock, delay, [&] { return closed_; });
+}
+
+bool Pool::is_closed() const {
+  std::lock_guard lock(mutex_);
+  return closed_;
 }
 
 std::vector<Result> Pool::call_batch(std::span<const Call> calls, std::error_code& ec) {
@@ -125,6 +158,7 @@ void Pool::close() {
     open_ -= idle.size();
   }
   available_.notify_all();
+  closing_.notify_all();
   idle.clear();
 }
 

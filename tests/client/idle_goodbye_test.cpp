@@ -91,6 +91,7 @@ struct DepartingServer {
 TEST(IdleGoodbye, PoolRetiresTheConnectionAndCallsOnANewOne) {
   DepartingServer server(true);
   PoolOptions options;
+  options.retry.enabled = false;  // retirement is not a retry: it happens with retries off
   Pool pool(server.raw.address(), options);
   std::error_code ec;
   Result r = pool.call(1, text("one"), ec);
@@ -112,6 +113,7 @@ TEST(IdleGoodbye, PoolRetiresTheConnectionAndCallsOnANewOne) {
 TEST(IdleGoodbye, PoolRetiresAConnectionTheServerClosedWithoutGoodbye) {
   DepartingServer server(false);
   PoolOptions options;
+  options.retry.enabled = false;
   Pool pool(server.raw.address(), options);
   std::error_code ec;
   pool.call(1, text("one"), ec);
