@@ -35,6 +35,46 @@ void Session::log_task(const TaskRecord& record) const {
   }
 }
 
+std::size_t Session::encode_some(wire::BlockEncoder& encoder,
+                                 std::span<const std::uint8_t> content) {
+  if (!output_fits(kMinEncodeRoom)) {
+    return 0;
+  }
+  auto space = out_.writable();
+  // Content whose encoding surely fits: whole blocks of 256 encoded bytes per 255.
+  const std::size_t fits = (space.size() / (kMaxBlockSize + 1) - 1) * kMaxBlockSize;
+  const std::size_t n = std::min(content.size(), fits);
+  out_.commit(encoder.write(content.first(n), space));
+  add_task_bytes_written(n);
+  return n;
+}
+bool Session::finish_encoding(wire::BlockEncoder& encoder) {
+  if (!output_fits(kMaxBlockSize + 2)) {
+    return false;
+  }
+  out_.commit(encoder.finish(out_.writable()));
+  return true;
+}
+
+bool Session::refused(const RegisteredTask& entry, TaskEnd& end) {
+  if (!has_interceptors_) {
+    return false;
+  }
+  const Admission admission = admit(end.record.code, entry);
+  switch (admission.verdict()) {
+    case Admission::Verdict::run:
+      return false;
+    case Admission::Verdict::error:
+      end.error_code = admission.error_code();
+      return true;
+    case Admission::Verdict::drop:
+      end.refused = true;
+      end.failure = "refused by an interceptor";
+      return true;
+  }
+  return false;
+}
+
 Admission Session::admit(TaskCode code, const RegisteredTask& entry) {
   const TaskCall call{*this, code, entry.name, session_};
   for (const auto& interceptor : server().options().interceptors) {

@@ -9,8 +9,8 @@
 // commit_input(), leave through output() / consume_output(), and serve_buffered() says what
 // has to wait (a read, a flush, a task, a Goodbye).
 //
-// The steps that every request takes are defined here, in the header, so that the driver's
-// read completion handler inlines them (see StreamConnection::on_idle_read).
+// The steps that every request takes are defined here and in session_inline.hpp, in headers, so
+// that the driver's read completion handler inlines them (see StreamConnection::on_idle_read).
 
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>
@@ -21,6 +21,7 @@
 #include <serialserver/wire/block_decoder.hpp>
 #include <serialserver/wire/block_encoder.hpp>
 #include "core/byte_buffer.hpp"
+#include "core/task_end.hpp"
 #include "core/task_table.hpp"
 
 #include <algorithm>
@@ -40,18 +41,6 @@ inline constexpr std::size_t kInputCapacity = std::size_t{16} * 1024;
 inline constexpr std::size_t kOutputCapacity = std::size_t{64} * 1024;
 /// Room a streamed response needs to make progress: one full block plus the end byte.
 inline constexpr std::size_t kMinEncodeRoom = 2 * (kMaxBlockSize + 1) + 1;
-
-/// A task that has run (or a code without a task function, once its request is read): how it
-/// ended, until its answer is in the output buffer and reported. The OK response travels beside
-/// it (an answer served at once needs no copy of it here).
-struct TaskEnd {
-  using Clock = std::chrono::steady_clock;
-  TaskRecord record;                    ///< code and name; the outcome is set when it is answered
-  Clock::time_point started;            ///< see Session::task_start_time()
-  std::optional<ErrorCode> error_code;  ///< answer Error with this code
-  std::optional<std::string> failure;   ///< the task failed: drop the connection
-  bool refused = false;                 ///< the failure is an interceptor's Admission::drop()
-};
 
 class Session : public Client {
  public:
@@ -136,11 +125,6 @@ class Session : public Client {
   const std::shared_ptr<const RegisteredTask>& task_entry(TaskCode code) const noexcept {
     return is_reserved_task_code(code) ? kNoTask : table_->entries[code];
   }
-  /// An answer that has to wait (Next::finish).
-  struct PendingAnswer {
-    TaskEnd end;
-    Response response;
-  };
   /// The answer of Next::finish.
   PendingAnswer take_pending() noexcept {
     PendingAnswer pending = std::move(*pending_);
@@ -275,26 +259,9 @@ class Session : public Client {
   void append_ok() noexcept { out_.push_back(static_cast<std::uint8_t>(ResponseCode::ok)); }
   /// Encodes what fits of `content` into the output buffer; returns how much it took (0 if the
   /// buffer has less than kMinEncodeRoom free: flush first).
-  std::size_t encode_some(wire::BlockEncoder& encoder, std::span<const std::uint8_t> content) {
-    if (!output_fits(kMinEncodeRoom)) {
-      return 0;
-    }
-    auto space = out_.writable();
-    // Content whose encoding surely fits: whole blocks of 256 encoded bytes per 255.
-    const std::size_t fits = (space.size() / (kMaxBlockSize + 1) - 1) * kMaxBlockSize;
-    const std::size_t n = std::min(content.size(), fits);
-    out_.commit(encoder.write(content.first(n), space));
-    add_task_bytes_written(n);
-    return n;
-  }
+  std::size_t encode_some(wire::BlockEncoder& encoder, std::span<const std::uint8_t> content);
   /// Ends a streamed response; false if the output buffer needs a flush first.
-  bool finish_encoding(wire::BlockEncoder& encoder) {
-    if (!output_fits(kMaxBlockSize + 2)) {
-      return false;
-    }
-    out_.commit(encoder.finish(out_.writable()));
-    return true;
-  }
+  bool finish_encoding(wire::BlockEncoder& encoder);
   /// The answer of a code without a task function (its request read or to be drained): OK for
   /// keep-alive, the listing for describe (unless ServerOptions::describe is off), Error 255 for
   /// the rest (unregistered codes, unassigned reserved codes).
@@ -343,24 +310,7 @@ class Session : public Client {
 
   /// True if an interceptor refuses the registered task `entry` about to run: `end` then says
   /// the answer (an Error code, or a failure that drops the connection).
-  bool refused(const RegisteredTask& entry, TaskEnd& end) {
-    if (!has_interceptors_) {
-      return false;
-    }
-    const Admission admission = admit(end.record.code, entry);
-    switch (admission.verdict()) {
-      case Admission::Verdict::run:
-        return false;
-      case Admission::Verdict::error:
-        end.error_code = admission.error_code();
-        return true;
-      case Admission::Verdict::drop:
-        end.refused = true;
-        end.failure = "refused by an interceptor";
-        return true;
-    }
-    return false;
-  }
+  bool refused(const RegisteredTask& entry, TaskEnd& end);
 
   // ---- the connection --------------------------------------------------------------------
   /// The stage of the request in flight.
@@ -473,39 +423,13 @@ class Session : public Client {
   /// Serves a request that is all in the input buffer (`length` bytes of message): a code
   /// without a task function (`entry` null) or an inline task, whose request needs no reading.
   /// False if its answer must wait (pending_, Next::finish).
-  bool serve_whole_request(TaskCode code, const RegisteredTask* entry, std::size_t length) {
-    begin_request();
-    TaskEnd end = begin_task_record(code, entry);
-    EndTaskOnExit end_task_on_exit{this};
-    // Built in place (guaranteed copy elision): no move or second destructor per request.
-    Response response =
-        entry == nullptr ? answer_without_task(code, end) : run_inline(*entry, end, length);
-    if (!end.failure && answer_now(end, response)) {
-      return true;
-    }
-    end_task_on_exit.session = nullptr;  // the driver's finish_task ends it
-    pending_ = std::make_unique<PendingAnswer>(PendingAnswer{std::move(end), std::move(response)});
-    return false;
-  }
+  bool serve_whole_request(TaskCode code, const RegisteredTask* entry, std::size_t length);
 
   /// The answer of a code without a task function, whose request is all in the input buffer.
-  Response answer_without_task(TaskCode code, TaskEnd& end) {
-    drain_buffered();  // the whole message, within the limit
-    return reserved_answer(code, end);
-  }
+  Response answer_without_task(TaskCode code, TaskEnd& end);
 
   /// Runs an inline task function on its request, which is all in the input buffer.
-  Response run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length) {
-    const std::span<const std::uint8_t> content = message_content(in_.readable().first(length));
-    request_bytes_ = content.size();
-    request_ended_ = true;
-    task_bytes_read_.store(request_bytes_, std::memory_order_relaxed);
-    Response response = guarded_dispatch_ ? call_inline_guarded(entry, end, content)
-                                          : call_inline(entry, end, content);
-    in_.consume(length);  // after the call: `content` may view the input buffer
-    settle(end, response);
-    return response;
-  }
+  Response run_inline(const RegisteredTask& entry, TaskEnd& end, std::size_t length);
 
   /// call_inline() where interceptors or a task limit may keep the task from running (answered
   /// as `end` then says: an interceptor's verdict, or Error 253).
@@ -515,28 +439,11 @@ class Session : public Client {
   /// Calls an inline task function; if it throws, the empty response, and `end` says what the
   /// exception meant.
   Response call_inline(const RegisteredTask& entry, TaskEnd& end,
-                       std::span<const std::uint8_t> content) {
-    RequestReader reader(source_);
-    // Nothing can cancel the task during the call (the documented contract of an inline task),
-    // so its stop token is one that never fires: no reference count to take and drop.
-    TaskContext ctx(*this, reader, *snapshot_.logger, session_, end.record.code, std::stop_token());
-    try {
-      return entry.inline_function(ctx, content);
-    } catch (...) {
-      note_task_exception(end);
-    }
-    return {};
-  }
+                       std::span<const std::uint8_t> content);
 
   /// The content of the whole message `blocks`: a view into `blocks` when it is one block, else
   /// joined in a buffer of this thread's (valid until the next call on this thread).
-  static std::span<const std::uint8_t> message_content(std::span<const std::uint8_t> blocks) {
-    const std::size_t first = blocks[0];
-    if (first == 0 || blocks.size() == first + 2) {
-      return blocks.subspan(first == 0 ? 0 : 1, first);
-    }
-    return join_blocks(blocks);
-  }
+  static std::span<const std::uint8_t> message_content(std::span<const std::uint8_t> blocks);
   static std::span<const std::uint8_t> join_blocks(std::span<const std::uint8_t> blocks);
 
   void note_request_content(std::size_t n) {
@@ -579,3 +486,5 @@ class Session : public Client {
 };
 
 }  // namespace serialserver::detail
+
+#include "core/session_inline.hpp"  // IWYU pragma: keep

@@ -272,25 +272,7 @@ class StreamConnection final : public Session,
   /// took them there already); a read that filled the small buffer reads on without waiting
   /// where the spill buffer is not used, so that a request longer than that buffer is usually
   /// whole before it is served (which an inline task needs to run without a coroutine).
-  void take_idle_read(std::size_t n) noexcept {
-    note_input_arrived();
-    if (n > idle_in_.size()) {
-      return;  // take_spilled_read() has put all n bytes in the input buffer
-    }
-    append_input(std::span<const std::uint8_t>(idle_in_.data(), n));
-    if constexpr (NonBlockingStream<Stream> && !std::same_as<Stream, asio::ip::tcp::socket>) {
-      if (n == idle_in_.size()) {
-        auto space = in_.writable();
-        std::error_code ec;
-        const std::size_t more = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
-        if (!ec) {
-          in_.commit(more);
-        } else {
-          defer_error(ec);
-        }
-      }
-    }
-  }
+  void take_idle_read(std::size_t n) noexcept;
 
   /// Reads more bytes into the input buffer, waiting for a request (Wait::request) or for the
   /// rest of one (Wait::reading) under that wait's timeout.
@@ -302,21 +284,7 @@ class StreamConnection final : public Session,
 
   /// Writes without waiting, as far as the stream takes it; true if the output buffer is empty
   /// after. Most responses go out here, without a coroutine call; flush() waits if need be.
-  bool write_without_waiting() noexcept {
-    if constexpr (NonBlockingStream<Stream>) {
-      while (!out_.empty() && !stream_closed_ && !deferred_error_) {
-        std::error_code ec;
-        const auto data = out_.readable();
-        const std::size_t n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
-        if (ec) {
-          defer_error(ec);
-          return false;  // would block, or an error that the next flush reports
-        }
-        out_.consume(n);
-      }
-    }
-    return out_.empty();
-  }
+  bool write_without_waiting() noexcept;
 
   /// The engine's next step once what needs no waiting is done: serve_buffered(), writing its
   /// responses without waiting as long as the stream takes them.
@@ -476,64 +444,22 @@ class StreamConnection final : public Session,
   /// Answers `code` with Goodbye (the goodbye code, or any code after a disconnect), or with no
   /// code, says Goodbye unprompted to a disconnected connection that is idle; after a
   /// disconnect, lingers. The connection then ends.
-  asio::awaitable<std::error_code> say_goodbye(std::optional<TaskCode> code) {
-    if (auto ec = co_await reserve_output(1)) {
-      co_return ec;
-    }
-    append_goodbye();
-    if (code) {
-      TaskRecord record;
-      record.code = *code;
-      record.outcome = TaskOutcome::goodbye;
-      report_task(record);
-    }
-    if (auto ec = co_await flush()) {
-      co_return ec;
-    }
-    if (disconnect_requested_) {
-      co_await linger();
-    }
-    set_close_reason(Errc::graceful_disconnect);
-    co_return close_reason_;
-  }
+  asio::awaitable<std::error_code> say_goodbye(std::optional<TaskCode> code);
 
   /// After the Goodbye of a disconnect: shuts our sending side (the peer reads the Goodbye, then
   /// end of stream), then reads and discards what the peer still sends until it closes or
   /// kGoodbyeLinger passes. Closing with unread input would reset the connection, and a reset
   /// can destroy the Goodbye in flight. On TLS, run()'s TLS shutdown does this instead.
-  asio::awaitable<void> linger() {
-    if constexpr (!TlsStream<Stream>) {
-      watchdog_.set_disconnect_deadline(std::min(grace_end_, Clock::now() + kGoodbyeLinger));
-      std::error_code ec;
-      lowest_socket(stream_).shutdown(asio::socket_base::shutdown_send, ec);
-      while (!ec && !stream_closed_) {
-        co_await stream_.async_read_some(asio::buffer(idle_in_),
-                                         asio::redirect_error(asio::use_awaitable, ec));
-      }
-    }
-    co_return;
-  }
+  asio::awaitable<void> linger();
 
   /// True if `ec` ended the wait for a request because a disconnect woke it (begin_disconnect),
   /// so that the connection says Goodbye instead of ending with the error.
-  bool woken_to_disconnect(std::error_code ec) const noexcept {
-    return ec == asio::error::operation_aborted && disconnect_requested_ && !stream_closed_ &&
-           !deferred_error_;
-  }
+  bool woken_to_disconnect(std::error_code ec) const noexcept;
 
   // ---- tasks (stream_connection_tasks.hpp) -------------------------------------------------
   /// When the time budget of a task of `entry` that starts now ends, if it has one: its
   /// TaskOptions::deadline, else ServerOptions::task_deadline. Inline tasks have none.
-  std::optional<Clock::time_point> task_deadline(const RegisteredTask& entry) const {
-    if (entry.inline_function) {
-      return std::nullopt;
-    }
-    const auto budget = entry.deadline.value_or(server().options().task_deadline);
-    if (budget.count() <= 0) {
-      return std::nullopt;
-    }
-    return Clock::now() + budget;
-  }
+  std::optional<Clock::time_point> task_deadline(const RegisteredTask& entry) const;
   asio::awaitable<std::error_code> serve_task(TaskCode code);
   asio::awaitable<Response> run_task(const RegisteredTask& entry, TaskContext& ctx);
   asio::awaitable<std::error_code> finish_task(TaskEnd& end, Response& response);

@@ -1,12 +1,51 @@
 #pragma once
 
-// StreamConnection's reads and writes that may wait: reading more of a request (or the next one)
-// under its timeout, and flushing the output buffer under the Write timeout. The steps that do not
-// wait are in stream_connection.hpp. Included by stream_connection.hpp; not a header of its own.
+// StreamConnection's reads and writes: taking an idle read's bytes, writing without waiting,
+// reading more of a request (or the next one) under its timeout, and flushing the output buffer
+// under the Write timeout. The buffers they use are in stream_connection.hpp. Included by
+// stream_connection.hpp; not a header of its own.
 
 #include "net/stream_connection.hpp"  // IWYU pragma: keep
 
 namespace serialserver::detail {
+
+template <class Stream>
+void StreamConnection<Stream>::take_idle_read(std::size_t n) noexcept {
+  note_input_arrived();
+  if (n > idle_in_.size()) {
+    return;  // take_spilled_read() has put all n bytes in the input buffer
+  }
+  append_input(std::span<const std::uint8_t>(idle_in_.data(), n));
+  if constexpr (NonBlockingStream<Stream> && !std::same_as<Stream, asio::ip::tcp::socket>) {
+    if (n == idle_in_.size()) {
+      auto space = in_.writable();
+      std::error_code ec;
+      const std::size_t more = stream_.read_some(asio::buffer(space.data(), space.size()), ec);
+      if (!ec) {
+        in_.commit(more);
+      } else {
+        defer_error(ec);
+      }
+    }
+  }
+}
+
+template <class Stream>
+bool StreamConnection<Stream>::write_without_waiting() noexcept {
+  if constexpr (NonBlockingStream<Stream>) {
+    while (!out_.empty() && !stream_closed_ && !deferred_error_) {
+      std::error_code ec;
+      const auto data = out_.readable();
+      const std::size_t n = stream_.write_some(asio::buffer(data.data(), data.size()), ec);
+      if (ec) {
+        defer_error(ec);
+        return false;  // would block, or an error that the next flush reports
+      }
+      out_.consume(n);
+    }
+  }
+  return out_.empty();
+}
 
 /// Reads more bytes into the input buffer, waiting for a request (Wait::request) or for the
 /// rest of one (Wait::reading) under that wait's timeout.

@@ -1,9 +1,9 @@
 #pragma once
 
 // StreamConnection's opening and closing: registering and reporting the connection, a
-// disconnect's grace period, the deadlines the Watchdog reports, closing without losing the last
-// answers, the TLS shutdown; and spawn_connection. Included by stream_connection.hpp; not a header
-// of its own.
+// disconnect's grace period, the Goodbye and the linger that end it, the deadlines the Watchdog
+// reports, closing without losing the last answers, the TLS shutdown; and spawn_connection.
+// Included by stream_connection.hpp; not a header of its own.
 
 #include "net/stream_connection.hpp"  // IWYU pragma: keep
 
@@ -184,6 +184,49 @@ void spawn_connection(Server& server, Stream stream, ByteOrder byte_order, Sessi
                        connection.reset();
                        done(error ? make_error_code(Errc::task_failed) : reason);
                      }));
+}
+
+template <class Stream>
+asio::awaitable<std::error_code> StreamConnection<Stream>::say_goodbye(
+    std::optional<TaskCode> code) {
+  if (auto ec = co_await reserve_output(1)) {
+    co_return ec;
+  }
+  append_goodbye();
+  if (code) {
+    TaskRecord record;
+    record.code = *code;
+    record.outcome = TaskOutcome::goodbye;
+    report_task(record);
+  }
+  if (auto ec = co_await flush()) {
+    co_return ec;
+  }
+  if (disconnect_requested_) {
+    co_await linger();
+  }
+  set_close_reason(Errc::graceful_disconnect);
+  co_return close_reason_;
+}
+
+template <class Stream>
+asio::awaitable<void> StreamConnection<Stream>::linger() {
+  if constexpr (!TlsStream<Stream>) {
+    watchdog_.set_disconnect_deadline(std::min(grace_end_, Clock::now() + kGoodbyeLinger));
+    std::error_code ec;
+    lowest_socket(stream_).shutdown(asio::socket_base::shutdown_send, ec);
+    while (!ec && !stream_closed_) {
+      co_await stream_.async_read_some(asio::buffer(idle_in_),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  co_return;
+}
+
+template <class Stream>
+bool StreamConnection<Stream>::woken_to_disconnect(std::error_code ec) const noexcept {
+  return ec == asio::error::operation_aborted && disconnect_requested_ && !stream_closed_ &&
+         !deferred_error_;
 }
 
 }  // namespace serialserver::detail

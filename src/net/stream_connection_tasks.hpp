@@ -419,4 +419,17 @@ void StreamConnection<Stream>::on_monitor(std::uint64_t generation, std::error_c
   }
 }
 
+template <class Stream>
+std::optional<std::chrono::steady_clock::time_point> StreamConnection<Stream>::task_deadline(
+    const RegisteredTask& entry) const {
+  if (entry.inline_function) {
+    return std::nullopt;
+  }
+  const auto budget = entry.deadline.value_or(server().options().task_deadline);
+  if (budget.count() <= 0) {
+    return std::nullopt;
+  }
+  return Clock::now() + budget;
+}
+
 }  // namespace serialserver::detail

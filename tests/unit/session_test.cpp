@@ -230,7 +230,7 @@ TEST(SessionEngine, InlineTaskThatFailsIsFinishedWithoutAnswer) {
   ASSERT_EQ(e.session.serve_buffered(), Next::finish);
   EXPECT_EQ(e.session.output_size(), 0U);
   EXPECT_EQ(e.session.buffered_input(), (Bytes{0xFA, 0x00}));
-  const Session::PendingAnswer pending = e.session.take_pending();
+  const detail::PendingAnswer pending = e.session.take_pending();
   e.session.end_pending_task();
   EXPECT_EQ(pending.end.failure, "inline task fails on purpose");
   EXPECT_FALSE(pending.end.error_code.has_value());
@@ -448,7 +448,7 @@ TEST(SessionEngine, AnswerThatDoesNotFitIsPending) {
   ASSERT_EQ(e.session.serve_buffered(), Next::finish);
   EXPECT_EQ(e.session.output_size(), 10U);
   EXPECT_EQ(e.session.buffered_input(), Bytes{});  // the request was served
-  Session::PendingAnswer pending = e.session.take_pending();
+  detail::PendingAnswer pending = e.session.take_pending();
   e.session.end_pending_task();
   EXPECT_FALSE(pending.end.failure.has_value());
   EXPECT_FALSE(pending.end.error_code.has_value());
