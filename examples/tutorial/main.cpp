@@ -120,10 +120,12 @@ int main(int argc, char** argv) {
   console->set_level(spdlog::level::info);
 
   ss::ServerOptions options;
-  options.timeout.wait = std::chrono::minutes(5);   // an idle connection is closed after 5 min
-  options.timeout.read = std::chrono::seconds(5);   // rolling, while a request arrives
-  options.timeout.write = std::chrono::seconds(5);  // rolling, while a response leaves
-  options.max_request_bytes = 1 << 20;              // larger requests: Error 254
+  options.timeout.wait = std::chrono::minutes(5);    // an idle connection is closed after 5 min
+  options.timeout.read = std::chrono::seconds(5);    // rolling, while a request arrives
+  options.timeout.write = std::chrono::seconds(5);   // rolling, while a response leaves
+  options.max_request_bytes = 1 << 20;               // larger requests: Error 254
+  options.max_concurrent_tasks = 64;                 // more at once: Error 253 (busy), not run
+  options.task_deadline = std::chrono::seconds(10);  // a task past it is cancelled: Error 252
   options.shutdown_grace = std::chrono::seconds(3);
   options.logger = std::make_shared<ss::SpdlogLogger>(console);
 
