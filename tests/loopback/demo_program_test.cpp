@@ -269,6 +269,22 @@ TEST_F(DemoProgram, TaskTimeoutAnswersDeadlineExceeded) {
   EXPECT_EQ(c.call(request(2), 2), bytes({0x00, 0x00}));
 }
 
+TEST_F(DemoProgram, TaskTimeoutDropsAStreamedResponsePastItsBudget) {
+  start({"--task-timeout", "100ms"});
+  RawClient c(port_);
+  c.send(request(4, big_endian<std::uint64_t>(std::uint64_t{1} << 40)));  // 1 TiB: never ends
+  ASSERT_EQ(c.recv(1), bytes({0x00})) << "the OK did not start";
+  // Not read for a while: the producer waits on the full socket until the budget ends.
+  std::this_thread::sleep_for(300ms);
+  // What the socket buffers hold arrives, then the end: read in large pieces.
+  const auto deadline = Clock::now() + 5s;
+  std::size_t received = 0;
+  while (!c.peer_closed() && Clock::now() < deadline) {
+    received += c.recv(std::size_t{1} << 20, 1000ms).size();
+  }
+  EXPECT_TRUE(c.peer_closed()) << "the stream went on past its budget: " << received << " bytes";
+}
+
 TEST_F(DemoProgram, NoDescribeAnswersDescribeAsAnUnknownCode) {
   start({"--no-describe"});
   RawClient c(port_);

@@ -99,6 +99,36 @@ TEST(Busy, TasksOverTheLimitAreAnsweredBusyNotRunAndTheConnectionsStayUsable) {
   }
 }
 
+TEST(Busy, FiftyShortTasksAgainstALimitOfFourNeverRunMoreAndRunOnlyWhatIsAnsweredOk) {
+  constexpr int kConnections = 50;
+  constexpr int kLimit = 4;
+  TestServer server(options_with(kLimit, 0ns));
+  Sleeper sleeper;
+  server.server().register_task(5, sleeper, {.name = "sleep"});
+  server.start();
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < kConnections; ++i) {
+    clients.push_back(std::make_unique<RawClient>(server.port()));
+  }
+  for (auto& c : clients) {
+    c->send(sleep_request(50));
+  }
+  int ok = 0;
+  int busy = 0;
+  for (auto& c : clients) {
+    const Bytes answer = c->recv(2);
+    ok += answer == bytes({0x00, 0x00}) ? 1 : 0;
+    busy += answer == bytes({0x01, 0xFD}) ? 1 : 0;
+  }
+  EXPECT_EQ(ok + busy, kConnections);
+  EXPECT_GT(busy, 0);
+  EXPECT_EQ(sleeper.runs->load(), ok) << "a task answered busy ran, or one that ran was not OK";
+  EXPECT_LE(sleeper.most_at_once->load(), kLimit);
+  for (auto& c : clients) {  // all still usable
+    EXPECT_EQ(c->call(request(250), 2), bytes({0x00, 0x00}));
+  }
+}
+
 TEST(Busy, AnInlineTaskOverTheLimitIsAnsweredBusyWithItsRequestDrained) {
   TestServer server(options_with(1, 0ns));
   Sleeper sleeper;

@@ -256,6 +256,8 @@ class RawClient {
     ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
   }
   int fd() const { return fd_; }
+  /// True once a read saw the peer close (end of stream or reset).
+  bool peer_closed() const { return closed_; }
 
  private:
   asio::io_context io_;
