@@ -326,9 +326,7 @@ class StreamConnection final : public Session,
             }
             next = result.next;
           } else {
-            waiting_for_request_ = true;
             const auto ec = co_await read_more(Watchdog::Wait::request);
-            waiting_for_request_ = false;
             if (ec && !woken_to_disconnect(ec)) {
               co_return ec;
             }
@@ -400,7 +398,6 @@ class StreamConnection final : public Session,
   /// requires !stream_closed_ and no input storage (serve_ready() returned Next::read).
   template <class Handler>
   void start_idle_read(Handler handler) {
-    waiting_for_request_ = true;
     watchdog_.begin_wait(Watchdog::Wait::request, server().options().timeout.wait);
     // No cancellation slot: no task runs while the connection waits for a request, so nothing
     // emits on the task's signal, which spares asio a cancellation handler in every read.
@@ -417,7 +414,6 @@ class StreamConnection final : public Session,
   // +52 to +65 instructions per ping, C=50, bench/callgrind.sh).
   template <class Handler>
   [[gnu::flatten]] void on_idle_read(Handler& handler, std::error_code ec, std::size_t n) {
-    waiting_for_request_ = false;
     watchdog_.end_wait();
     if (ec) {
       std::move(handler)(IdleResult::failed(io_error(ec)));
@@ -483,7 +479,6 @@ class StreamConnection final : public Session,
   Watchdog watchdog_;
   unsigned ops_without_wait_ = 0;  // reads and writes in a row that did not wait
   bool stream_closed_ = false;
-  bool waiting_for_request_ = false;
   std::error_code deferred_error_;  // see defer_error()
   bool input_drained_ = false;      // the last asynchronous read drained the socket (TCP_INQ)
   std::array<std::uint8_t, kIdleReadBytes> idle_in_{};

@@ -76,7 +76,7 @@ template <class Stream>
 void StreamConnection<Stream>::begin_disconnect(std::chrono::nanoseconds grace) {
   disconnect_requested_ = true;
   grace_end_ = std::min(grace_end_, Clock::now() + std::max(grace, std::chrono::nanoseconds(0)));
-  if (waiting_for_request_ && in_.empty()) {
+  if (watchdog_.waiting() == Watchdog::Wait::request && in_.empty()) {
     // Idle: wake the wait for a request, so that serve() says Goodbye unprompted and lingers
     // (docs/protocol.md section 7). The grace period bounds only the linger then: a deadline
     // set now could close the connection before the Goodbye is written.

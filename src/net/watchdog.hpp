@@ -57,6 +57,8 @@ class Watchdog {
     }
     rearm_if_earlier(io_deadline_);
   }
+  /// What the connection waits for now (Wait::none between waits).
+  Wait waiting() const noexcept { return wait_; }
   /// The I/O wait ended.
   void end_wait() noexcept {
     wait_ = Wait::none;
