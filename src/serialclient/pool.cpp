@@ -1,3 +1,4 @@
+#include "address_rotation.hpp"
 #include "retry_rules.hpp"
 
 #include <chrono>
@@ -9,7 +10,13 @@
 namespace serialclient {
 
 Pool::Pool(std::string address, PoolOptions options)
-    : address_(std::move(address)), options_(std::move(options)), work_(io_.get_executor()) {
+    : Pool(std::vector<std::string>{std::move(address)}, std::move(options)) {}
+
+Pool::Pool(std::vector<std::string> addresses, PoolOptions options)
+    : options_(std::move(options)),
+      work_(io_.get_executor()),
+      addresses_(std::make_unique<detail::AddressRotation>(
+          std::move(addresses), options_.address_backoff, io_.get_executor())) {
   const unsigned threads = options_.io_threads == 0 ? 1 : options_.io_threads;
   threads_.reserve(threads);
   for (unsigned i = 0; i < threads; ++i) {
@@ -43,15 +50,44 @@ std::unique_ptr<Client> Pool::acquire(std::error_code& ec, bool& reused) {
     }
     ++open_;  // reserve the slot, then connect without holding the lock
   }
-  auto client = std::make_unique<Client>(io_, options_.connection);
-  client->connect(address_, ec);
-  if (ec) {
+  auto client = connect_new(ec);
+  if (!client) {
     std::lock_guard lock(mutex_);
     --open_;
     available_.notify_one();
     return nullptr;
   }
   return client;
+}
+
+std::unique_ptr<Client> Pool::connect_new(std::error_code& ec) {
+  for (const auto& target : addresses_->plan()) {
+    if (is_closed()) {
+      ec = make_error_code(Errc::connection_closed);
+      return nullptr;
+    }
+    const bool name_for_tls = options_.connection.tls &&
+                              options_.connection.tls->server_name.empty() &&
+                              !target.server_name.empty();
+    std::unique_ptr<Client> client;
+    if (name_for_tls) {
+      // The address was resolved here from a name: the certificate must still carry the name.
+      Options options = options_.connection;
+      options.tls->server_name = target.server_name;
+      client = std::make_unique<Client>(io_, std::move(options));
+    } else {
+      client = std::make_unique<Client>(io_, options_.connection);
+    }
+    client->connect(target.address, ec);
+    if (!ec) {
+      addresses_->succeeded(target.index);
+      return client;
+    }
+    if (ec != Errc::invalid_address) {
+      addresses_->failed(target.index);
+    }
+  }
+  return nullptr;  // with the last address's error
 }
 
 void Pool::release(std::unique_ptr<Client> client) {

@@ -21,15 +21,20 @@
 
 namespace serialclient::test {
 
-/// Accepts on an ephemeral port; each connection runs `handler(fd)`, then is closed.
+/// Accepts on `port` of 127.0.0.1 (0: an ephemeral one); each connection runs `handler(fd)`,
+/// then is closed.
 /// Lifetime: the destructor stops accepting, shuts every connection down and joins.
 class RawServer {
  public:
-  explicit RawServer(std::function<void(int)> handler) : handler_(std::move(handler)) {
+  explicit RawServer(std::function<void(int)> handler, std::uint16_t port = 0)
+      : handler_(std::move(handler)) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(port);
     ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
     ::listen(listen_fd_, 16);
     socklen_t len = sizeof sa;
