@@ -8,11 +8,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <openssl/ssl.h>
 #include <serialclient/address.hpp>
+#include <serialclient/retry.hpp>
 
 namespace serialbench {
 
@@ -54,6 +57,16 @@ struct Conn {
   bool content_bad = false;
   bool response_ok = false;
   std::vector<std::uint8_t> expected;  // the content of the request being answered
+  // --retry: a request answered busy waits out its back-off in `waiting`, then in `resending`
+  // until it is emitted again; `retry_of` (by seq % pipeline) is the call a request retries.
+  struct Retry {
+    std::uint64_t due_ns = 0;
+    std::uint64_t started_ns = 0;  // the call's first send: its latency runs from there
+    serialclient::RetryBackoff backoff;
+  };
+  std::vector<Retry> waiting;
+  std::deque<Retry> resending;
+  std::vector<std::optional<Retry>> retry_of;
 };
 
 /// Writes the stamp of request `seq` on connection `id` into the first `n` bytes at `at`.

@@ -27,7 +27,7 @@ void EpollWorker::run() {
   std::vector<epoll_event> events(512);
   Spinner spinner(config_.spin);
   while (keep_going(seen_phase)) {
-    const std::uint64_t pace_wait_ns = paced() ? pace_all(now_ns()) : kMaxWaitNs;
+    const std::uint64_t pace_wait_ns = run_timers(now_ns());
     const std::uint64_t wait_ns = spinner.spinning() ? 0 : pace_wait_ns;
     const int n = wait(events, wait_ns);
     if (n < 0) {

@@ -130,6 +130,11 @@ Answers: OK, Error (by code) and Goodbye are counted apart. An answer that is no
 one is an error: by default task 1 expects the echo of its request, task 2 an empty OK, any
 other task an OK; --expect error or any accept Error answers. A Goodbye, and a connection the
 server closes, are errors too.
+--retry sends a request answered Error 253 (busy: the task was not started) again, after the
+client library's retry back-off (10ms doubling to 1s, with jitter) and within its 10s budget per
+request: only the final answer counts, its latency runs from the first send, and the summary
+says how many attempts were retried. Goodbyes and lost connections are not retried. Not with
+--rps.
 --rps N paces the run (open loop): each connection sends its share of N requests a second on a
 fixed schedule, whatever the answers, within its --pipeline; a request's latency runs from when
 it was due, so a slow server shows in the latencies rather than in a lower rate.
@@ -168,10 +173,15 @@ Examples:
   app.add_option("-w,--warmup", words.warmup,
                  "unmeasured warm-up before --duration (not with --requests)")
       ->capture_default_str();
-  app.add_option("--rps", config.rps,
-                 "requests per second over all connections, paced on a fixed schedule (open "
-                 "loop); default 0: as fast as the answers come (closed loop)")
-      ->check(CLI::Range(0.0, 1e9));
+  auto* rps =
+      app.add_option("--rps", config.rps,
+                     "requests per second over all connections, paced on a fixed schedule (open "
+                     "loop); default 0: as fast as the answers come (closed loop)")
+          ->check(CLI::Range(0.0, 1e9));
+  app.add_flag("--retry", config.retry,
+               "send a request answered busy (Error 253) again after a back-off; only final "
+               "answers count")
+      ->excludes(rps);
   app.add_option("-x,--expect", words.expect,
                  "the valid answer: echo, empty, ok (any OK), error or any (default: echo for "
                  "task 1, empty for task 2, ok otherwise)")

@@ -12,6 +12,7 @@
 #include <variant>
 
 #include <serialclient/address.hpp>
+#include <serialclient/retry.hpp>
 
 namespace serialbench {
 
@@ -54,6 +55,10 @@ struct Config {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_server_name;
+  /// --retry: an answer saying its task was not started (Error 253, busy) is sent again after
+  /// the policy's back-off, within its budget per request; off by default.
+  bool retry = false;
+  serialclient::RetryPolicy retry_policy;
 };
 
 /// Parses the command line: the configuration to run, or the status to exit with at once

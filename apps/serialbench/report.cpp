@@ -113,6 +113,7 @@ Json to_json(const Config& config, const Summary& summary) {
                         {"error_by_code", codes_json(answers.error_by_code)},
                         {"goodbye", answers.goodbye}};
   out["errors"] = summary.errors();
+  out["retries"] = summary.retries;
   out["error_reasons"] = Json{{"error_by_code", codes_json(answers.wrong_error_by_code)},
                               {"wrong_ok", answers.wrong_ok},
                               {"goodbye", answers.goodbye},
@@ -220,6 +221,10 @@ void print_text(const Config& config, const Summary& summary) {
     reasons += ")";
   }
   std::printf("  errors        %" PRIu64 "%s\n", summary.errors(), reasons.c_str());
+  if (config.retry) {
+    std::printf("  retries       %" PRIu64 " (attempts answered busy and sent again)\n",
+                summary.retries);
+  }
   std::printf("  own CPU       %.0f %% of one core\n", summary.cpu_percent());
   std::printf(
       "  latency (us)  min %.1f  mean %.1f  p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",

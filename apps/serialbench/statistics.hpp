@@ -59,6 +59,8 @@ struct Stats {
   Answers answers;
   std::uint64_t completed = 0;
   std::uint64_t errors = 0;
+  /// --retry: attempts answered busy and sent again (not counted in `answers`).
+  std::uint64_t retries = 0;
   std::uint64_t end_ns = 0;
   std::atomic<std::uint64_t> live_completed{0};
   std::atomic<std::uint64_t> live_errors{0};
@@ -68,7 +70,7 @@ struct Stats {
   void reset() {
     histogram.clear();
     answers = Answers{};
-    completed = errors = 0;
+    completed = errors = retries = 0;
   }
 };
 
@@ -77,6 +79,8 @@ struct Summary {
   Histogram histogram;
   Answers answers;
   std::uint64_t completed = 0;
+  /// --retry: attempts answered busy and sent again, over every request.
+  std::uint64_t retries = 0;
   double seconds = 0;
   std::uint64_t cpu_ns = 0;
   std::size_t threads = 0;
@@ -86,6 +90,7 @@ struct Summary {
     histogram.merge(stats.histogram);
     answers.add(stats.answers);
     completed += stats.completed;
+    retries += stats.retries;
   }
   std::uint64_t errors() const { return answers.errors(); }
   double requests_per_second() const {

@@ -52,7 +52,7 @@ void UringWorker::run() {
   Spinner spinner(config_.spin);
   while (keep_going(seen_phase)) {
     int r = 0;
-    const std::uint64_t wait_ns = paced() ? pace_all(now_ns()) : kMaxWaitNs;
+    const std::uint64_t wait_ns = run_timers(now_ns());
     if (spinner.spinning()) {
       // Submits and collects what has completed, without waiting (task work deferred to
       // io_uring_enter runs here too).

@@ -8,13 +8,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
+#include <utility>
 
 #include <openssl/ssl.h>
 
 namespace serialbench {
 
 Worker::Worker(const Config& config, const std::atomic<Phase>& phase)
-    : config_(config), phase_(phase) {
+    : config_(config), phase_(phase), retry_seeds_(std::random_device{}()) {
   if (config.rps > 0) {
     // Each connection carries its share of the rate: one request every connections/rps seconds.
     interval_ns_ = std::max<std::uint64_t>(
@@ -61,6 +63,68 @@ void Worker::pace(Conn& c, std::uint64_t now) {
   if (due > issued && room != 0) {
     send(c, std::min(due - issued, room), now);
   }
+}
+
+std::uint64_t Worker::run_timers(std::uint64_t now) {
+  std::uint64_t wait = paced() ? pace_all(now) : kMaxWaitNs;
+  if (config_.retry) {
+    wait = std::min(wait, resend_due(now));
+  }
+  return wait;
+}
+
+bool Worker::retry_later(Conn& c, std::uint8_t error_code, std::uint64_t now) {
+  if (!config_.retry ||
+      !serialclient::is_retryable_answer(serialclient::Result::make_error(error_code))) {
+    return false;
+  }
+  const std::size_t slot = c.expect_seq % config_.pipeline;
+  std::optional<Conn::Retry> retry = std::exchange(c.retry_of[slot], std::nullopt);
+  if (!retry) {
+    retry.emplace(
+        Conn::Retry{0, c.sent_at[slot],
+                    serialclient::RetryBackoff(config_.retry_policy,
+                                               static_cast<std::uint32_t>(retry_seeds_()))});
+  }
+  const auto delay = static_cast<std::uint64_t>(retry->backoff.next().count());
+  const auto budget = static_cast<std::uint64_t>(config_.retry_policy.budget.count());
+  if (now - retry->started_ns + delay > budget) {
+    return false;  // the budget is spent: this answer is final
+  }
+  retry->due_ns = now + delay;
+  c.waiting.push_back(*retry);
+  ++c.expect_seq;
+  --c.inflight;  // its pipeline slot stays taken: the retry goes out in it
+  ++stats_.retries;
+  return true;
+}
+
+std::uint64_t Worker::resend_due(std::uint64_t now) {
+  std::uint64_t wait = kMaxWaitNs;
+  for (auto& conn : conns_) {
+    Conn& c = *conn;
+    if (!c.alive || c.waiting.empty()) {
+      continue;
+    }
+    std::size_t due = 0;
+    for (auto it = c.waiting.begin(); it != c.waiting.end();) {
+      if (it->due_ns <= now) {
+        c.resending.push_back(*it);
+        it = c.waiting.erase(it);
+        ++due;
+      } else {
+        wait = std::min(wait, it->due_ns - now);
+        ++it;
+      }
+    }
+    if (due != 0) {
+      c.owed += due;  // not from the quota: these requests were counted when first sent
+      if (c.write_pos == c.write_end) {
+        emit(c, now);
+      }
+    }
+  }
+  return wait;
 }
 
 bool Worker::keep_going(Phase& seen_phase) {
@@ -126,7 +190,7 @@ bool Worker::consume(Conn& c, std::span<const std::uint8_t> data) {
   if (!c.alive) {
     return false;
   }
-  if (c.quota == 0 && c.inflight == 0 && c.owed == 0) {
+  if (c.quota == 0 && c.inflight == 0 && c.owed == 0 && c.waiting.empty()) {
     retire(c);
     return false;
   }
@@ -161,7 +225,17 @@ void Worker::emit(Conn& c, std::uint64_t now) {
     const std::uint64_t seq = c.next_seq++;
     // Paced, a request's latency runs from when it was due, not from when room was found for
     // it: a slow answer delays the requests behind it, and that wait is part of their latency.
-    c.sent_at[seq % config_.pipeline] = paced() ? c.pace_start_ns + seq * interval_ns_ : now;
+    const std::size_t slot = seq % config_.pipeline;
+    c.sent_at[slot] = paced() ? c.pace_start_ns + seq * interval_ns_ : now;
+    if (config_.retry) {
+      // A request sent again carries its call: the first send's time and its back-off.
+      c.retry_of[slot].reset();
+      if (!c.resending.empty()) {
+        c.sent_at[slot] = c.resending.front().started_ns;
+        c.retry_of[slot] = c.resending.front();
+        c.resending.pop_front();
+      }
+    }
     if (stamp_bytes != 0) {
       stamp(&c.batch[i * request_size + 2], stamp_bytes, c.id, seq);
     }
@@ -204,6 +278,10 @@ std::uint64_t Worker::parse(Conn& c, std::span<const std::uint8_t> data, std::ui
       }
       case Conn::State::error_code: {
         const std::uint8_t error_code = data[pos++];
+        if (retry_later(c, error_code, now)) {
+          c.state = Conn::State::code;
+          break;
+        }
         ++stats_.answers.error_by_code[error_code];
         const bool valid = config_.expect == Expect::error || config_.expect == Expect::any;
         if (!valid) {

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <span>
 #include <vector>
 
@@ -32,6 +33,9 @@ class Worker {
 
   void add(std::unique_ptr<Conn> conn) {
     conn->index = conns_.size();
+    if (config_.retry) {
+      conn->retry_of.resize(config_.pipeline);
+    }
     conns_.push_back(std::move(conn));
   }
   Stats& stats() { return stats_; }
@@ -56,6 +60,9 @@ class Worker {
   /// may wait for the kernel before the next request is due (at most kMaxWaitNs).
   std::uint64_t pace_all(std::uint64_t now);
   bool paced() const noexcept { return interval_ns_ != 0; }
+  /// What is due by the clock: paced requests (--rps) and requests whose retry back-off is over
+  /// (--retry). Returns how long the loop may wait for the kernel (at most kMaxWaitNs).
+  std::uint64_t run_timers(std::uint64_t now);
 
   /// Follows the main thread's phases; false once the loop must end.
   bool keep_going(Phase& seen_phase);
@@ -83,12 +90,18 @@ class Worker {
   void complete(Conn& c, bool valid, std::uint64_t now);
   /// The Goodbye answer: the server ends the connection.
   void goodbye(Conn& c);
+  /// --retry: if the Error answer `error_code` says the task was not started and the call's
+  /// budget allows, puts the call aside to be sent again after its back-off; true if it did.
+  bool retry_later(Conn& c, std::uint8_t error_code, std::uint64_t now);
+  /// --retry: sends again the calls whose back-off is over; returns the wait until the next.
+  std::uint64_t resend_due(std::uint64_t now);
   /// Sends what the pacing schedule of `c` says is due (as much as its pipeline has room for).
   void pace(Conn& c, std::uint64_t now);
 
   /// --rps: the time between two requests on one connection; 0 without pacing.
   std::uint64_t interval_ns_ = 0;
 
+  std::minstd_rand retry_seeds_;  // seeds each retried call's back-off jitter
   std::size_t active_ = 0;
   Stats stats_;
 };

@@ -1,6 +1,10 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <random>
+
+#include <serialclient/result.hpp>
 
 namespace serialclient {
 
@@ -44,6 +48,30 @@ struct CallOptions {
   /// call whose connection dropped after its request was written, without an answer, may then
   /// be retried. Default false: such a call fails with the connection's error.
   bool idempotent = false;
+};
+
+/// True if an answer says that its task was not run, so that the call may be sent again under
+/// a RetryPolicy: Goodbye (the server is going away) or Error 253 (busy, not started). Every
+/// other answer is final. For clients that read answers themselves (a Pool applies it, and the
+/// rest of the policy, on its own). Thread-safety: a pure function.
+bool is_retryable_answer(const Result& answer) noexcept;
+
+/// The waits between the attempts of one call, as a RetryPolicy says: the n-th is drawn
+/// uniformly from [b/2, b] with b = min(initial_backoff * 2^(n-1), max_backoff).
+/// Thread-safety: one per call, used by one thread at a time.
+class RetryBackoff {
+ public:
+  /// Seeded from std::random_device.
+  explicit RetryBackoff(const RetryPolicy& policy);
+  /// Seeded with `seed`: cheaper where many calls back off (no device read each).
+  RetryBackoff(const RetryPolicy& policy, std::uint32_t seed);
+  /// The wait before the next attempt.
+  std::chrono::nanoseconds next();
+
+ private:
+  std::chrono::nanoseconds base_;
+  std::chrono::nanoseconds max_;
+  std::minstd_rand random_;
 };
 
 }  // namespace serialclient

@@ -19,10 +19,7 @@ bool peer_gone(const std::error_code& ec) noexcept {
 bool may_retry(const Attempt& attempt, const CallOptions& call) noexcept {
   const std::error_code& ec = attempt.error;
   if (!ec) {
-    // Goodbye: the task was not run. Busy: it was not started. Every other Error is the
-    // task's (or 252, deadline exceeded: it ran, in part) and OK is final.
-    return attempt.result.is_goodbye() ||
-           (attempt.result.is_error() && attempt.result.error_code == serialserver::kBusyErrorCode);
+    return is_retryable_answer(attempt.result);
   }
   if (!attempt.connected) {
     // Nothing listens (yet, or for the moment: a restart); a Unix socket file not there yet.
@@ -35,12 +32,26 @@ bool may_retry(const Attempt& attempt, const CallOptions& call) noexcept {
   return call.idempotent && peer_gone(ec);
 }
 
-Backoff::Backoff(const RetryPolicy& policy)
+}  // namespace serialclient::detail
+
+namespace serialclient {
+
+bool is_retryable_answer(const Result& answer) noexcept {
+  // Goodbye: the task was not run. Busy: it was not started. Every other Error is the task's
+  // (or 252, deadline exceeded: it ran, in part) and OK is final.
+  return answer.is_goodbye() ||
+         (answer.is_error() && answer.error_code == serialserver::kBusyErrorCode);
+}
+
+RetryBackoff::RetryBackoff(const RetryPolicy& policy)
+    : RetryBackoff(policy, std::random_device{}()) {}
+
+RetryBackoff::RetryBackoff(const RetryPolicy& policy, std::uint32_t seed)
     : base_(std::max(policy.initial_backoff, std::chrono::nanoseconds(1))),
       max_(std::max(policy.max_backoff, base_)),
-      random_(std::random_device{}()) {}
+      random_(seed) {}
 
-std::chrono::nanoseconds Backoff::next() {
+std::chrono::nanoseconds RetryBackoff::next() {
   const std::chrono::nanoseconds bound = base_;
   base_ = base_ > max_ / 2 ? max_ : base_ * 2;
   // Half fixed, half random: callers that failed together do not come back together.
@@ -48,4 +59,4 @@ std::chrono::nanoseconds Backoff::next() {
   return std::chrono::nanoseconds(jitter(random_));
 }
 
-}  // namespace serialclient::detail
+}  // namespace serialclient

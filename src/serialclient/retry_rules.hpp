@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <random>
 #include <system_error>
 
 #include <serialclient/result.hpp>
@@ -27,18 +26,7 @@ struct Attempt {
 /// Thread-safety: a pure function.
 bool may_retry(const Attempt& attempt, const CallOptions& call) noexcept;
 
-/// Exponential back-off with jitter (RetryPolicy). Thread-safety: one per call, one thread.
-class Backoff {
- public:
-  explicit Backoff(const RetryPolicy& policy);
-  /// The wait before the next attempt: uniform in [b/2, b], b doubling from initial_backoff up
-  /// to max_backoff.
-  std::chrono::nanoseconds next();
-
- private:
-  std::chrono::nanoseconds base_;
-  std::chrono::nanoseconds max_;
-  std::minstd_rand random_;
-};
+/// The back-off between a pooled call's attempts.
+using Backoff = RetryBackoff;
 
 }  // namespace serialclient::detail

@@ -30,7 +30,11 @@ using serialserver::test::wait_for_port;
 /// The real demo server on a free TCP port, or on a Unix socket path.
 class Demo {
  public:
-  Demo() : port_(free_port()), address_("127.0.0.1:" + std::to_string(port_)) {
+  /// `extra` are more command-line arguments of the demo server.
+  explicit Demo(std::vector<std::string> extra = {})
+      : port_(free_port()),
+        address_("127.0.0.1:" + std::to_string(port_)),
+        extra_(std::move(extra)) {
     start();
     ready_ = wait_for_port(port_);
   }
@@ -50,13 +54,14 @@ class Demo {
 
  private:
   void start() {
-    process_ = std::make_unique<ChildProcess>(
-        bin_dir() + "/serialserver-demo",
-        std::vector<std::string>{"--listen", address_, "--log-level", "warn", "--threads", "1"});
+    std::vector<std::string> args{"--listen", address_, "--log-level", "warn", "--threads", "1"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    process_ = std::make_unique<ChildProcess>(bin_dir() + "/serialserver-demo", args);
   }
 
   std::uint16_t port_ = 0;
   std::string address_;
+  std::vector<std::string> extra_;
   std::unique_ptr<ChildProcess> process_;
   bool ready_ = false;
 };
@@ -263,6 +268,49 @@ TEST(SerialbenchUsage, DefaultsAndWarmupWithRequests) {
   const auto r = bench({"127.0.0.1:1", "-n", "10", "-w", "1s"});
   EXPECT_EQ(r.status, 64);
   EXPECT_NE(r.err.find("serialbench: --warmup"), std::string::npos) << r.err;
+}
+
+TEST(SerialbenchRetry, BusyAnswersAreRetriedOnlyWithRetry) {
+  // One task at a time; a task over it is answered Error 253 (busy) without running.
+  Demo demo(std::vector<std::string>{"--max-concurrent-tasks", "1"});
+  ASSERT_TRUE(demo.ready());
+  // Task 5 sleeps for its request's 4 bytes read as milliseconds. serialbench stamps the
+  // connection number there (times 256): connection 1's tasks hold the one slot 256 ms each,
+  // and connection 0's calls, which sleep 0 ms, run into them.
+  for (const char* engine : {"auto", "epoll"}) {
+    SCOPED_TRACE(engine);
+    const std::vector<std::string> load{demo.address(), "-t", "5",    "-s",     "4",
+                                        "-x",           "ok", "-c",   "2",      "-n",
+                                        "12",           "-e", engine, "--json", "-q"};
+    const auto plain = bench(load);
+    EXPECT_EQ(plain.status, 1) << plain.err;
+    const auto without = parse_json(plain);
+    EXPECT_GT(without.value("errors", 0), 0) << plain.out;
+    EXPECT_GT(without["answers"]["error_by_code"].value("253", 0), 0) << plain.out;
+    EXPECT_EQ(without.value("retries", -1), 0) << plain.out;
+
+    auto retrying_args = load;
+    retrying_args.emplace_back("--retry");
+    const auto retrying = bench(retrying_args);
+    EXPECT_EQ(retrying.status, 0) << retrying.out << retrying.err;
+    const auto with = parse_json(retrying);
+    EXPECT_EQ(with.value("errors", -1), 0) << retrying.out;
+    EXPECT_GT(with.value("retries", 0), 0) << retrying.out;
+    EXPECT_EQ(with.value("requests", 0), 12) << retrying.out;
+    EXPECT_EQ(with["answers"].value("ok", 0), 12) << retrying.out;
+    EXPECT_EQ(with["answers"].value("error", -1), 0) << retrying.out;
+  }
+  // The text summary says it too.
+  const auto text = bench(
+      {demo.address(), "-t", "5", "-s", "4", "-x", "ok", "-c", "2", "-n", "6", "-q", "--retry"});
+  EXPECT_EQ(text.status, 0) << text.out << text.err;
+  EXPECT_NE(text.out.find("  retries       "), std::string::npos) << text.out;
+}
+
+TEST(SerialbenchRetry, RetryIsNotForPacedRuns) {
+  const auto r = bench({"127.0.0.1:1", "-n", "10", "--rps", "100", "--retry"});
+  EXPECT_EQ(r.status, 64);
+  EXPECT_NE(r.err.find("serialbench: "), std::string::npos) << r.err;
 }
 
 }  // namespace
