@@ -2,7 +2,10 @@
 // 127.0.0.1: new connections spread round-robin, an address that refuses is passed over for its
 // back-off, then tried again.
 
+#include "demo_tasks.hpp"
 #include "raw_server.hpp"
+#include "support/loopback.hpp"
+#include "tls/tls_certs.hpp"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -165,6 +168,42 @@ TEST(PoolAddresses, RefusingAddressIsTriedAgainAfterItsBackoff) {
   ASSERT_TRUE(call_ok());
   ASSERT_TRUE(call_ok());
   EXPECT_GE(revived.accepted(), 1);
+}
+
+TEST(PoolAddresses, HostNamesAreResolvedIntoTheRotation) {
+  Gate gate(2);
+  RawServer first = gated_server(&gate);
+  RawServer second = gated_server(&gate);
+  PoolOptions options;
+  options.max_connections = 2;
+  // The same address twice (a name and its address) is one entry of the rotation.
+  Pool pool(std::vector<std::string>{"localhost:" + std::to_string(first.port()), first.address(),
+                                     "localhost:" + std::to_string(second.port())},
+            options);
+  EXPECT_EQ(concurrent_calls(pool, 2), 2);
+  EXPECT_EQ(first.accepted(), 1);
+  EXPECT_EQ(second.accepted(), 1);
+}
+
+TEST(PoolAddresses, TlsConnectsThroughAResolvedName) {
+  // The certificate is checked against the name (the test certificate also carries the IP).
+  const serialserver::test::TlsCerts certs;
+  ASSERT_TRUE(certs.ok()) << certs.log();
+  auto listener = serialserver::test::TestServer::default_listener_options();
+  listener.tls = serialserver::TlsOptions{certs.path("server.pem"), certs.path("server.key"), ""};
+  serialserver::test::TestServer server(serialserver::test::TestServer::quiet_options(), listener);
+  demo::register_demo_tasks(server.server());
+  server.start();
+
+  PoolOptions options;
+  options.retry.enabled = false;
+  options.connection.tls = TlsOptions{};
+  options.connection.tls->ca_file = certs.path("ca.pem");
+  Pool pool(std::vector<std::string>{"localhost:" + std::to_string(server.port())}, options);
+  std::error_code ec;
+  const Result r = pool.call(1, kRequest, ec);  // the demo's echo
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(r.response, kRequest);
 }
 
 TEST(PoolAddresses, EmptyAddressListIsRejected) {
