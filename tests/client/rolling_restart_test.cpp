@@ -1,0 +1,96 @@
+// A restart on one port under load, as an operator does it: the real serialserver-demo is sent
+// SIGTERM while 20 threads call it through a Pool with its default retry policy, and a new
+// demo is started on the same port once the old one has exited. The old server says Goodbye to
+// its idle connections, the pool retires them, and the calls that find no server retry until
+// the new one answers: no call fails, and each gets its own answer.
+
+#include "support/loopback.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <serialclient/serialclient.hpp>
+
+namespace serialclient::test {
+namespace {
+
+using namespace std::chrono_literals;
+using serialserver::test::bin_dir;
+using serialserver::test::ChildProcess;
+using serialserver::test::free_port;
+using serialserver::test::wait_for_port;
+
+std::unique_ptr<ChildProcess> start_demo(std::uint16_t port) {
+  return std::make_unique<ChildProcess>(
+      bin_dir() + "/serialserver-demo",
+      std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(port), "--log-level",
+                               "warn", "--threads", "1", "--grace", "2s"});
+}
+
+TEST(RollingRestart, NoCallFailsWhenTheServerIsRestartedOnItsPort) {
+  constexpr int kThreads = 20;
+  const std::uint16_t port = free_port();
+  auto server = start_demo(port);
+  ASSERT_TRUE(wait_for_port(port));
+
+  PoolOptions options;
+  options.max_connections = kThreads;
+  Pool pool("127.0.0.1:" + std::to_string(port), options);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0};
+  std::atomic<int> failures{0};
+  std::atomic<int> wrong_answers{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        // Echo (task 1) of a request that names the thread and the call.
+        const std::string text = std::to_string(t) + ":" + std::to_string(i);
+        const Bytes request(text.begin(), text.end());
+        std::error_code ec;
+        const Result result = pool.call(1, request, ec);
+        ++calls;
+        if (ec || !result.ok()) {
+          ++failures;
+        } else if (result.response != request) {
+          ++wrong_answers;
+        }
+      }
+    });
+  }
+
+  std::this_thread::sleep_for(300ms);
+  const int before_restart = calls.load();
+  server->signal(SIGTERM);
+  const auto status = server->wait_exit(10s);
+  ASSERT_TRUE(status.has_value()) << "the old server did not exit";
+  EXPECT_EQ(*status, 0);
+  server = start_demo(port);  // the same port, once the old process has gone
+  ASSERT_TRUE(wait_for_port(port));
+  const int at_restart = calls.load();
+  std::this_thread::sleep_for(500ms);
+  stop = true;
+  for (auto& thread : threads) {
+    thread.join();
+  }
+  pool.close();
+
+  EXPECT_GT(before_restart, 0) << "no call ran before the restart";
+  EXPECT_GT(calls.load(), at_restart) << "no call ran on the new server";
+  EXPECT_EQ(failures.load(), 0) << "of " << calls.load() << " calls";
+  EXPECT_EQ(wrong_answers.load(), 0);
+  std::cout << "[          ] " << calls.load() << " calls, " << before_restart
+            << " before the SIGTERM, " << calls.load() - at_restart << " after the new start"
+            << std::endl;
+}
+
+}  // namespace
+}  // namespace serialclient::test
