@@ -49,6 +49,7 @@ int run_main(int argc, char** argv) {
   std::uint32_t max_concurrent_tasks = 0;
   std::string task_timeout = "0";
   bool no_describe = false;
+  bool reuse_port = false;
   app.add_option("--listen", listen, "host:port, [v6]:port or a Unix socket path")
       ->capture_default_str();
   app.add_option("--wait-timeout", wait_timeout, "longest wait for the next task code")
@@ -62,6 +63,9 @@ int run_main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();
+  app.add_flag("--reuse-port", reuse_port,
+               "set SO_REUSEPORT on the TCP listening socket, so that a new server can bind the "
+               "same port while this one drains (see docs/deployment.md)");
   app.add_option("--max-concurrent-tasks", max_concurrent_tasks,
                  "most tasks running at once; a task over it is answered Error 253 (busy) "
                  "without running; 0: no limit")
@@ -144,6 +148,7 @@ int run_main(int argc, char** argv) {
   serialserver::ListenerOptions listener_options;
   listener_options.address = listen;
   listener_options.io_threads = threads;
+  listener_options.reuse_port = reuse_port;
   if (!tls_cert.empty()) {
     listener_options.tls = serialserver::TlsOptions{tls_cert, tls_key, tls_client_ca};
   }

@@ -73,6 +73,7 @@ struct Flags {
   std::uint64_t max_request_bytes = std::uint64_t{16} << 20;
   std::size_t max_connections = 10000;
   std::size_t max_connections_per_address = 0;
+  bool reuse_port = false;
   unsigned threads = 0;
   unsigned workers = 64;
   logd::TaskLimits limits;
@@ -191,6 +192,9 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--max-connections-per-address", f.max_connections_per_address,
                  "connections from one IP address at once; 0: no limit")
       ->capture_default_str();
+  app.add_flag("--reuse-port", f.reuse_port,
+               "set SO_REUSEPORT on the TCP listening socket, so that a new server can bind the "
+               "same port while this one drains (see docs/deployment.md)");
   app.add_option("--threads", f.threads, "I/O threads; 0: the number of cores")
       ->capture_default_str();
   app.add_option("--workers", f.workers,
@@ -329,6 +333,7 @@ int run_main(int argc, char** argv) {
   listener_options.io_threads = f.threads;
   listener_options.max_connections = f.max_connections;
   listener_options.max_connections_per_address = f.max_connections_per_address;
+  listener_options.reuse_port = f.reuse_port;
   logd::HandshakeOptions handshake_options;
   handshake_options.token = token;
   handshake_options.ready = ready;

@@ -69,6 +69,18 @@ struct ListenerOptions {
   std::size_t max_connections_per_address = 0;
   /// The listen backlog.
   int backlog = 1024;
+  /// Sets SO_REUSEPORT on a TCP listening socket before it is bound, so that another socket
+  /// with the option (a new server process taking over while this one drains) can bind the same
+  /// address and port. Ignored for Unix sockets. Default false: a second bind fails with
+  /// "address in use".
+  ///
+  /// Kernel caveat (Linux): new connections are spread over the sockets sharing the port by a
+  /// hash of their addresses, and each socket has its own accept queue. When one of them closes,
+  /// connections already in its queue but not yet accepted are reset; they are not moved to the
+  /// other sockets. shutdown() closes the listening socket at once, without draining its queue
+  /// first, so a hand-over between two processes can reset the few connections that arrived in
+  /// that instant (none of them had a task run). See docs/deployment.md.
+  bool reuse_port = false;
   /// TLS on every connection (see TlsOptions); empty means plaintext.
   std::optional<TlsOptions> tls;
 };

@@ -10,6 +10,7 @@
 #include "net/stream_ops.hpp"
 #include "net/tls_context.hpp"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <utility>
 #include <variant>
 
+#include <asio/detail/socket_option.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/v6_only.hpp>
@@ -29,6 +31,11 @@
 namespace serialserver {
 
 namespace detail {
+
+namespace {
+/// SO_REUSEPORT, which asio does not name.
+using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+}  // namespace
 
 ListenerImpl::ListenerImpl(Server& server, ListenerOptions options)
     : server_(server), options_(std::move(options)) {
@@ -100,6 +107,11 @@ void ListenerImpl::start() {
     asio::ip::tcp::acceptor acceptor(ctx);
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
+    if (options_.reuse_port) {
+      // Before bind: the kernel lets a socket share a port only if every socket bound to it
+      // had the option then (and belongs to the same user).
+      acceptor.set_option(ReusePort(true));
+    }
     if (endpoint.address().is_v6()) {
       acceptor.set_option(asio::ip::v6_only(true));
     }
