@@ -62,8 +62,12 @@ struct ListenerOptions {
   HandshakeFunction handshake;
   /// The longest a handshake may take.
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
-  /// Connections served at once; a connection accepted beyond this is closed at once (and
-  /// logged). 0 means no limit.
+  /// Connections served at once. A connection accepted at the limit makes room: the
+  /// connection of this listener idle the longest (no task running; Client::idle_since()) is
+  /// disconnected gracefully with no grace period (it gets its Goodbye at once; logged at info)
+  /// and the newcomer is served. Only when none is idle is the newcomer closed at once (and
+  /// logged). An evicted connection counts until it has ended (its linger lasts up to 1 s).
+  /// 0 means no limit.
   std::size_t max_connections = 10000;
   /// Connections from one remote IP address at once; beyond it, closed at once. 0: no limit.
   std::size_t max_connections_per_address = 0;
@@ -87,8 +91,8 @@ struct ListenerOptions {
 
 /// Accepts connections for a Server (the listener helper): listens, accepts in a loop on its
 /// own I/O threads (an accept error is logged and retried after about 100 ms), runs the TLS
-/// handshake (if configured) and the handshake hook, enforces the connection limits, and hands each
-/// connection to the server.
+/// handshake (if configured) and the handshake hook, enforces the connection limits (evicting
+/// the longest idle connection at max_connections), and hands each connection to the server.
 ///
 /// Thread-safety: every member function may be called from any thread.
 /// Lifetime: the Server must outlive the Listener. The destructor shuts down with no grace

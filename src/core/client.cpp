@@ -18,7 +18,8 @@ Client::Client(Server& server, ByteOrder byte_order, std::string local_address,
       timestamp_(std::chrono::system_clock::now()),
       id_(next_client_id.fetch_add(1, std::memory_order_relaxed)),
       server_(server),
-      byte_order_(byte_order) {}
+      byte_order_(byte_order),
+      idle_since_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
 
 Client::~Client() = default;
 
@@ -95,6 +96,8 @@ void Client::end_task() noexcept {
   // alive, because the connection drops a task table only under the mutex (lock_task_metadata),
   // which metadata() holds.
   task_active_.store(false, std::memory_order_release);
+  idle_since_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                    std::memory_order_relaxed);
 }
 
 std::optional<TaskMetadata> Client::metadata() const {

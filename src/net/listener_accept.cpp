@@ -2,12 +2,17 @@
 // live connections and the per-address registry), and the hand-over of each admitted socket to
 // the I/O thread that will serve it.
 
+#include <serialserver/client.hpp>
 #include <serialserver/server.hpp>
 #include "net/listener_impl.hpp"
 #include "net/stream_ops.hpp"
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <type_traits>
@@ -134,7 +139,8 @@ void ListenerImpl::hand_over(const std::shared_ptr<ListenerImpl>& self, asio::io
 template <class Socket>
 bool ListenerImpl::admit(Socket& socket, std::string& address_key) {
   const auto [local, remote] = socket_addresses(socket);
-  if (options_.max_connections != 0 && live_.load() >= options_.max_connections) {
+  if (options_.max_connections != 0 && live_.load() >= options_.max_connections &&
+      !evict_longest_idle()) {
     server_.log()->warn("refusing {}: {} connections already (max_connections)", remote,
                         live_.load());
     report_drop(remote, DropReason::max_connections);
@@ -165,6 +171,44 @@ bool ListenerImpl::admit(Socket& socket, std::string& address_key) {
   }
   ++live_;
   return true;
+}
+
+bool ListenerImpl::evict_longest_idle() {
+  const auto clients = server_.clients();
+  // Forget the evicted connections that have ended.
+  std::erase_if(evicted_, [&](std::uint64_t id) {
+    return std::none_of(clients.begin(), clients.end(),
+                        [id](const auto& client) { return client->id() == id; });
+  });
+  std::shared_ptr<Client> longest;
+  for (const auto& client : clients) {
+    if (client->closed() || evicted_.contains(client->id()) || !accepted_here(*client) ||
+        client->metadata().has_value()) {
+      continue;
+    }
+    if (!longest || client->idle_since() < longest->idle_since()) {
+      longest = client;
+    }
+  }
+  if (!longest) {
+    return false;
+  }
+  evicted_.insert(longest->id());
+  // It still counts toward live_ until it has ended (its linger may take up to a second); the
+  // newcomer is admitted meanwhile, and the next one at the limit evicts another.
+  server_.log()->info("evicted the longest idle connection {} ({} connections, max_connections)",
+                      longest->remote_address(), live_.load());
+  longest->disconnect(std::chrono::nanoseconds(0));
+  return true;
+}
+
+bool ListenerImpl::accepted_here(const Client& client) const {
+  const std::string& local = client.local_address();
+  if (!unix_path_.empty()) {
+    return local == unix_path_;
+  }
+  const std::string suffix = ":" + std::to_string(port_);
+  return local.ends_with(suffix);
 }
 
 void ListenerImpl::report_drop(std::string_view remote, DropReason reason) {

@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -90,6 +91,14 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   template <class Socket>
   bool admit(Socket& socket, std::string& address_key);
 
+  /// At max_connections: gracefully disconnects (grace 0: Goodbye at once) the connection of
+  /// this listener idle the longest, not evicted before; false if every one is busy.
+  bool evict_longest_idle();
+
+  /// True if `client` came through this listener (its local address is this listener's port
+  /// or socket path): the server may have other listeners.
+  bool accepted_here(const Client& client) const;
+
   /// Tells the metrics, if any, that a connection was dropped before being served.
   void report_drop(std::string_view remote, DropReason reason);
 
@@ -147,6 +156,9 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   mutable std::mutex mutex_;
   std::condition_variable stopped_cv_;
   std::map<std::string, std::size_t> per_address_;
+  // Ids of evicted connections that may still be lingering (they stay in Server::clients()
+  // until they end): not picked twice. Used by the accept loop alone, on the acceptor's thread.
+  std::set<std::uint64_t> evicted_;
   std::string local_address_;
   std::string unix_path_;
   std::optional<FileIdentity> unix_file_;  // the socket file this listener created

@@ -266,33 +266,6 @@ TEST(Listener, SilentPeerIsClosedAfterTheHandshakeTimeout) {
   EXPECT_TRUE(eventually([&] { return s.listener().num_connections() == 0; }));
 }
 
-TEST(Listener, ConnectionBeyondMaxConnectionsIsClosedAtOnce) {
-  auto o = listener_at("127.0.0.1:0");
-  o.max_connections = 2;
-  TestServer s(quiet_options(), o);
-  s.start();
-  RawClient a(s.port());
-  ASSERT_EQ(a.call(kKeepAlive, 2), kOkEmpty);
-  RawClient b(s.port());
-  ASSERT_EQ(b.call(kKeepAlive, 2), kOkEmpty);
-  ASSERT_EQ(s.listener().num_connections(), 2U);
-
-  RawClient c(s.port());
-  c.send(kKeepAlive);
-  EXPECT_TRUE(c.closed_within(3000ms));
-  EXPECT_TRUE(c.unexpected_bytes().empty());
-  // The others keep working.
-  EXPECT_EQ(a.call(kKeepAlive, 2), kOkEmpty);
-  EXPECT_EQ(b.call(kKeepAlive, 2), kOkEmpty);
-  EXPECT_EQ(s.listener().num_connections(), 2U);
-
-  // Room again once one has gone.
-  a.close();
-  ASSERT_TRUE(eventually([&] { return s.listener().num_connections() == 1; }));
-  RawClient d(s.port());
-  EXPECT_EQ(d.call(kKeepAlive, 2), kOkEmpty);
-}
-
 TEST(Listener, ConnectionsBeyondMaxPerAddressAreClosedAtOnce) {
   auto o = listener_at("127.0.0.1:0");
   o.max_connections_per_address = 2;

@@ -192,10 +192,22 @@ TEST_F(MetricsOverHttp, ScrapeAfterKnownTrafficGivesExactValues) {
     RawClient s(slow_listener.port());
     EXPECT_TRUE(s.closed_within(200ms + kTimingSlack + 5000ms));
     RawClient first(single_listener.port());
-    // The accept loop takes connections in order: `first` is admitted before `second` comes.
+    // `first` is busy (its echo waits for the end of its request), so `second` is refused
+    // rather than making room by evicting it.
+    const Bytes echo = request(kEcho, hello);
+    first.send(Bytes(echo.begin(), echo.end() - 1));
+    const std::string single_port = ":" + std::to_string(single_listener.port());
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& client : server_.server().clients()) {
+        if (client->local_address().ends_with(single_port) && client->metadata()) {
+          return true;
+        }
+      }
+      return false;
+    }));
     RawClient second(single_listener.port());
     EXPECT_TRUE(second.closed_within(5000ms));
-    EXPECT_EQ(first.call(request(kEcho, hello), hello_response.size()), hello_response);
+    EXPECT_EQ(first.call(Bytes(echo.end() - 1, echo.end()), hello_response.size()), hello_response);
   }  // `first` closes here: peer_closed
 
   // Every report is made before the connection is removed from the server.
