@@ -102,6 +102,7 @@ int run_main(int argc, char** argv) {
   client_ca_option->needs(cert_option);
   serialserver::apps::add_version_flag(app, kProgram);
   app.footer(
+      "SIGHUP reloads the --tls-cert, --tls-key and --tls-client-ca files for new connections. "
       "Exit status: 0 after a signal (SIGINT, SIGTERM) and a clean shutdown, 1 when it "
       "cannot start (such as a port in use), 64 usage (a bad flag value, or a file "
       "argument that cannot be read).");
@@ -140,6 +141,7 @@ int run_main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reloads the TLS certificate files
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -176,7 +178,23 @@ int run_main(int argc, char** argv) {
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) {
+      break;
+    }
+    if (tls_cert.empty()) {
+      server.log()->info("SIGHUP: no TLS certificate to reload");
+      continue;
+    }
+    try {
+      listener.reload_tls();
+    } catch (const std::exception& e) {
+      // A renewal gone wrong must not take the server down: it keeps the certificate it had.
+      server.log()->error("SIGHUP: TLS certificate not reloaded, still serving the old one: {}",
+                          e.what());
+    }
+  }
   server.log()->info("signal {}: shutting down (grace {})", signal_number,
                      serialserver::format_duration(grace_period));
   listener.shutdown(grace_period);

@@ -166,9 +166,11 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--token-file", f.token_file,
                  "file holding the token (at least 16 bytes) that clients must present")
       ->check(serialserver::apps::readable_file());
-  auto* cert = app.add_option("--tls-cert", f.tls_cert,
-                              "serve TLS (1.2 or later) with this certificate chain (PEM)")
-                   ->check(serialserver::apps::readable_file());
+  auto* cert =
+      app.add_option("--tls-cert", f.tls_cert,
+                     "serve TLS (1.2 or later) with this certificate chain (PEM); SIGHUP reloads "
+                     "the TLS files for new connections")
+          ->check(serialserver::apps::readable_file());
   auto* key = app.add_option("--tls-key", f.tls_key, "the private key of --tls-cert (PEM)")
                   ->check(serialserver::apps::readable_file());
   auto* client_ca =
@@ -321,6 +323,7 @@ int run_main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reloads the TLS certificate files
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -407,7 +410,23 @@ int run_main(int argc, char** argv) {
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) {
+      break;
+    }
+    if (f.tls_cert.empty()) {
+      server.log()->info("SIGHUP: no TLS certificate to reload");
+      continue;
+    }
+    try {
+      listener.reload_tls();
+    } catch (const std::exception& e) {
+      // A renewal gone wrong must not take the server down: it keeps the certificate it had.
+      server.log()->error("SIGHUP: TLS certificate not reloaded, still serving the old one: {}",
+                          e.what());
+    }
+  }
   server.log()->info(
       "signal {}: the server is shutting down (grace {}; a commit in progress gets up to {} more)",
       signal_number, serialserver::format_duration(grace_period),

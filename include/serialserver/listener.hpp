@@ -118,6 +118,13 @@ class Listener {
   void shutdown(std::chrono::nanoseconds grace);
   /// Blocks until shutdown() was called and every connection has ended; then joins the threads.
   void wait();
+  /// Reads the files of ListenerOptions::tls again (certificate chain, key, client CAs) and
+  /// makes new connections use them; connections already accepted keep the certificate they
+  /// were handshaking or handshaken with. For renewing a certificate without a restart (the
+  /// programs do it on SIGHUP). Throws std::system_error if a file cannot be loaded (or the key
+  /// does not match the certificate): the listener then goes on with the certificate it had.
+  /// Throws std::logic_error if the listener has no TLS or was not started.
+  void reload_tls();
   /// Connections accepted and not yet ended (including those in their handshake).
   std::size_t num_connections() const;
   /// The number of I/O threads.

@@ -5,9 +5,9 @@
 namespace serialserver {
 
 /// TLS for a Listener (OpenSSL through asio::ssl). TLS 1.2 is the oldest version accepted; TLS 1.3
-/// is preferred when the peer offers it. The files are PEM and are read once, by
-/// Listener::start(), which throws std::system_error if one cannot be loaded (or if the key does
-/// not match the certificate).
+/// is preferred when the peer offers it. The files are PEM and are read by Listener::start(),
+/// which throws std::system_error if one cannot be loaded (or if the key does not match the
+/// certificate), and again by Listener::reload_tls(), for the connections accepted after it.
 ///
 /// The TLS handshake runs right after accept and before the handshake hook, under
 /// ListenerOptions::handshake_timeout (one deadline for both), and counts toward the connection

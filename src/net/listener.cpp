@@ -73,6 +73,7 @@ void ListenerImpl::start() {
                                   options_.address + "'");
     }
     tls_context_ = make_server_tls_context(*options_.tls);
+    tls_ = true;
   }
   auto& ctx = acceptor_context();
   if (parsed.is_unix) {
@@ -131,8 +132,27 @@ void ListenerImpl::start() {
   for (auto& context : contexts_) {
     threads_.emplace_back([c = context.get()] { c->run(); });
   }
-  server_.log()->info("listening on {}{} with {} I/O threads", local_address_,
-                      tls_context_ ? " (TLS)" : "", contexts_.size());
+  server_.log()->info("listening on {}{} with {} I/O threads", local_address_, tls_ ? " (TLS)" : "",
+                      contexts_.size());
+}
+
+void ListenerImpl::reload_tls() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_ || !tls_) {
+      throw std::logic_error("Listener::reload_tls: not a started TLS listener");
+    }
+  }
+  // Made in full before it replaces the old one: a file that cannot be loaded throws here and
+  // the listener goes on with the context it had.
+  auto context = make_server_tls_context(*options_.tls);
+  {
+    std::lock_guard lock(tls_mutex_);
+    tls_context_.swap(context);
+  }
+  server_.log()->info("TLS certificate reloaded from '{}' for new connections on {}",
+                      options_.tls->certificate_chain_file, local_address());
+  // `context`, the old one, is released here; connections that use it hold their own copies.
 }
 
 void ListenerImpl::shutdown(std::chrono::nanoseconds grace) {
@@ -193,6 +213,7 @@ void Listener::shutdown(std::chrono::nanoseconds grace) {
   impl_->notify_shutdown();
 }
 void Listener::wait() { impl_->wait(); }
+void Listener::reload_tls() { impl_->reload_tls(); }
 std::size_t Listener::num_connections() const { return impl_->num_connections(); }
 std::size_t Listener::io_thread_count() const { return impl_->io_thread_count(); }
 

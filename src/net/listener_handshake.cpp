@@ -123,10 +123,12 @@ asio::awaitable<void> ListenerImpl::serve(std::shared_ptr<ListenerImpl> self, So
   // One deadline for the TLS handshake and the hook together; no timer when there is neither.
   std::optional<asio::steady_timer> deadline;
   if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
-    if (self->tls_context_) {
+    if (self->tls_) {
+      // Held for the connection's lifetime: a reload_tls() meanwhile does not touch it.
+      const auto tls_context = self->current_tls_context();
       deadline.emplace(socket.get_executor());
       deadline->expires_after(self->options_.handshake_timeout);
-      TlsSocket stream(std::move(socket), *self->tls_context_);
+      TlsSocket stream(std::move(socket), *tls_context);
       if (co_await tls_handshake(*self, stream, *deadline)) {
         co_await serve_stream(self, std::move(stream), deadline);
       }

@@ -56,6 +56,7 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   void start();
   void shutdown(std::chrono::nanoseconds grace);
   void wait();
+  void reload_tls();
 
   std::string local_address() const {
     std::lock_guard lock(mutex_);
@@ -136,9 +137,16 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   /// refusals and the acceptor's close happen there, and hand_over() moves sockets from it.
   asio::io_context& acceptor_context() const noexcept { return *contexts_.front(); }
 
+  /// The TLS context for a new connection (null without TLS). The connection keeps the copy it
+  /// got for its lifetime, so that reload_tls() changes only the connections that come after.
+  std::shared_ptr<asio::ssl::context> current_tls_context() const {
+    std::lock_guard lock(tls_mutex_);
+    return tls_context_;
+  }
+
   /// True when connections go to the server as accepted: no TLS and no handshake hook.
   static bool plain_tcp_or_unix(const ListenerImpl& self) noexcept {
-    return !self.tls_context_ && !self.options_.handshake;
+    return !self.tls_ && !self.options_.handshake;
   }
 
   Server& server_;
@@ -148,7 +156,9 @@ class ListenerImpl : public std::enable_shared_from_this<ListenerImpl> {
   std::vector<std::thread> threads_;
   std::variant<std::monostate, asio::ip::tcp::acceptor, asio::local::stream_protocol::acceptor>
       acceptor_;
-  std::shared_ptr<asio::ssl::context> tls_context_;  // set by start(), then only read
+  bool tls_ = false;  // set by start() before the I/O threads start, then only read
+  mutable std::mutex tls_mutex_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // set by start() and reload_tls()
   std::stop_source stop_;
   std::atomic<std::int64_t> grace_ns_{0};
   std::atomic<std::size_t> live_{0};
