@@ -54,6 +54,8 @@ SERIALSERVER_BENCH_APT_PACKAGES=(
   linux-perf
   valgrind
   heaptrack
+  redis-server  # bench/logd/compare_redis.sh: the peer logd is measured beside
+  redis-tools   # redis-benchmark, for the same script
 )
 
 SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"

@@ -9,6 +9,9 @@
 # BUILD_DIR holds bin/serialserver-logd and bin/logd_bench (default build/release). Needs
 # redis-server and redis-benchmark (Debian: redis-server, redis-tools).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../../scripts/lib.sh"
+ss_install_bench_deps
 
 build=${1:-build/release}
 seconds=${2:-10}
