@@ -188,8 +188,10 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--max-request-bytes", f.max_request_bytes,
                  "largest request content (Error 254 beyond); 0: no limit")
       ->capture_default_str();
-  app.add_option("--max-connections", f.max_connections,
-                 "connections served at once (beyond: closed at once); 0: no limit")
+  app.add_option(
+         "--max-connections", f.max_connections,
+         "connections served at once (beyond: the longest idle one is sent Goodbye; if none is "
+         "idle, the newcomer is closed at once); 0: no limit")
       ->capture_default_str();
   app.add_option("--max-connections-per-address", f.max_connections_per_address,
                  "connections from one IP address at once; 0: no limit")

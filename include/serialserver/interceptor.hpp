@@ -22,14 +22,14 @@ class Admission {
   };
 
   /// Let the task run.
-  static constexpr Admission run() noexcept { return Admission(Verdict::run, 0); }
+  static constexpr Admission run() noexcept { return {Verdict::run, 0}; }
   /// Answer Error `code` without running the task (applications use 0..251: docs/protocol.md
   /// section 5; 253, busy, tells a client it may retry later).
   static constexpr Admission error(ErrorCode code) noexcept {
-    return Admission(Verdict::error, code);
+    return {Verdict::error, code};
   }
   /// Close the connection without an answer (Errc::closed_by_server).
-  static constexpr Admission drop() noexcept { return Admission(Verdict::drop, 0); }
+  static constexpr Admission drop() noexcept { return {Verdict::drop, 0}; }
 
   Verdict verdict() const noexcept { return verdict_; }
   /// The code of an `error` verdict.

@@ -71,9 +71,9 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::serve_task(TaskCode c
     stop_source_ = std::stop_source();  // a fresh one only after the last was used
   }
   const auto deadline = task_deadline(*entry);
-  const ScopeExit end_deadline{[this]() noexcept { watchdog_.set_task_deadline({}); }};
+  const ScopeExit end_deadline{[this]() noexcept { watchdog_.clear_task_deadline(); }};
   if (deadline) {
-    watchdog_.set_task_deadline(deadline);
+    watchdog_.set_task_deadline(*deadline);
   }
   RequestReader reader(*this);
   TaskContext ctx(*this, reader, *snapshot_.logger, session_, code, stop_source_.get_token(),

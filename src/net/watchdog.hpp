@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <system_error>
 
 #include <asio/any_io_executor.hpp>
@@ -69,11 +68,13 @@ class Watchdog {
     request_deadline_ =
         max_duration.count() > 0 ? Clock::now() + max_duration : Clock::time_point::max();
   }
-  /// The running task's time budget ends at `deadline`; nothing: the task has ended.
-  void set_task_deadline(std::optional<Clock::time_point> deadline) {
-    task_deadline_ = deadline.value_or(Clock::time_point::max());
+  /// The running task's time budget ends at `deadline`.
+  void set_task_deadline(Clock::time_point deadline) {
+    task_deadline_ = deadline;
     rearm_if_earlier(task_deadline_);
   }
+  /// The running task has ended. (The timer, if armed for the deadline, wakes and finds none.)
+  void clear_task_deadline() noexcept { task_deadline_ = Clock::time_point::max(); }
   /// A disconnect's grace period ends at `deadline` (the earliest of several wins).
   void set_disconnect_deadline(Clock::time_point deadline) {
     if (deadline < disconnect_deadline_) {
