@@ -15,6 +15,7 @@ class Client;
 /// Thread-safety: an immutable value.
 class Admission {
  public:
+  /// What happens to the task.
   enum class Verdict : std::uint8_t {
     run,    ///< the task runs (unless a later interceptor decides otherwise)
     error,  ///< the task does not run: its request is read and discarded, then Error + code
@@ -25,12 +26,11 @@ class Admission {
   static constexpr Admission run() noexcept { return {Verdict::run, 0}; }
   /// Answer Error `code` without running the task (applications use 0..251: docs/protocol.md
   /// section 5; 253, busy, tells a client it may retry later).
-  static constexpr Admission error(ErrorCode code) noexcept {
-    return {Verdict::error, code};
-  }
+  static constexpr Admission error(ErrorCode code) noexcept { return {Verdict::error, code}; }
   /// Close the connection without an answer (Errc::closed_by_server).
   static constexpr Admission drop() noexcept { return {Verdict::drop, 0}; }
 
+  /// What happens to the task.
   Verdict verdict() const noexcept { return verdict_; }
   /// The code of an `error` verdict.
   ErrorCode error_code() const noexcept { return code_; }

@@ -82,8 +82,9 @@ ConnectionState::IdleInput ConnectionState::take_idle_input() noexcept {
     close_now(make_error_code(Errc::connection_closed));
     return IdleInput::goodbye;
   }
-  close_now(make_error_code(Errc::protocol_error));  // nothing else may come unasked
-  return IdleInput::closed;
+  // Any other byte came unasked too, but is left where it is: the next call reads it as its
+  // answer, as it would have without this look, and reports what it makes of it.
+  return IdleInput::none;
 }
 
 bool ConnectionState::read_idle_input() noexcept {
