@@ -8,6 +8,7 @@
 #include <serialserver/server.hpp>
 #include "common/guarded_main.hpp"
 #include "common/program.hpp"
+#include "common/tls_reload.hpp"
 #include "demo_tasks.hpp"
 
 #include <csignal>
@@ -183,17 +184,7 @@ int run_main(int argc, char** argv) {
     if (signal_number != SIGHUP) {
       break;
     }
-    if (tls_cert.empty()) {
-      server.log()->info("SIGHUP: no TLS certificate to reload");
-      continue;
-    }
-    try {
-      listener.reload_tls();
-    } catch (const std::exception& e) {
-      // A renewal gone wrong must not take the server down: it keeps the certificate it had.
-      server.log()->error("SIGHUP: TLS certificate not reloaded, still serving the old one: {}",
-                          e.what());
-    }
+    serialserver::apps::reload_tls_on_sighup(listener, !tls_cert.empty(), *server.log());
   }
   server.log()->info("signal {}: shutting down (grace {})", signal_number,
                      serialserver::format_duration(grace_period));

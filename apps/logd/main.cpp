@@ -9,6 +9,7 @@
 #include <serialserver/server.hpp>
 #include "common/guarded_main.hpp"
 #include "common/program.hpp"
+#include "common/tls_reload.hpp"
 #include "handshake.hpp"
 #include "logd_server.hpp"
 #include "retention_flags.hpp"
@@ -417,17 +418,7 @@ int run_main(int argc, char** argv) {
     if (signal_number != SIGHUP) {
       break;
     }
-    if (f.tls_cert.empty()) {
-      server.log()->info("SIGHUP: no TLS certificate to reload");
-      continue;
-    }
-    try {
-      listener.reload_tls();
-    } catch (const std::exception& e) {
-      // A renewal gone wrong must not take the server down: it keeps the certificate it had.
-      server.log()->error("SIGHUP: TLS certificate not reloaded, still serving the old one: {}",
-                          e.what());
-    }
+    serialserver::apps::reload_tls_on_sighup(listener, !f.tls_cert.empty(), *server.log());
   }
   server.log()->info(
       "signal {}: the server is shutting down (grace {}; a commit in progress gets up to {} more)",
