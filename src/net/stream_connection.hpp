@@ -2,18 +2,12 @@
 
 // The driver of a server connection: the I/O glue that performs the engine's (Session's) actions
 // on a stream, written once over the stream type (TCP and Unix sockets, TLS, the in-memory test
-// stream). The engine decides; this reads, writes, waits, runs task functions and streams
-// responses.
+// stream). The engine decides; this reads, writes, waits, runs tasks and streams responses.
 //
-// Shape: one coroutine (serve) asks the engine what to do next and does it. While the connection
-// is idle, on a non-blocking socket, the requests that need no waiting (inline tasks, keep-alives)
-// are served in the read's completion handler without resuming the coroutine (serve_while_idle).
-// Responses accumulate in the engine's output buffer and are written when no complete request is
-// left in the input (so pipelined requests cost one write for many responses). The Watchdog
-// enforces the Wait, Read and Write timeouts and the disconnect deadline with one timer.
-// Opening and closing are in stream_connection_lifecycle.hpp, the reads and writes that wait in
-// stream_connection_io.hpp, running tasks, their streamed responses and the peer monitor in
-// stream_connection_tasks.hpp.
+// One coroutine (serve) asks the engine what to do next and does it; idle non-blocking sockets
+// serve what needs no waiting in the read's completion handler (async_serve_while_idle).
+// Lifecycle and Goodbye: stream_connection_lifecycle.hpp; reads and writes: _io.hpp; tasks,
+// streamed responses and the peer monitor: _tasks.hpp.
 
 #include <serialserver/client.hpp>
 #include <serialserver/error.hpp>

@@ -65,10 +65,13 @@ struct Load {
       });
     }
   }
+  ~Load() { finish(); }  // also when an assertion returns early
   void finish() {
     stop = true;
     for (auto& thread : threads) {
-      thread.join();
+      if (thread.joinable()) {
+        thread.join();
+      }
     }
   }
 };
@@ -83,51 +86,27 @@ TEST(RollingRestart, NoCallFailsWhenTheServerIsRestartedOnItsPort) {
   options.max_connections = kThreads;
   Pool pool("127.0.0.1:" + std::to_string(port), options);
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> calls{0};
-  std::atomic<int> failures{0};
-  std::atomic<int> wrong_answers{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; !stop.load(); ++i) {
-        // Echo (task 1) of a request that names the thread and the call.
-        const std::string text = std::to_string(t) + ":" + std::to_string(i);
-        const Bytes request(text.begin(), text.end());
-        std::error_code ec;
-        const Result result = pool.call(1, request, ec);
-        ++calls;
-        if (ec || !result.ok()) {
-          ++failures;
-        } else if (result.response != request) {
-          ++wrong_answers;
-        }
-      }
-    });
-  }
+  Load load(pool, kThreads, CallOptions{});
 
   std::this_thread::sleep_for(300ms);
-  const int before_restart = calls.load();
+  const int before_restart = load.calls.load();
   server->signal(SIGTERM);
   const auto status = server->wait_exit(10s);
   ASSERT_TRUE(status.has_value()) << "the old server did not exit";
   EXPECT_EQ(*status, 0);
   server = start_demo(port);  // the same port, once the old process has gone
   ASSERT_TRUE(wait_for_port(port));
-  const int at_restart = calls.load();
+  const int at_restart = load.calls.load();
   std::this_thread::sleep_for(500ms);
-  stop = true;
-  for (auto& thread : threads) {
-    thread.join();
-  }
+  load.finish();
   pool.close();
 
   EXPECT_GT(before_restart, 0) << "no call ran before the restart";
-  EXPECT_GT(calls.load(), at_restart) << "no call ran on the new server";
-  EXPECT_EQ(failures.load(), 0) << "of " << calls.load() << " calls";
-  EXPECT_EQ(wrong_answers.load(), 0);
-  std::cout << "[          ] " << calls.load() << " calls, " << before_restart
-            << " before the SIGTERM, " << calls.load() - at_restart << " after the new start"
+  EXPECT_GT(load.calls.load(), at_restart) << "no call ran on the new server";
+  EXPECT_EQ(load.failures.load(), 0) << "of " << load.calls.load() << " calls";
+  EXPECT_EQ(load.wrong_answers.load(), 0);
+  std::cout << "[          ] " << load.calls.load() << " calls, " << before_restart
+            << " before the SIGTERM, " << load.calls.load() - at_restart << " after the new start"
             << std::endl;
 }
 
