@@ -6,14 +6,19 @@
 
 #include <serialserver/serialserver.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -284,9 +289,12 @@ bool eventually(F condition, std::chrono::milliseconds timeout = 5000ms) {
 /// A child process (one of the real binaries), killed on destruction.
 class ChildProcess {
  public:
-  /// Starts `path` with `args`; stderr goes to `log_path` if given.
+  /// Starts `path` with `args`; stderr goes to `log_path` if given. When the test has failed by
+  /// the time the child is destroyed, the end of that log is printed, so that a failure seen
+  /// only in CI shows what the program said.
   ChildProcess(const std::string& path, const std::vector<std::string>& args,
-               const std::string& log_path = "") {
+               const std::string& log_path = "")
+      : log_path_(log_path) {
     pid_ = ::fork();
     if (pid_ == 0) {
       if (!log_path.empty()) {
@@ -309,6 +317,9 @@ class ChildProcess {
       int status = 0;
       ::waitpid(pid_, &status, 0);
     }
+    if (!log_path_.empty() && ::testing::Test::HasFailure()) {
+      print_log_end();
+    }
   }
   void signal(int sig) { ::kill(pid_, sig); }
   /// Waits up to `timeout` for the exit; returns the exit status, or nullopt if still running.
@@ -328,6 +339,15 @@ class ChildProcess {
   pid_t pid() const { return pid_; }
 
  private:
+  void print_log_end() const {
+    std::ifstream in(log_path_, std::ios::binary);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    constexpr std::size_t kShown = 6000;
+    std::fprintf(stderr, "---- the end of %s ----\n%s\n---- end ----\n", log_path_.c_str(),
+                 text.size() > kShown ? text.substr(text.size() - kShown).c_str() : text.c_str());
+  }
+
+  std::string log_path_;
   pid_t pid_ = -1;
   bool exited_ = false;
 };
@@ -355,10 +375,33 @@ inline bool wait_for_port(std::uint16_t port, std::chrono::milliseconds timeout 
       timeout);
 }
 
+/// Reserves `port` for this test process among all test processes on the machine: ctest runs
+/// tests in parallel, and two processes that probed the same port before either child bound it
+/// would start two servers on it, one test then talking to the other's server. The lock is an
+/// flock on a file named after the port; it is held until this process exits (the descriptor is
+/// kept open on purpose and not inherited by children), and the kernel drops it if the process
+/// dies. False when another process holds it.
+inline bool reserve_port_for_this_process(std::uint16_t port) {
+  std::error_code ec;
+  const auto dir = std::filesystem::temp_directory_path(ec) / "serialserver-test-ports";
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = (dir / std::to_string(port)).string();
+  const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    return true;  // no lock to take (read-only temp dir): fall back on the bind probe alone
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  return true;
+}
+
 /// A free TCP port on 127.0.0.1 for a child program to listen on (bound then released).
 /// Chosen below the kernel's ephemeral range (32768 and up by default), so that the many
 /// client connections that tests open cannot take it as their source port before the child
-/// binds it, and never the same port twice in one test process. Thread-safe.
+/// binds it; never the same port twice in one test process, and never one that another test
+/// process has taken (see reserve_port_for_this_process). Thread-safe.
 inline std::uint16_t free_port() {
   static std::mutex mutex;
   static std::set<std::uint16_t> given;
@@ -377,7 +420,7 @@ inline std::uint16_t free_port() {
     if (!ec) {
       probe.bind({asio::ip::make_address("127.0.0.1"), port}, ec);
     }
-    if (!ec) {
+    if (!ec && reserve_port_for_this_process(port)) {
       given.insert(port);
       return port;
     }
