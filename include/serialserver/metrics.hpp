@@ -76,6 +76,10 @@ class Metrics {
   /// is never reported to connection_opened or connection_closed.
   virtual void connection_dropped(std::string_view /*remote_address*/,
                                   DropReason /*reason*/) noexcept {}
+  /// At ListenerOptions::max_connections, the listener began the graceful close of `client`,
+  /// the served connection idle the longest, to admit a newcomer. The connection is still
+  /// reported to connection_closed when it ends (its reason: graceful_disconnect).
+  virtual void connection_evicted(const Client& /*client*/) noexcept {}
 };
 
 }  // namespace serialserver

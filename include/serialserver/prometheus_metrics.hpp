@@ -27,6 +27,8 @@ namespace serialserver {
 /// - `connections_closed_total{reason}`: served connections that ended, by close_reason_name();
 /// - `connections_dropped_total{reason}`: connections the listener dropped before serving them,
 ///   by drop_reason_name() (connection limits, failed or slow handshakes, shutdown);
+/// - `connections_evicted_total`: idle served connections the listener closed gracefully at
+///   max_connections to admit a newcomer (they count in `connections_closed_total` too);
 /// - `timeouts_total{kind}`: `wait`, `read`, `write`, `request` (connections closed by those
 ///   timeouts; `request` is ServerOptions::max_request_duration) and `handshake` (handshakes
 ///   that timed out);
@@ -72,6 +74,7 @@ class PrometheusMetrics final : public Metrics {
   void connection_closed(const Client& client, std::error_code reason) noexcept override;
   void task_finished(const Client& client, const TaskRecord& record) noexcept override;
   void connection_dropped(std::string_view remote_address, DropReason reason) noexcept override;
+  void connection_evicted(const Client& client) noexcept override;
 
   /// Every family in the text exposition format (HELP and TYPE lines, then the samples), as
   /// prometheus-cpp's TextSerializer writes it. Families without series yet are left out.

@@ -198,6 +198,9 @@ bool ListenerImpl::evict_longest_idle() {
   // newcomer is admitted meanwhile, and the next one at the limit evicts another.
   server_.log()->info("evicted the longest idle connection {} ({} connections, max_connections)",
                       longest->remote_address(), live_.load());
+  if (const auto metrics = server_.metrics()) {
+    metrics->connection_evicted(*longest);
+  }
   longest->disconnect(std::chrono::nanoseconds(0));
   return true;
 }

@@ -31,15 +31,16 @@ constexpr std::size_t kBuckets = PrometheusMetrics::kLatencyBucketsNs.size() + 1
 constexpr std::string_view kDurationFamily = "serialserver_task_duration_seconds";
 
 /// The order families are rendered in (prometheus-cpp's Registry groups them by type).
-constexpr std::array<std::string_view, 9> kFamilyOrder = {"serialserver_connections_open",
-                                                          "serialserver_connections_total",
-                                                          "serialserver_connections_closed_total",
-                                                          "serialserver_connections_dropped_total",
-                                                          "serialserver_timeouts_total",
-                                                          "serialserver_tasks_total",
-                                                          "serialserver_request_bytes_total",
-                                                          "serialserver_response_bytes_total",
-                                                          kDurationFamily};
+constexpr std::array<std::string_view, 10> kFamilyOrder = {"serialserver_connections_open",
+                                                           "serialserver_connections_total",
+                                                           "serialserver_connections_closed_total",
+                                                           "serialserver_connections_dropped_total",
+                                                           "serialserver_connections_evicted_total",
+                                                           "serialserver_timeouts_total",
+                                                           "serialserver_tasks_total",
+                                                           "serialserver_request_bytes_total",
+                                                           "serialserver_response_bytes_total",
+                                                           kDurationFamily};
 
 /// Close reasons by slot: 0 no error, 1..14 the Errc values, 15 anything else.
 constexpr std::size_t kCloseReasons = 16;
@@ -111,6 +112,12 @@ class PrometheusMetrics::State final : public prometheus::Collectable {
                    .Help("Connections served since the start.")
                    .Register(registry_)
                    .Add({})),
+        evicted(prometheus::BuildCounter()
+                    .Name("serialserver_connections_evicted_total")
+                    .Help("Idle connections closed gracefully at max_connections to admit a "
+                          "newcomer.")
+                    .Register(registry_)
+                    .Add({})),
         tasks_(prometheus::BuildCounter()
                    .Name("serialserver_tasks_total")
                    .Help("Finished tasks by task code and outcome.")
@@ -185,6 +192,7 @@ class PrometheusMetrics::State final : public prometheus::Collectable {
 
   prometheus::Gauge& open;
   prometheus::Counter& opened;
+  prometheus::Counter& evicted;
   std::array<prometheus::Counter*, kCloseReasons> closed{};
   std::array<prometheus::Counter*, kDropReasons> dropped{};
   std::array<prometheus::Counter*, kTimeoutKinds.size()> timeouts{};
@@ -273,6 +281,10 @@ void PrometheusMetrics::connection_dropped(std::string_view /*remote_address*/,
   if (reason == DropReason::handshake_timeout) {
     state_->timeouts[static_cast<std::size_t>(TimeoutKind::handshake)]->Increment();
   }
+}
+
+void PrometheusMetrics::connection_evicted(const Client& /*client*/) noexcept {
+  state_->evicted.Increment();
 }
 
 void PrometheusMetrics::task_finished(const Client& /*client*/, const TaskRecord& record) noexcept {

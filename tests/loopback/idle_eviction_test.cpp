@@ -2,6 +2,7 @@
 // longest is disconnected gracefully (Goodbye, then end of stream) and the newcomer is served;
 // when every connection is running a task, the newcomer is refused (closed at once) as before.
 
+#include <serialserver/prometheus_metrics.hpp>
 #include "support/loopback.hpp"
 
 #include <netinet/in.h>
@@ -72,6 +73,29 @@ TEST(IdleEviction, TheOldestIdleConnectionGetsGoodbyeAndTheNewcomerIsServed) {
   EXPECT_EQ(b.call(kKeepAlive, 2), kOkEmpty);
   EXPECT_EQ(c.call(kKeepAlive, 2), kOkEmpty);
   EXPECT_TRUE(eventually([&] { return s.listener().num_connections() == 2; }));
+}
+
+TEST(IdleEviction, EvictionsAreCountedInTheMetrics) {
+  auto options = TestServer::quiet_options();
+  const auto metrics = std::make_shared<PrometheusMetrics>();
+  options.metrics = metrics;
+  TestServer s(options, limited_to(1));
+  s.start();
+  RawClient a(s.port());
+  ASSERT_EQ(a.call(kKeepAlive, 2), kOkEmpty);
+  EXPECT_NE(metrics->render().find("serialserver_connections_evicted_total 0\n"),
+            std::string::npos);
+  RawClient b(s.port());
+  EXPECT_EQ(b.call(kKeepAlive, 2), kOkEmpty);
+  EXPECT_TRUE(a.closed_within(3000ms));
+  EXPECT_NE(metrics->render().find("serialserver_connections_evicted_total 1\n"), std::string::npos)
+      << metrics->render();
+  // The evicted connection is reported closed too, gracefully.
+  EXPECT_TRUE(eventually([&] {
+    return metrics->render().find(
+               "serialserver_connections_closed_total{reason=\"graceful_disconnect\"} 1\n") !=
+           std::string::npos;
+  }));
 }
 
 TEST(IdleEviction, IdleTheLongestNotConnectedFirstIsEvicted) {

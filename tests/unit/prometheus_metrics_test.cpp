@@ -126,12 +126,16 @@ TEST_F(PrometheusFormat, EveryFamilyHasHelpAndTypeBeforeItsSamples) {
     (void)std::stod(value, &used);
     EXPECT_EQ(used, value.size()) << line;
   }
-  const std::set<std::string> expected = {
-      "serialserver_connections_open",         "serialserver_connections_total",
-      "serialserver_connections_closed_total", "serialserver_connections_dropped_total",
-      "serialserver_timeouts_total",           "serialserver_tasks_total",
-      "serialserver_request_bytes_total",      "serialserver_response_bytes_total",
-      "serialserver_task_duration_seconds"};
+  const std::set<std::string> expected = {"serialserver_connections_open",
+                                          "serialserver_connections_total",
+                                          "serialserver_connections_closed_total",
+                                          "serialserver_connections_dropped_total",
+                                          "serialserver_connections_evicted_total",
+                                          "serialserver_timeouts_total",
+                                          "serialserver_tasks_total",
+                                          "serialserver_request_bytes_total",
+                                          "serialserver_response_bytes_total",
+                                          "serialserver_task_duration_seconds"};
   EXPECT_EQ(families, expected);
 }
 
@@ -149,8 +153,10 @@ TEST_F(PrometheusFormat, ConnectionsClosesDropsAndTimeouts) {
   metrics_.connection_dropped("127.0.0.1:1", DropReason::max_connections);
   metrics_.connection_dropped("127.0.0.1:2", DropReason::handshake_timeout);
   metrics_.connection_dropped("127.0.0.1:3", DropReason::handshake_timeout);
+  metrics_.connection_evicted(*client_);
 
   const auto s = samples_of(metrics_.render());
+  EXPECT_EQ(s.at("serialserver_connections_evicted_total"), "1");
   EXPECT_EQ(s.at("serialserver_connections_open"), "1");
   EXPECT_EQ(s.at("serialserver_connections_total"), "4");
   EXPECT_EQ(s.at("serialserver_connections_closed_total{reason=\"read_timeout\"}"), "1");
@@ -252,15 +258,16 @@ TEST_F(PrometheusFormat, CollectableHasTheFamiliesInRenderOrder) {
   for (const auto& family : metrics_.collectable()->Collect()) {
     names.push_back(family.name);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "serialserver_connections_open", "serialserver_connections_total",
-                       "serialserver_connections_closed_total",
-                       "serialserver_connections_dropped_total", "serialserver_timeouts_total"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{
+                "serialserver_connections_open", "serialserver_connections_total",
+                "serialserver_connections_closed_total", "serialserver_connections_dropped_total",
+                "serialserver_connections_evicted_total", "serialserver_timeouts_total"}));
   metrics_.task_finished(*client_, task(1, "echo", TaskOutcome::ok, 1ms, 2, 2));
   const auto families = metrics_.collectable()->Collect();
-  ASSERT_EQ(families.size(), 9U);
-  EXPECT_EQ(families[5].name, "serialserver_tasks_total");
-  EXPECT_EQ(families[8].name, "serialserver_task_duration_seconds");
+  ASSERT_EQ(families.size(), 10U);
+  EXPECT_EQ(families[6].name, "serialserver_tasks_total");
+  EXPECT_EQ(families[9].name, "serialserver_task_duration_seconds");
   EXPECT_EQ(prometheus::TextSerializer().Serialize(families), metrics_.render());
 }
 
