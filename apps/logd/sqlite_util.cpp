@@ -66,4 +66,9 @@ void bind_i64(sqlite3* db, sqlite3_stmt* s, int index, std::int64_t value) {
   check(db, sqlite3_bind_int64(s, index, value), "bind");
 }
 
+ResetOnExit::~ResetOnExit() {
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+}
+
 }  // namespace logd::sql

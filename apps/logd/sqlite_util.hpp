@@ -2,7 +2,9 @@
 
 // Small helpers over the SQLite C API for the store: every failure becomes a StorageError.
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 struct sqlite3;
@@ -26,5 +28,22 @@ void bind_text(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text)
 void bind_text_copy(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text);
 /// Binds an integer.
 void bind_i64(sqlite3* db, sqlite3_stmt* s, int index, std::int64_t value);
+
+/// Resets a statement and clears its bindings when leaving a scope.
+struct ResetOnExit {
+  sqlite3_stmt* s;
+  explicit ResetOnExit(sqlite3_stmt* statement) noexcept : s(statement) {}
+  ResetOnExit(const ResetOnExit&) = delete;
+  ResetOnExit& operator=(const ResetOnExit&) = delete;
+  ResetOnExit(ResetOnExit&&) = delete;
+  ResetOnExit& operator=(ResetOnExit&&) = delete;
+  ~ResetOnExit();
+};
+
+/// The u64 ids and counts of the protocol, clamped into SQLite's signed integers.
+inline std::int64_t to_sql(std::uint64_t value) {
+  return static_cast<std::int64_t>(
+      std::min<std::uint64_t>(value, std::numeric_limits<std::int64_t>::max()));
+}
 
 }  // namespace logd::sql

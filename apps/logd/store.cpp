@@ -1,14 +1,10 @@
 #include "store.hpp"
 
 #include <serialserver/binary_reader.hpp>
-#include <serialserver/binary_writer.hpp>
 #include <serialserver/error.hpp>
 #include "sqlite_util.hpp"
 #include "store_schema.hpp"
 
-#include <algorithm>
-#include <chrono>
-#include <map>
 #include <utility>
 
 #include <sqlite3.h>
@@ -17,28 +13,9 @@ namespace logd {
 
 using namespace sql;  // NOLINT(google-build-using-namespace): this file is all SQLite
 
-namespace detail {
-
-/// One appended request waiting for its commit. Guarded by Store::queue_mutex_.
-struct PendingAppend {
-  std::vector<Message> messages;
-  bool done = false;
-  bool failed = false;
-  std::string error;
-  std::uint64_t first_id = 0;
-};
-
-}  // namespace detail
-
 namespace {
 
 constexpr const char* kRecordColumns = "m.id, m.time, m.level, m.text, m.fields";
-
-/// The u64 ids and counts of the protocol, clamped into SQLite's signed integers.
-std::int64_t to_sql(std::uint64_t value) {
-  return static_cast<std::int64_t>(
-      std::min<std::uint64_t>(value, std::numeric_limits<std::int64_t>::max()));
-}
 
 /// Reads the record in the current row (columns as kRecordColumns).
 Record row_to_record(sqlite3_stmt* s) {
@@ -80,18 +57,6 @@ std::vector<Record> collect(sqlite3* db, sqlite3_stmt* s) {
   sqlite3_reset(s);
   return out;
 }
-
-/// Resets a statement when leaving a scope.
-struct ResetOnExit {
-  sqlite3_stmt* s;
-  explicit ResetOnExit(sqlite3_stmt* statement) noexcept : s(statement) {}
-  ResetOnExit(const ResetOnExit&) = delete;
-  ResetOnExit& operator=(const ResetOnExit&) = delete;
-  ~ResetOnExit() {
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-  }
-};
 
 }  // namespace
 
@@ -239,177 +204,6 @@ void Store::add_bytes_column() {
   } catch (...) {
     sqlite3_exec(writer_, "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
-  }
-}
-
-std::uint64_t Store::append(std::vector<Message> messages) {
-  auto pending = std::make_shared<detail::PendingAppend>();
-  pending->messages = std::move(messages);
-  std::unique_lock lock(queue_mutex_);
-  if (closing_) {
-    throw StoreClosed();
-  }
-  queue_.push_back(pending);
-  queue_cv_.notify_one();
-  done_cv_.wait(lock, [&] { return pending->done; });
-  if (pending->failed) {
-    throw StorageError(pending->error);
-  }
-  return pending->first_id;
-}
-
-void Store::writer_loop() {
-  for (;;) {
-    std::vector<PendingPtr> group;
-    {
-      std::unique_lock lock(queue_mutex_);
-      queue_cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
-      if (queue_.empty()) {
-        return;  // closing, and everything queued has been committed
-      }
-      std::size_t messages = 0;
-      while (!queue_.empty() && (group.empty() || messages + queue_.front()->messages.size() <=
-                                                      options_.max_group_messages)) {
-        messages += queue_.front()->messages.size();
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-    }
-    commit_group(group);
-    {
-      std::lock_guard lock(queue_mutex_);
-      for (auto& p : group) {
-        p->done = true;
-      }
-    }
-    done_cv_.notify_all();
-    if (commit_listener_) {
-      commit_listener_();
-    }
-  }
-}
-
-std::int64_t Store::log_id_for(const std::string& name) {
-  if (auto it = log_ids_.find(name); it != log_ids_.end()) {
-    return it->second;
-  }
-  {
-    ResetOnExit reset{insert_log_};
-    bind_text(writer_, insert_log_, 1, name);
-    check(writer_, sqlite3_step(insert_log_), "insert log");
-  }
-  ResetOnExit reset{select_log_};
-  bind_text(writer_, select_log_, 1, name);
-  if (sqlite3_step(select_log_) != SQLITE_ROW) {
-    fail(writer_, "select log");
-  }
-  const std::int64_t id = sqlite3_column_int64(select_log_, 0);
-  if (log_ids_.size() >= options_.max_cached_names) {
-    log_ids_.clear();  // bounded: the names in use come back on their next append
-  }
-  log_ids_.emplace(name, id);
-  cached_names_.store(log_ids_.size(), std::memory_order_relaxed);
-  return id;
-}
-
-void Store::commit_group(std::vector<PendingPtr>& group) {
-  // Results are written into the PendingAppends here without the queue mutex: their waiters
-  // only look at them after `done`, which is set under the mutex afterwards.
-  auto fail_all = [&](const std::string& why) {
-    for (auto& p : group) {
-      if (!p->failed) {
-        p->failed = true;
-        p->error = why;
-      }
-    }
-    log_ids_.clear();
-    cached_names_.store(0, std::memory_order_relaxed);
-  };
-  try {
-    exec("BEGIN IMMEDIATE");
-  } catch (const StorageError& e) {
-    fail_all(e.what());
-    return;
-  }
-  struct Touched {
-    std::int64_t count = 0;
-    std::int64_t last_id = 0;
-    std::uint64_t bytes = 0;
-  };
-  std::map<std::int64_t, Touched> touched;
-  serialserver::BinaryWriter fields(serialserver::ByteOrder::big_endian);
-  const bool savepoints = group.size() > 1;
-  try {
-    for (auto& p : group) {
-      std::map<std::int64_t, Touched> mine;
-      try {
-        if (savepoints) {
-          exec("SAVEPOINT append");
-        }
-        for (std::size_t i = 0; i < p->messages.size(); ++i) {
-          const Message& m = p->messages[i];
-          const std::int64_t log_id = log_id_for(m.log);
-          ResetOnExit reset{insert_message_};
-          bind_i64(writer_, insert_message_, 1, log_id);
-          bind_i64(writer_, insert_message_, 2, m.time_ns);
-          bind_i64(writer_, insert_message_, 3, m.level);
-          bind_text(writer_, insert_message_, 4, m.text);
-          std::size_t fields_bytes = 0;
-          if (!m.fields.empty()) {
-            fields.clear();
-            encode_fields(fields, m.fields);
-            check(writer_,
-                  sqlite3_bind_blob64(insert_message_, 5, fields.data().data(),
-                                      fields.data().size(), SQLITE_STATIC),
-                  "bind");
-            fields_bytes = fields.data().size();
-          }
-          check(writer_, sqlite3_step(insert_message_), "insert message");
-          const std::int64_t id = sqlite3_last_insert_rowid(writer_);
-          if (i == 0) {
-            p->first_id = static_cast<std::uint64_t>(id);
-          }
-          auto& t = mine[log_id];
-          ++t.count;
-          t.last_id = std::max(t.last_id, id);
-          t.bytes += schema::message_bytes(m.text.size(), fields_bytes);
-        }
-        if (savepoints) {
-          exec("RELEASE append");
-        }
-        for (const auto& [log_id, t] : mine) {
-          auto& all = touched[log_id];
-          all.count += t.count;
-          all.last_id = std::max(all.last_id, t.last_id);
-          all.bytes += t.bytes;
-        }
-      } catch (const StorageError& e) {
-        if (!savepoints) {
-          throw;
-        }
-        // This request alone is undone; the others of the group go on.
-        exec("ROLLBACK TO append");
-        exec("RELEASE append");
-        p->failed = true;
-        p->error = e.what();
-        log_ids_.clear();
-      }
-    }
-    for (const auto& [log_id, t] : touched) {
-      ResetOnExit reset{update_log_};
-      bind_i64(writer_, update_log_, 1, log_id);
-      bind_i64(writer_, update_log_, 2, t.count);
-      bind_i64(writer_, update_log_, 3, t.last_id);
-      bind_i64(writer_, update_log_, 4, to_sql(t.bytes));
-      check(writer_, sqlite3_step(update_log_), "update log");
-    }
-    exec("COMMIT");
-  } catch (const StorageError& e) {
-    try {
-      exec("ROLLBACK");
-    } catch (const StorageError&) {  // the transaction may already be gone
-    }
-    fail_all(e.what());
   }
 }
 

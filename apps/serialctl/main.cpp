@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -286,23 +285,6 @@ int run_goodbye(const CommonArgs& args) {
   return kExitTransport;
 }
 
-/// A task's name for a terminal: control characters and backslashes as \xNN escapes, so that a
-/// name cannot forge lines or move the cursor.
-std::string printable_name(const std::string& name) {
-  std::string out;
-  for (const char ch : name) {
-    const auto byte = static_cast<unsigned char>(ch);
-    if (byte < 0x20 || byte == 0x7f || ch == '\\') {
-      std::array<char, 5> escaped{};
-      std::snprintf(escaped.data(), escaped.size(), "\\x%02x", byte);
-      out += escaped.data();
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
-
 /// serialctl list: the describe task (251); one task a line, "CODE NAME".
 int run_list(const CommonArgs& args) {
   serialctl::DescribeAnswer answer;
@@ -344,7 +326,8 @@ int run_list(const CommonArgs& args) {
     return kExitTransport;
   }
   for (const auto& task : tasks) {
-    std::printf("%u %s\n", static_cast<unsigned>(task.code), printable_name(task.name).c_str());
+    std::printf("%u %s\n", static_cast<unsigned>(task.code),
+                serialctl::printable_name(task.name).c_str());
   }
   return kExitOk;
 }

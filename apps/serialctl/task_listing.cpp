@@ -3,6 +3,7 @@
 #include <serialserver/wire/block_decoder.hpp>
 
 #include <array>
+#include <cstdio>
 #include <system_error>
 
 namespace serialctl {
@@ -83,6 +84,21 @@ serialclient::HandshakeFunction describe_hook(DescribeAnswer* answer) {
   // Not a coroutine itself: the coroutine gets `answer` as a parameter, not as a capture of a
   // lambda that may be gone while it is suspended.
   return [answer](serialclient::HandshakeStream& stream) { return describe(stream, answer); };
+}
+
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (const char ch : name) {
+    const auto byte = static_cast<unsigned char>(ch);
+    if (byte < 0x20 || byte == 0x7f || ch == '\\') {
+      std::array<char, 5> escaped{};
+      std::snprintf(escaped.data(), escaped.size(), "\\x%02x", byte);
+      out += escaped.data();
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 }  // namespace serialctl

@@ -30,6 +30,10 @@ struct MalformedListing : std::runtime_error {
 /// Throws MalformedListing.
 std::vector<ListedTask> parse_listing(std::span<const std::uint8_t> content);
 
+/// A task's name for a terminal: control characters and backslashes as \xNN escapes, so that a
+/// name cannot forge lines or move the cursor. Thread-safety: a pure function.
+std::string printable_name(const std::string& name);
+
 /// What the server answered to describe.
 struct DescribeAnswer {
   serialserver::ResponseCode code = serialserver::ResponseCode::goodbye;
