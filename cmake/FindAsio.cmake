@@ -17,7 +17,8 @@ if(ASIO_INCLUDE_DIR AND EXISTS "${ASIO_INCLUDE_DIR}/asio/version.hpp")
 endif()
 
 include(FindPackageHandleStandardArgs)
-find_package_handle_standard_args(Asio REQUIRED_VARS ASIO_INCLUDE_DIR VERSION_VAR Asio_VERSION)
+find_package_handle_standard_args(Asio REQUIRED_VARS ASIO_INCLUDE_DIR VERSION_VAR Asio_VERSION
+                                  HANDLE_VERSION_RANGE)
 
 # Asio 1.22 enables co_await under clang only for the Coroutines TS (__cpp_coroutines), which
 # clang 14 does not define in C++20 mode although it implements C++20 coroutines
