@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -19,6 +20,7 @@
 #include <asio/strand.hpp>
 #include <serialclient/options.hpp>
 #include <serialclient/result.hpp>
+#include <serialclient/retry.hpp>
 
 namespace serialclient {
 
@@ -76,7 +78,8 @@ using BlockingConsumer = std::function<void(BlockingResponseReader&)>;
 /// A server going away sends an idle connection an unprompted Goodbye (docs/protocol.md
 /// section 7). The next call finds it before sending anything and is answered Goodbye without
 /// being sent (Errc::connection_closed if the server just closed instead); the connection is
-/// then closed. A Client never retries a call: Pool does (RetryPolicy).
+/// then closed. A Client retries a call only when asked, through the call() that takes a
+/// RetryPolicy; Pool retries by default.
 ///
 /// Thread-safety: every member function may be called from several threads at once; calls on
 /// one Client are serialised (each waits for the one before). Never call it from the thread
@@ -93,10 +96,20 @@ class Client {
   Client& operator=(const Client&) = delete;
   ~Client();
 
-  /// Connects (closing any earlier connection) and runs the handshake hook.
+  /// Connects (closing any earlier connection) and runs the handshake hook. The address is kept
+  /// (even when connecting fails) for the retrying call() to reconnect to.
   void connect(std::string_view address, std::error_code& ec);
   /// Calls task `code` with `request`. Errc::reserved_task_code for 250..255 (nothing sent).
+  /// Never retried.
   Result call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec);
+  /// As call(), but sent again under `policy` when the attempt is known not to have run, as a
+  /// Pool does (RetryPolicy: Goodbye, Error 253, a refused connect, a connection found closed
+  /// before the request left; a connection dropped after it only when `call.idempotent`). A
+  /// closed connection is reopened to the address of the last connect(): at once when the
+  /// server left it idle, otherwise after the back-off. The calling thread sleeps the
+  /// back-offs. Errc::connection_closed if connect() was never called.
+  Result call(TaskCode code, std::span<const std::uint8_t> request, std::error_code& ec,
+              const RetryPolicy& policy, CallOptions call = {});
   /// Streaming form: `producer` writes the request on this thread; `consumer` (if set) reads an
   /// OK response, otherwise the content goes into Result::response. Exceptions other than
   /// std::system_error from either callback close the connection and propagate.
@@ -138,6 +151,7 @@ class Client {
   std::mutex call_mutex_;           // held for a whole call: calls are serialised per connection
   mutable std::mutex state_mutex_;  // guards state_ (replaced by connect)
   std::shared_ptr<detail::ConnectionState> state_;
+  std::string address_;                           // of the last connect(); guarded by state_mutex_
   detail::ConnectionState* streaming_ = nullptr;  // the state of the streaming call running
 };
 

@@ -87,6 +87,10 @@ void Client::connect(std::string_view address, std::error_code& ec) {
   if (auto old = current()) {
     old->close();
   }
+  {
+    std::lock_guard state_lock(state_mutex_);
+    address_ = address;
+  }
   auto state = std::make_shared<ConnectionState>(strand_, options_);
   try {
     run<void>([&]() -> asio::awaitable<void> { co_await state->async_connect(address); });

@@ -1,7 +1,7 @@
 // The Pool's retry policy (RetryPolicy, CallOptions) against raw servers on 127.0.0.1 that
 // answer busy, Goodbye, other errors, or drop the connection after reading a request.
 
-#include "raw_server.hpp"
+#include "scripted_server.hpp"
 #include "support/loopback.hpp"
 
 #include <atomic>
@@ -22,46 +22,6 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 Bytes text(std::string_view s) { return Bytes(s.begin(), s.end()); }
-
-const std::vector<std::uint8_t> kOkDone{0x00, 0x04, 'd', 'o', 'n', 'e', 0x00};
-
-/// What a scripted server does with the n-th request it reads (counted over all connections).
-enum class Reply : std::uint8_t { ok, busy, deadline_exceeded, app_error, goodbye, drop };
-
-/// A raw server that answers the requests it reads by a script: `script(n)` for the n-th
-/// request (from 0). After Goodbye or a drop it closes that connection.
-struct ScriptedServer {
-  explicit ScriptedServer(std::function<Reply(int)> script_fn)
-      : script(std::move(script_fn)), raw([this](int fd) { serve(fd); }) {}
-
-  void serve(int fd) {
-    while (RawServer::read_request(fd)) {
-      switch (script(requests++)) {
-        case Reply::ok:
-          RawServer::send_all(fd, kOkDone);
-          break;
-        case Reply::busy:
-          RawServer::send_all(fd, {0x01, 253});
-          break;
-        case Reply::deadline_exceeded:
-          RawServer::send_all(fd, {0x01, 252});
-          break;
-        case Reply::app_error:
-          RawServer::send_all(fd, {0x01, 7});
-          break;
-        case Reply::goodbye:
-          RawServer::send_all(fd, {0x02});
-          return;
-        case Reply::drop:
-          return;  // the whole request was read: closing sends a FIN, not a reset
-      }
-    }
-  }
-
-  std::function<Reply(int)> script;
-  std::atomic<int> requests{0};
-  RawServer raw;  // last: its threads use the fields above
-};
 
 TEST(PoolRetry, BusyTwiceThenOkReturnsOk) {
   ScriptedServer server([](int n) { return n < 2 ? Reply::busy : Reply::ok; });
