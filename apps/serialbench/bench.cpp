@@ -114,6 +114,9 @@ int run(Config config) {
     if (!tls_context) {
       return kExitConnect;
     }
+    for (auto& w : workers) {
+      w->set_tls_context(tls_context.get());
+    }
   }
   for (std::size_t i = 0; i < config.connections; ++i) {
     // The io_uring engine keeps its sockets blocking: io_uring tries each operation without

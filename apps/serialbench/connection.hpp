@@ -67,6 +67,16 @@ struct Conn {
   std::vector<Retry> waiting;
   std::deque<Retry> resending;
   std::vector<std::optional<Retry>> retry_of;
+  // --retry: a lost connection is down (fd -1, not alive) until it is opened again; its calls
+  // wait in `resending`. Connects are tried from `reconnect_due_ns`, with a back-off between
+  // refused ones (and between connections lost before any answer), for at most the policy's
+  // budget from `lost_ns`.
+  bool down = false;
+  bool stale_recv = false;  // io_uring engine: a recv of the lost socket is still in the ring
+  std::uint64_t lost_ns = 0;
+  std::uint64_t reconnect_due_ns = 0;
+  std::uint64_t opened_seq = 0;  // expect_seq when the connection was last opened
+  std::optional<serialclient::RetryBackoff> reconnect_backoff;
 };
 
 /// Writes the stamp of request `seq` on connection `id` into the first `n` bytes at `at`.

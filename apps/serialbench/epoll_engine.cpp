@@ -81,6 +81,18 @@ void EpollWorker::retire(Conn& c) {
   Worker::retire(c);
 }
 
+void EpollWorker::detach(Conn& c) {
+  ::epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+  c.want_out = false;
+}
+
+void EpollWorker::attach(Conn& c) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = c.index;
+  ::epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &ev);
+}
+
 void EpollWorker::flush(Conn& c) {
   while (c.write_pos < c.write_end) {
     if (c.ssl != nullptr) {

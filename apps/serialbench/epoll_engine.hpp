@@ -24,6 +24,8 @@ class EpollWorker final : public Worker {
  protected:
   void flush(Conn& c) override;
   void retire(Conn& c) override;
+  void detach(Conn& c) override;
+  void attach(Conn& c) override;
 
  private:
   void on_readable(Conn& c);

@@ -130,11 +130,15 @@ Answers: OK, Error (by code) and Goodbye are counted apart. An answer that is no
 one is an error: by default task 1 expects the echo of its request, task 2 an empty OK, any
 other task an OK; --expect error or any accept Error answers. A Goodbye, and a connection the
 server closes, are errors too.
---retry sends a request answered Error 253 (busy: the task was not started) again, after the
-client library's retry back-off (10ms doubling to 1s, with jitter) and within its 10s budget per
-request: only the final answer counts, its latency runs from the first send, and the summary
-says how many attempts were retried. Goodbyes and lost connections are not retried. Not with
---rps.
+--retry follows the client library's retry policy: a request answered Error 253 (busy) or
+Goodbye, or not yet written when its connection was lost, was not run and is sent again; a lost
+connection (Goodbye, or closed or reset by the server) is opened again at once, and a refused
+connect is tried again after the back-off (10ms doubling to 1s, with jitter), all within a 10s
+budget per request. A request written but unanswered when its connection dropped may have run:
+it is sent again only with --idempotent, else it is an error (counted in connections lost, one
+per request). Only the final answer counts, its latency runs from the first send, and the
+summary says how many attempts were sent again and how many connections were reopened. Not
+with --rps.
 --rps N paces the run (open loop): each connection sends its share of N requests a second on a
 fixed schedule, whatever the answers, within its --pipeline; a request's latency runs from when
 it was due, so a slow server shows in the latencies rather than in a lower rate.
@@ -178,10 +182,16 @@ Examples:
                      "requests per second over all connections, paced on a fixed schedule (open "
                      "loop); default 0: as fast as the answers come (closed loop)")
           ->check(CLI::Range(0.0, 1e9));
-  app.add_flag("--retry", config.retry,
-               "send a request answered busy (Error 253) again after a back-off; only final "
-               "answers count")
-      ->excludes(rps);
+  auto* retry =
+      app.add_flag("--retry", config.retry,
+                   "send a request answered busy (Error 253) or Goodbye, or lost unsent with its "
+                   "connection, again after a back-off, reopening lost connections; only final "
+                   "answers count")
+          ->excludes(rps);
+  app.add_flag("--idempotent", config.idempotent,
+               "with --retry, also resend calls whose connection dropped after they were sent; "
+               "the bench tasks (ping/echo) are safe to repeat")
+      ->needs(retry);
   app.add_option("-x,--expect", words.expect,
                  "the valid answer: echo, empty, ok (any OK), error or any (default: echo for "
                  "task 1, empty for task 2, ok otherwise)")

@@ -55,9 +55,13 @@ struct Config {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_server_name;
-  /// --retry: an answer saying its task was not started (Error 253, busy) is sent again after
-  /// the policy's back-off, within its budget per request; off by default.
+  /// --retry: a call known not to have run (answered Error 253 busy, or Goodbye, or not yet
+  /// written when its connection was lost) is sent again after the policy's back-off, within
+  /// its budget per request, and a lost connection is opened again; off by default.
   bool retry = false;
+  /// --idempotent (with --retry): a call whose connection dropped after it was written, without
+  /// an answer, is sent again too (it may have run).
+  bool idempotent = false;
   serialclient::RetryPolicy retry_policy;
 };
 

@@ -114,6 +114,7 @@ Json to_json(const Config& config, const Summary& summary) {
                         {"goodbye", answers.goodbye}};
   out["errors"] = summary.errors();
   out["retries"] = summary.retries;
+  out["reconnects"] = summary.reconnects;
   out["error_reasons"] = Json{{"error_by_code", codes_json(answers.wrong_error_by_code)},
                               {"wrong_ok", answers.wrong_ok},
                               {"goodbye", answers.goodbye},
@@ -222,8 +223,9 @@ void print_text(const Config& config, const Summary& summary) {
   }
   std::printf("  errors        %" PRIu64 "%s\n", summary.errors(), reasons.c_str());
   if (config.retry) {
-    std::printf("  retries       %" PRIu64 " (attempts answered busy and sent again)\n",
-                summary.retries);
+    std::printf("  retries       %" PRIu64 " (attempts sent again)\n", summary.retries);
+    std::printf("  reconnects    %" PRIu64 " (lost connections opened again)\n",
+                summary.reconnects);
   }
   std::printf("  own CPU       %.0f %% of one core\n", summary.cpu_percent());
   std::printf(

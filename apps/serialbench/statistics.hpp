@@ -22,7 +22,9 @@ struct Answers {
   std::uint64_t wrong_ok = 0;
   /// Error answers that were wrong: an OK was expected.
   std::array<std::uint64_t, 256> wrong_error_by_code{};
-  /// Connections lost otherwise: closed or reset by the server, bytes that are no answer.
+  /// Connections lost otherwise: closed or reset by the server, bytes that are no answer. With
+  /// --retry, the calls lost with their connection that were not sent again (they may have
+  /// run, or their budget was spent), one each.
   std::uint64_t lost = 0;
 
   void add(const Answers& other) {
@@ -59,8 +61,11 @@ struct Stats {
   Answers answers;
   std::uint64_t completed = 0;
   std::uint64_t errors = 0;
-  /// --retry: attempts answered busy and sent again (not counted in `answers`).
+  /// --retry: attempts sent again (answered busy or Goodbye, or their connection lost; not
+  /// counted in `answers`).
   std::uint64_t retries = 0;
+  /// --retry: lost connections opened again.
+  std::uint64_t reconnects = 0;
   std::uint64_t end_ns = 0;
   std::atomic<std::uint64_t> live_completed{0};
   std::atomic<std::uint64_t> live_errors{0};
@@ -70,7 +75,7 @@ struct Stats {
   void reset() {
     histogram.clear();
     answers = Answers{};
-    completed = errors = retries = 0;
+    completed = errors = retries = reconnects = 0;
   }
 };
 
@@ -79,8 +84,10 @@ struct Summary {
   Histogram histogram;
   Answers answers;
   std::uint64_t completed = 0;
-  /// --retry: attempts answered busy and sent again, over every request.
+  /// --retry: attempts sent again, over every request.
   std::uint64_t retries = 0;
+  /// --retry: lost connections opened again.
+  std::uint64_t reconnects = 0;
   double seconds = 0;
   std::uint64_t cpu_ns = 0;
   std::size_t threads = 0;
@@ -91,6 +98,7 @@ struct Summary {
     answers.add(stats.answers);
     completed += stats.completed;
     retries += stats.retries;
+    reconnects += stats.reconnects;
   }
   std::uint64_t errors() const { return answers.errors(); }
   double requests_per_second() const {

@@ -126,6 +126,8 @@ void UringWorker::flush(Conn& c) {
   ++queued_sends_;
 }
 
+void UringWorker::detach(Conn& c) { ::shutdown(c.fd, SHUT_RDWR); }
+
 unsigned UringWorker::reap() {
   unsigned head = 0;
   unsigned count = 0;
@@ -157,6 +159,7 @@ void UringWorker::on_sent(Conn& c, int res) {
     if (res == -EAGAIN || res == -EINTR) {
       flush(c);
     } else {
+      c.stale_recv = true;  // the connection's recv is still in the ring
       lose(c);
     }
     return;
@@ -174,6 +177,7 @@ void UringWorker::on_sent(Conn& c, int res) {
 
 void UringWorker::on_received(Conn& c, int res) {
   if (!c.alive) {
+    c.stale_recv = false;  // a lost socket's last recv
     return;
   }
   if (res <= 0) {

@@ -33,6 +33,10 @@ class UringWorker final : public Worker {
  protected:
   /// Queues a send of the pending part of the batch, unless one is already in the ring.
   void flush(Conn& c) override;
+  /// Shuts the socket down, so that its operations still in the ring complete.
+  void detach(Conn& c) override;
+  void attach(Conn& c) override { queue_recv(c); }
+  bool settled(const Conn& c) const override { return !c.send_queued && !c.stale_recv; }
 
  private:
   static constexpr std::uint64_t kOpRecv = 0;

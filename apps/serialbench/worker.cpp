@@ -69,59 +69,8 @@ std::uint64_t Worker::run_timers(std::uint64_t now) {
   std::uint64_t wait = paced() ? pace_all(now) : kMaxWaitNs;
   if (config_.retry) {
     wait = std::min(wait, resend_due(now));
-  }
-  return wait;
-}
-
-bool Worker::retry_later(Conn& c, std::uint8_t error_code, std::uint64_t now) {
-  if (!config_.retry ||
-      !serialclient::is_retryable_answer(serialclient::Result::make_error(error_code))) {
-    return false;
-  }
-  const std::size_t slot = c.expect_seq % config_.pipeline;
-  std::optional<Conn::Retry> retry = std::exchange(c.retry_of[slot], std::nullopt);
-  if (!retry) {
-    retry.emplace(
-        Conn::Retry{0, c.sent_at[slot],
-                    serialclient::RetryBackoff(config_.retry_policy,
-                                               static_cast<std::uint32_t>(retry_seeds_()))});
-  }
-  const auto delay = static_cast<std::uint64_t>(retry->backoff.next().count());
-  const auto budget = static_cast<std::uint64_t>(config_.retry_policy.budget.count());
-  if (now - retry->started_ns + delay > budget) {
-    return false;  // the budget is spent: this answer is final
-  }
-  retry->due_ns = now + delay;
-  c.waiting.push_back(*retry);
-  ++c.expect_seq;
-  --c.inflight;  // its pipeline slot stays taken: the retry goes out in it
-  ++stats_.retries;
-  return true;
-}
-
-std::uint64_t Worker::resend_due(std::uint64_t now) {
-  std::uint64_t wait = kMaxWaitNs;
-  for (auto& conn : conns_) {
-    Conn& c = *conn;
-    if (!c.alive || c.waiting.empty()) {
-      continue;
-    }
-    std::size_t due = 0;
-    for (auto it = c.waiting.begin(); it != c.waiting.end();) {
-      if (it->due_ns <= now) {
-        c.resending.push_back(*it);
-        it = c.waiting.erase(it);
-        ++due;
-      } else {
-        wait = std::min(wait, it->due_ns - now);
-        ++it;
-      }
-    }
-    if (due != 0) {
-      c.owed += due;  // not from the quota: these requests were counted when first sent
-      if (c.write_pos == c.write_end) {
-        emit(c, now);
-      }
+    if (!down_.empty()) {
+      wait = std::min(wait, reconnect_due(now));
     }
   }
   return wait;
@@ -160,12 +109,18 @@ void Worker::close_all() {
       ::SSL_free(c->ssl);
       c->ssl = nullptr;
     }
-    ::close(c->fd);
+    if (c->fd >= 0) {
+      ::close(c->fd);
+    }
   }
 }
 
 void Worker::lose(Conn& c) {
   if (!c.alive) {
+    return;
+  }
+  if (config_.retry) {
+    drop(c, false);
     return;
   }
   ++stats_.errors;
@@ -174,6 +129,10 @@ void Worker::lose(Conn& c) {
 }
 
 void Worker::goodbye(Conn& c) {
+  if (config_.retry) {
+    drop(c, true);
+    return;
+  }
   ++stats_.errors;
   ++stats_.answers.goodbye;
   retire(c);
@@ -253,6 +212,11 @@ std::uint64_t Worker::parse(Conn& c, std::span<const std::uint8_t> data, std::ui
     switch (c.state) {
       case Conn::State::code: {
         if (c.inflight == 0) {
+          if (config_.retry &&
+              data[pos] == static_cast<std::uint8_t>(serialserver::ResponseCode::goodbye)) {
+            goodbye(c);  // unprompted: the server is going away
+            return completed;
+          }
           lose(c);  // bytes nobody asked for
           return completed;
         }

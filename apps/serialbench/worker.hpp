@@ -39,6 +39,9 @@ class Worker {
     conns_.push_back(std::move(conn));
   }
   Stats& stats() { return stats_; }
+  /// --tls: the context that lost connections are opened again with (--retry). Lifetime: it
+  /// outlives run().
+  void set_tls_context(SSL_CTX* context) { tls_context_ = context; }
   /// Connections that still owe requests (requests mode) or are alive (duration mode).
   void set_active(std::size_t n) { active_ = n; }
 
@@ -50,6 +53,13 @@ class Worker {
   virtual void flush(Conn& c) = 0;
   /// Takes a connection out of the loop (its quota is done, or it is lost).
   virtual void retire(Conn& c);
+  /// --retry: the engine forgets the socket of a lost connection, before it is closed.
+  virtual void detach(Conn& c) = 0;
+  /// --retry: the engine takes the new socket of a connection opened again.
+  virtual void attach(Conn& c) = 0;
+  /// --retry: false while the engine may still report on the lost socket of `c`; it is not
+  /// opened again before.
+  virtual bool settled(const Conn& /*c*/) const { return true; }
 
   /// The longest a loop turn waits for the kernel.
   static constexpr std::uint64_t kMaxWaitNs = 20'000'000;
@@ -95,6 +105,16 @@ class Worker {
   bool retry_later(Conn& c, std::uint8_t error_code, std::uint64_t now);
   /// --retry: sends again the calls whose back-off is over; returns the wait until the next.
   std::uint64_t resend_due(std::uint64_t now);
+  /// --retry: the connection is lost (`goodbye`: the server said Goodbye). Its calls that did
+  /// not run (or, with --idempotent, may have) wait to be sent again; the others are errors.
+  /// The socket is closed and the connection is down until reconnect_due() opens it again.
+  void drop(Conn& c, bool goodbye);
+  /// --retry: opens again the lost connections that are due; returns the wait until the next.
+  std::uint64_t reconnect_due(std::uint64_t now);
+  /// Opens a new socket for the down connection `c` and sends what it owes; false if refused.
+  bool reconnect(Conn& c, std::uint64_t now);
+  /// The down connection `c` gives up: its calls are errors, and it leaves the loop.
+  void give_up(Conn& c);
   /// Sends what the pacing schedule of `c` says is due (as much as its pipeline has room for).
   void pace(Conn& c, std::uint64_t now);
 
@@ -102,6 +122,8 @@ class Worker {
   std::uint64_t interval_ns_ = 0;
 
   std::minstd_rand retry_seeds_;  // seeds each retried call's back-off jitter
+  std::vector<Conn*> down_;       // --retry: lost connections waiting to be opened again
+  SSL_CTX* tls_context_ = nullptr;
   std::size_t active_ = 0;
   Stats stats_;
 };
