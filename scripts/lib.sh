@@ -56,6 +56,7 @@ SERIALSERVER_BENCH_APT_PACKAGES=(
   heaptrack
   redis-server  # bench/logd/compare_redis.sh: the peer logd is measured beside
   redis-tools   # redis-benchmark, for the same script
+  haproxy       # bench/haproxy/rolling_restart.sh: the balancer in front of two demos
 )
 
 SERIALSERVER_JOBS="${SERIALSERVER_JOBS:-2}"
