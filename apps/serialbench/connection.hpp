@@ -71,7 +71,6 @@ struct Conn {
   // wait in `resending`. Connects are tried from `reconnect_due_ns`, with a back-off between
   // refused ones (and between connections lost before any answer), for at most the policy's
   // budget from `lost_ns`.
-  bool down = false;
   bool stale_recv = false;  // io_uring engine: a recv of the lost socket is still in the ring
   std::uint64_t lost_ns = 0;
   std::uint64_t reconnect_due_ns = 0;

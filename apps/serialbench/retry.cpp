@@ -21,7 +21,7 @@ namespace serialbench {
 
 namespace {
 
-/// A new call record for request `slot` of `c`, first sent at `started_ns`.
+/// The record of a call first sent at `started_ns`, retried for the first time.
 Conn::Retry new_call(const Config& config, std::uint64_t started_ns, std::uint32_t seed) {
   return Conn::Retry{0, started_ns, serialclient::RetryBackoff(config.retry_policy, seed)};
 }
@@ -133,7 +133,6 @@ void Worker::drop(Conn& c, bool goodbye) {
     --active_;  // nothing left to send: the connection is done
     return;
   }
-  c.down = true;
   if (answered || !c.reconnect_backoff) {
     // The first connect goes at once: a balancer in front sends it to a server still up.
     c.lost_ns = now;
@@ -213,7 +212,6 @@ bool Worker::reconnect(Conn& c, std::uint64_t now) {
   }
   c.fd = fd;
   c.alive = true;
-  c.down = false;
   c.opened_seq = c.expect_seq;  // the back-off goes on until the new connection answers
   ++stats_.reconnects;
   attach(c);
@@ -237,7 +235,6 @@ void Worker::give_up(Conn& c) {
   c.owed = 0;
   c.resending.clear();
   c.waiting.clear();
-  c.down = false;
   --active_;
 }
 
