@@ -258,7 +258,6 @@ class Store {
 
   std::mutex queue_mutex_;  // guards queue_, closing_ and every PendingAppend's result
   std::condition_variable queue_cv_;
-  std::condition_variable done_cv_;
   std::deque<PendingPtr> queue_;
   bool closing_ = false;
   std::thread writer_thread_;

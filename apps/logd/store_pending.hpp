@@ -5,6 +5,7 @@
 
 #include "logd_protocol.hpp"
 
+#include <condition_variable>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,9 @@ namespace logd::detail {
 /// results, which the writer sets before `done` and the waiter reads after it.
 struct PendingAppend {
   std::vector<Message> messages;
+  /// Signalled once `done` is set: one per append, so that a commit wakes only the appends it
+  /// committed, not every append waiting for a later commit.
+  std::condition_variable committed;
   bool done = false;
   bool failed = false;
   std::string error;

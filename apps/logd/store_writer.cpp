@@ -8,6 +8,8 @@
 #include "store_pending.hpp"
 #include "store_schema.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <map>
 #include <utility>
@@ -27,7 +29,7 @@ std::uint64_t Store::append(std::vector<Message> messages) {
   }
   queue_.push_back(pending);
   queue_cv_.notify_one();
-  done_cv_.wait(lock, [&] { return pending->done; });
+  pending->committed.wait(lock, [&] { return pending->done; });
   if (pending->failed) {
     throw StorageError(pending->error);
   }
@@ -35,6 +37,8 @@ std::uint64_t Store::append(std::vector<Message> messages) {
 }
 
 void Store::writer_loop() {
+  // Named, so that top -H and perf tell the thread that commits from the tasks' threads.
+  pthread_setname_np(pthread_self(), "logd-writer");
   for (;;) {
     std::vector<PendingPtr> group;
     {
@@ -58,7 +62,9 @@ void Store::writer_loop() {
         p->done = true;
       }
     }
-    done_cv_.notify_all();
+    for (auto& p : group) {  // `group` keeps each condition variable alive while it is signalled
+      p->committed.notify_one();
+    }
     if (commit_listener_) {
       commit_listener_();
     }
