@@ -223,7 +223,8 @@ LogdService::LogdService(std::shared_ptr<Store> store, TaskLimits limits,
       limits_(limits),
       waiters_(std::make_shared<TailWaiters>(limits.max_waiting_tails)),
       queries_(limits.query_threads) {
-  store_->set_commit_listener([waiters = waiters_] { waiters->notify_commit(); });
+  store_->set_commit_listener(
+      [waiters = waiters_](const std::vector<std::string>& logs) { waiters->notify_commit(logs); });
   const bool retain = retention.any();
   maintenance_ = std::jthread([store = store_, retention = std::move(retention), retention_interval,
                                retain, logger = std::move(logger)](const std::stop_token& stop) {
@@ -333,13 +334,13 @@ void LogdService::register_tasks(serialserver::Server& server) {
               std::chrono::steady_clock::now() + std::chrono::milliseconds(q.wait_ms);
           std::vector<Record> records;
           for (;;) {
-            const std::uint64_t seen = waiters->sequence();
+            const std::uint64_t seen = waiters->sequence(q.log);
             records = co_await on_pool(*pool, [&] { return store->tail(q); });
             if (!records.empty() || ctx.stop_requested() ||
                 std::chrono::steady_clock::now() >= deadline) {
               break;
             }
-            const WaitOutcome outcome = co_await waiters->wait(seen, deadline);
+            const WaitOutcome outcome = co_await waiters->wait(q.log, seen, deadline);
             if (outcome == WaitOutcome::full) {
               throw ProtocolError(kErrBusy, "too many tails waiting");
             }

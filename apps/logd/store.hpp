@@ -199,9 +199,9 @@ class Store {
   /// StorageError (what was deleted by then stays deleted).
   std::uint64_t enforce_retention(const RetentionOptions& retention, std::int64_t now_ns);
 
-  /// Called by the writer thread after every commit (set before the first append; it must not
-  /// block).
-  void set_commit_listener(std::function<void()> listener) {
+  /// Called by the writer thread after every commit with the names of the logs it wrote to, each
+  /// once (set before the first append; it must not block).
+  void set_commit_listener(std::function<void(const std::vector<std::string>&)> listener) {
     commit_listener_ = std::move(listener);
   }
 
@@ -240,6 +240,8 @@ class Store {
 
   void writer_loop();
   void commit_group(std::vector<PendingPtr>& group);
+  /// The names of the logs that `group` writes to, each once (in committed_logs_).
+  const std::vector<std::string>& logs_of(const std::vector<PendingPtr>& group);
   std::int64_t log_id_for(const std::string& name);
   void exec(const char* sql);
   void add_bytes_column();
@@ -254,7 +256,8 @@ class Store {
   sqlite3_stmt* update_log_ = nullptr;
   std::unordered_map<std::string, std::int64_t> log_ids_;  // at most max_cached_names
   std::atomic<std::size_t> cached_names_{0};
-  std::function<void()> commit_listener_;
+  std::function<void(const std::vector<std::string>&)> commit_listener_;
+  std::vector<std::string> committed_logs_;  // the writer's: the logs of the last commit
 
   std::mutex queue_mutex_;  // guards queue_, closing_ and every PendingAppend's result
   std::condition_variable queue_cv_;

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <map>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 #include <sqlite3.h>
@@ -66,9 +68,24 @@ void Store::writer_loop() {
       p->committed.notify_one();
     }
     if (commit_listener_) {
-      commit_listener_();
+      commit_listener_(logs_of(group));
     }
   }
+}
+
+const std::vector<std::string>& Store::logs_of(const std::vector<PendingPtr>& group) {
+  committed_logs_.clear();
+  std::unordered_set<std::string_view> seen;  // views of the group's names, alive meanwhile
+  for (const auto& p : group) {
+    for (const Message& m : p->messages) {
+      // Batches mostly write one log: compare with the last name before hashing.
+      if ((committed_logs_.empty() || committed_logs_.back() != m.log) &&
+          seen.insert(m.log).second) {
+        committed_logs_.push_back(m.log);
+      }
+    }
+  }
+  return committed_logs_;
 }
 
 std::int64_t Store::log_id_for(const std::string& name) {

@@ -1,5 +1,7 @@
 #include "tail_waiters.hpp"
 
+#include <functional>
+
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -10,13 +12,19 @@ namespace logd {
 
 /// One waiting tail: a timer that only its own executor touches.
 struct TailWaiters::Waiter {
-  explicit Waiter(const asio::any_io_executor& executor) : timer(executor) {}
+  Waiter(const asio::any_io_executor& executor, std::size_t log_bucket)
+      : timer(executor), bucket(log_bucket) {}
   asio::steady_timer timer;
+  const std::size_t bucket;
 };
 
-std::uint64_t TailWaiters::sequence() const {
+std::size_t TailWaiters::bucket_of(std::string_view log) noexcept {
+  return std::hash<std::string_view>{}(log) % kBuckets;
+}
+
+std::uint64_t TailWaiters::sequence(std::string_view log) const {
   std::lock_guard lock(mutex_);
-  return sequence_;
+  return sequences_[bucket_of(log)];
 }
 
 std::size_t TailWaiters::waiting() const {
@@ -24,16 +32,17 @@ std::size_t TailWaiters::waiting() const {
   return waiters_.size();
 }
 
-asio::awaitable<WaitOutcome> TailWaiters::wait(std::uint64_t seen,
+asio::awaitable<WaitOutcome> TailWaiters::wait(std::string_view log, std::uint64_t seen,
                                                std::chrono::steady_clock::time_point deadline) {
-  auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor);
+  const std::size_t bucket = bucket_of(log);
+  auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, bucket);
   waiter->timer.expires_at(deadline);
   {
     std::lock_guard lock(mutex_);
     if (closing_) {
       co_return WaitOutcome::closing;
     }
-    if (sequence_ != seen) {
+    if (sequences_[bucket] != seen) {
       co_return WaitOutcome::committed;  // committed between the query and now
     }
     if (waiters_.size() >= max_waiting_) {
@@ -49,7 +58,15 @@ asio::awaitable<WaitOutcome> TailWaiters::wait(std::uint64_t seen,
   if (closing_) {
     co_return WaitOutcome::closing;
   }
-  co_return sequence_ != seen ? WaitOutcome::committed : WaitOutcome::timed_out;
+  co_return sequences_[bucket] != seen ? WaitOutcome::committed : WaitOutcome::timed_out;
+}
+
+void TailWaiters::wake_locked(std::size_t bucket) {
+  for (const auto& waiter : waiters_) {
+    if (waiter->bucket == bucket) {
+      asio::post(waiter->timer.get_executor(), [waiter] { waiter->timer.cancel(); });
+    }
+  }
 }
 
 void TailWaiters::wake_all_locked() {
@@ -58,10 +75,15 @@ void TailWaiters::wake_all_locked() {
   }
 }
 
-void TailWaiters::notify_commit() {
+void TailWaiters::notify_commit(const std::vector<std::string>& logs) {
   std::lock_guard lock(mutex_);
-  ++sequence_;
-  wake_all_locked();
+  for (const auto& log : logs) {
+    const std::size_t bucket = bucket_of(log);
+    ++sequences_[bucket];
+    if (!waiters_.empty()) {
+      wake_locked(bucket);
+    }
+  }
 }
 
 void TailWaiters::close() {

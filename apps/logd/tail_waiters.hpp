@@ -1,14 +1,19 @@
 #pragma once
 
 // The tails that wait for new messages, each a timer on its connection's executor rather than a
-// blocked thread: the writer's commit (or shutdown) wakes them all by cancelling their timers.
+// blocked thread: the writer's commit wakes the tails of the logs it wrote to (shutdown wakes
+// them all) by cancelling their timers.
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
@@ -33,17 +38,18 @@ class TailWaiters {
   TailWaiters& operator=(const TailWaiters&) = delete;
   ~TailWaiters() = default;
 
-  /// The commit sequence number: read it before a query, pass it to wait().
-  std::uint64_t sequence() const;
+  /// The commit sequence number of `log`: read it before a query, pass it to wait().
+  std::uint64_t sequence(std::string_view log) const;
 
-  /// Waits on the calling coroutine's executor, holding no thread, until a commit after
-  /// `seen`, the deadline, or close(). A cancelled coroutine (the server cancelling the task)
-  /// gets timed_out.
-  asio::awaitable<WaitOutcome> wait(std::uint64_t seen,
+  /// Waits on the calling coroutine's executor, holding no thread, until a commit to `log`
+  /// after `seen`, the deadline, or close(). A cancelled coroutine (the server cancelling the
+  /// task) gets timed_out.
+  asio::awaitable<WaitOutcome> wait(std::string_view log, std::uint64_t seen,
                                     std::chrono::steady_clock::time_point deadline);
 
-  /// Called after every commit: wakes every waiting tail. Never blocks on a waiter.
-  void notify_commit();
+  /// Called after every commit with the logs it wrote to: wakes the tails waiting on them.
+  /// Never blocks on a waiter.
+  void notify_commit(const std::vector<std::string>& logs);
 
   /// Wakes every waiting tail with `closing`, now and from now on.
   void close();
@@ -53,11 +59,17 @@ class TailWaiters {
 
  private:
   struct Waiter;
+  /// Commits are counted per bucket of log names rather than per log, so that the count takes
+  /// fixed memory however many logs there are. Two logs in one bucket only wake each other's
+  /// tails for a query that finds nothing and waits again.
+  static constexpr std::size_t kBuckets = 1024;
+  static std::size_t bucket_of(std::string_view log) noexcept;
+  void wake_locked(std::size_t bucket);
   void wake_all_locked();
 
   const std::size_t max_waiting_;
   mutable std::mutex mutex_;  // guards the members below
-  std::uint64_t sequence_ = 0;
+  std::array<std::uint64_t, kBuckets> sequences_{};
   bool closing_ = false;
   std::unordered_set<std::shared_ptr<Waiter>> waiters_;
 };
