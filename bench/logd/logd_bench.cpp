@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   std::vector<double> latencies_ms;
   std::atomic<std::uint64_t> followed{0};
   std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(o.connections + o.followers));
+  threads.reserve(static_cast<std::size_t>(o.connections) + static_cast<std::size_t>(o.followers));
   for (int f = 0; f < o.followers; ++f) {
     threads.emplace_back([&, f] {
       try {
