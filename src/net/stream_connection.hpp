@@ -439,7 +439,7 @@ class StreamConnection final : public Session,
   /// After the Goodbye of a disconnect: shuts our sending side (the peer reads the Goodbye, then
   /// end of stream), then reads and discards what the peer still sends until it closes or
   /// kGoodbyeLinger passes. Closing with unread input would reset the connection, and a reset
-  /// can destroy the Goodbye in flight. On TLS, run()'s TLS shutdown does this instead.
+  /// can destroy the Goodbye in flight. On TLS, close_notify first; the rest is below TLS.
   asio::awaitable<void> linger();
 
   /// True if `ec` ended the wait for a request because a disconnect woke it (begin_disconnect),

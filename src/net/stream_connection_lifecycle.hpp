@@ -211,16 +211,22 @@ asio::awaitable<std::error_code> StreamConnection<Stream>::say_goodbye(
 
 template <class Stream>
 asio::awaitable<void> StreamConnection<Stream>::linger() {
-  if constexpr (!TlsStream<Stream>) {
-    watchdog_.set_disconnect_deadline(std::min(grace_end_, Clock::now() + kGoodbyeLinger));
-    std::error_code ec;
-    lowest_socket(stream_).shutdown(asio::socket_base::shutdown_send, ec);
-    while (!ec && !stream_closed_) {
-      co_await stream_.async_read_some(asio::buffer(idle_in_),
-                                       asio::redirect_error(asio::use_awaitable, ec));
-    }
+  watchdog_.set_disconnect_deadline(std::min(grace_end_, Clock::now() + kGoodbyeLinger));
+  if constexpr (TlsStream<Stream>) {
+    // close_notify ends TLS's sending side. OpenSSL then waits for the client's, and gives up
+    // at the first other record (a request sent meanwhile): the rest is discarded from the
+    // socket below TLS.
+    std::error_code ignored;
+    co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ignored));
   }
-  co_return;
+  auto& socket = lowest_socket(stream_);
+  std::error_code ec;
+  socket.shutdown(asio::socket_base::shutdown_send, ec);
+  while (!ec && !stream_closed_) {
+    co_await socket.async_read_some(asio::buffer(idle_in_),
+                                    asio::redirect_error(asio::use_awaitable, ec));
+  }
+  close_now();  // TLS is shut down already: run() must not shut it down again
 }
 
 template <class Stream>

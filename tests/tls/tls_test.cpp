@@ -5,16 +5,22 @@
 #include "support/loopback.hpp"
 #include "tls_certs.hpp"
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include <asio/co_spawn.hpp>
+#include <asio/read.hpp>
+#include <asio/ssl.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
 #include <demo_tasks.hpp>
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
@@ -480,6 +486,48 @@ TEST_F(Tls, GracefulShutdownSaysGoodbyeOverTls) {
   EXPECT_TRUE(results[0].ok());          // the running task finishes within the grace
   EXPECT_TRUE(results[1].is_goodbye());  // the next request is answered Goodbye
   EXPECT_TRUE(eventually([&] { return server_->listener().num_connections() == 0; }, 10000ms));
+}
+
+// Section 7 over TLS: after the unprompted Goodbye the server sends close_notify, shuts its
+// socket's sending side, and reads and discards what the client still sends until the linger
+// ends, so that the client's late bytes do not reset the connection under the Goodbye.
+TEST_F(Tls, AnIdleConnectionGetsGoodbyeThenCloseNotifyAndALinger) {
+  start(server_tls());
+  asio::io_context io;
+  asio::ssl::context context(asio::ssl::context::tls_client);
+  context.load_verify_file(cert("ca.pem"));
+  context.set_verify_mode(asio::ssl::verify_peer);
+  asio::ssl::stream<asio::ip::tcp::socket> stream(io, context);
+  stream.lowest_layer().connect(
+      {asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(server_->port())});
+  stream.handshake(asio::ssl::stream_base::client);
+  const Bytes keep_alive = bytes({0xFA, 0x00});
+  asio::write(stream, asio::buffer(keep_alive));
+  Bytes answer(2);
+  asio::read(stream, asio::buffer(answer));
+  ASSERT_EQ(answer, bytes({0x00, 0x00}));
+  ASSERT_TRUE(eventually([&] { return server_->server().num_clients() == 1; }));
+
+  server_->server().disconnect(5s);
+  Bytes goodbye(1);
+  asio::read(stream, asio::buffer(goodbye));
+  EXPECT_EQ(goodbye, bytes({0x02}));
+  std::error_code ec;
+  std::array<std::uint8_t, 16> more{};
+  stream.read_some(asio::buffer(more), ec);
+  EXPECT_EQ(ec, asio::error::eof) << ec.message();  // the server's close_notify
+  // Late bytes from the client, below TLS: the lingering server discards them. A server that
+  // had closed would answer the first with a reset, and a later write would fail.
+  const auto started = std::chrono::steady_clock::now();
+  const Bytes late = bytes({0x01, 0x00, 0x01, 0x00, 0x01, 0x00, 0x01, 0x00});
+  for (int i = 0; i < 5; ++i) {
+    asio::write(stream.next_layer(), asio::buffer(late), ec);
+    EXPECT_FALSE(ec) << "write " << i << ": " << ec.message();
+    std::this_thread::sleep_for(100ms);
+  }
+  // The linger ends (1 s) and the connection with it.
+  EXPECT_TRUE(eventually([&] { return server_->server().num_clients() == 0; }, 5000ms));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 4s);
 }
 
 }  // namespace
