@@ -70,12 +70,13 @@ class Client : public std::enable_shared_from_this<Client> {
   std::vector<TaskCode> task_codes() const;
   /// When the server took the connection.
   std::chrono::system_clock::time_point timestamp() const noexcept { return timestamp_; }
-  /// When the connection last became idle: the end of its last task, or when the server took
-  /// it if no task has run yet. While a task runs (metadata() is set) it is still the end of the
-  /// task before. Used to find the connection idle the longest (Listener, max_connections).
-  std::chrono::steady_clock::time_point idle_since() const noexcept {
-    return std::chrono::steady_clock::time_point(
-        std::chrono::steady_clock::duration(idle_since_.load(std::memory_order_relaxed)));
+  /// When the connection was last active: when the request of its last task arrived, or when
+  /// the server took it if no task has run yet. The listener evicts, at max_connections, the
+  /// idle connection (no task running) that was active the longest ago. Read from the value
+  /// each task records anyway, so that it costs the serving path no clock read of its own.
+  std::chrono::system_clock::time_point last_active() const noexcept {
+    return std::chrono::system_clock::time_point(
+        std::chrono::system_clock::duration(task_start_.load(std::memory_order_relaxed)));
   }
   /// A number unique within the process, increasing with connection order.
   std::uint64_t id() const noexcept { return id_; }
@@ -140,8 +141,7 @@ class Client : public std::enable_shared_from_this<Client> {
   std::atomic<bool> task_active_{false};
   std::atomic<TaskCode> task_code_{0};
   std::atomic<const std::string*> task_name_{nullptr};
-  std::atomic<std::chrono::system_clock::rep> task_start_{0};
-  std::atomic<std::chrono::steady_clock::rep> idle_since_;      // written by end_task
+  std::atomic<std::chrono::system_clock::rep> task_start_;      // also last_active()
   std::array<std::atomic<std::uint64_t>, 4> assigned_codes_{};  // a bit per task code
 
  protected:

@@ -63,7 +63,7 @@ struct ListenerOptions {
   /// The longest a handshake may take.
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);
   /// Connections served at once. A connection accepted at the limit makes room: the
-  /// connection of this listener idle the longest (no task running; Client::idle_since()) is
+  /// connection of this listener idle the longest (no task running; Client::last_active()) is
   /// disconnected gracefully with no grace period (it gets its Goodbye at once; logged at info)
   /// and the newcomer is served. Only when none is idle is the newcomer closed at once (and
   /// logged). An evicted connection counts until it has ended (its linger lasts up to 1 s).

@@ -19,7 +19,7 @@ Client::Client(Server& server, ByteOrder byte_order, std::string local_address,
       id_(next_client_id.fetch_add(1, std::memory_order_relaxed)),
       server_(server),
       byte_order_(byte_order),
-      idle_since_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
+      task_start_(timestamp_.time_since_epoch().count()) {}
 
 Client::~Client() = default;
 
@@ -96,8 +96,6 @@ void Client::end_task() noexcept {
   // alive, because the connection drops a task table only under the mutex (lock_task_metadata),
   // which metadata() holds.
   task_active_.store(false, std::memory_order_release);
-  idle_since_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                    std::memory_order_relaxed);
 }
 
 std::optional<TaskMetadata> Client::metadata() const {

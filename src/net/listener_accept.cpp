@@ -186,7 +186,7 @@ bool ListenerImpl::evict_longest_idle() {
         client->metadata().has_value()) {
       continue;
     }
-    if (!longest || client->idle_since() < longest->idle_since()) {
+    if (!longest || client->last_active() < longest->last_active()) {
       longest = client;
     }
   }
