@@ -83,7 +83,9 @@ struct ListenerOptions {
   /// connections already in its queue but not yet accepted are reset; they are not moved to the
   /// other sockets. shutdown() closes the listening socket at once, without draining its queue
   /// first, so a hand-over between two processes can reset the few connections that arrived in
-  /// that instant (none of them had a task run). See docs/deployment.md.
+  /// that instant (none of them had a task run). Linux 5.14 and later move them instead when
+  /// the sysctl net.ipv4.tcp_migrate_req is 1; start() logs a warning when it reads 0. See
+  /// docs/deployment.md.
   bool reuse_port = false;
   /// TLS on every connection (see TlsOptions); empty means plaintext.
   std::optional<TlsOptions> tls;

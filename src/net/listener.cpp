@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -35,6 +37,18 @@ namespace detail {
 namespace {
 /// SO_REUSEPORT, which asio does not name.
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+/// Whether Linux moves the connections queued on a closing SO_REUSEPORT socket to another socket
+/// of its group (net.ipv4.tcp_migrate_req, Linux 5.14 and later): true or false, or nullopt
+/// where the setting cannot be read (an older kernel, no /proc).
+std::optional<bool> kernel_migrates_queued_connections() {
+  std::ifstream file("/proc/sys/net/ipv4/tcp_migrate_req");
+  int value = 0;
+  if (!(file >> value)) {
+    return std::nullopt;
+  }
+  return value != 0;
+}
 }  // namespace
 
 ListenerImpl::ListenerImpl(Server& server, ListenerOptions options)
@@ -134,6 +148,15 @@ void ListenerImpl::start() {
   }
   server_.log()->info("listening on {}{} with {} I/O threads", local_address_, tls_ ? " (TLS)" : "",
                       contexts_.size());
+  if (options_.reuse_port && !parsed.is_unix && kernel_migrates_queued_connections() == false) {
+    // Said once at start, where the operator who chose reuse_port reads: the hand-over can
+    // reset connections, and one setting of the machine prevents it.
+    server_.log()->warn(
+        "reuse_port on {}: net.ipv4.tcp_migrate_req is 0, so connections still queued on this "
+        "socket when it closes are reset instead of moved to the server taking over (set it "
+        "to 1; see docs/deployment.md)",
+        local_address_);
+  }
 }
 
 void ListenerImpl::reload_tls() {

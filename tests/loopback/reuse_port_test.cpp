@@ -1,6 +1,7 @@
 // ListenerOptions::reuse_port over real sockets: two listeners (of two servers) share one
 // 127.0.0.1 port with it and both serve; without it the second bind fails with "address in
-// use"; it is ignored for a Unix socket; and the two programs take --reuse-port.
+// use"; it is ignored for a Unix socket; start warns when the kernel's setting would reset
+// queued connections at a hand-over; and the two programs take --reuse-port.
 
 #include "support/loopback.hpp"
 
@@ -65,6 +66,27 @@ TEST(ReusePort, TwoListenersWithItShareAPortAndBothServe) {
     RawClient c(port);
     EXPECT_EQ(c.call(kKeepAlive, 2), kOkEmpty);
   }
+}
+
+/// What /proc says of net.ipv4.tcp_migrate_req: "0", "1", or "" where it cannot be read.
+std::string tcp_migrate_req() {
+  std::ifstream file("/proc/sys/net/ipv4/tcp_migrate_req");
+  std::string value;
+  file >> value;
+  return value;
+}
+
+TEST(ReusePort, StartWarnsWhenTheKernelWouldResetQueuedConnections) {
+  // The machine's setting decides which branch runs; each asserts its own outcome.
+  const bool kernel_resets = tcp_migrate_req() == "0";
+  TestServer sharing(TestServer::quiet_options(), listener_at("127.0.0.1:0", true));
+  sharing.start();
+  EXPECT_EQ(sharing.logger()->contains("net.ipv4.tcp_migrate_req is 0"), kernel_resets)
+      << "tcp_migrate_req reads '" << tcp_migrate_req() << "'";
+
+  TestServer alone(TestServer::quiet_options(), listener_at("127.0.0.1:0", false));
+  alone.start();
+  EXPECT_FALSE(alone.logger()->contains("tcp_migrate_req"));
 }
 
 TEST(ReusePort, WithoutItTheSecondBindFailsWithAddressInUse) {
