@@ -4,15 +4,11 @@
 #include <serialserver/wire/block_encoder.hpp>
 #include "raw_server.hpp"
 #include "support/loopback.hpp"
-
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "support/program_run.hpp"
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,67 +24,19 @@ using serialserver::test::ChildProcess;
 using serialserver::test::free_port;
 using serialserver::test::wait_for_port;
 
-struct Run {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using Run = serialserver::test::ProgramRun;
+using serialserver::test::read_whole;
 
 std::filesystem::path scratch(const std::string& name) {
-  return std::filesystem::temp_directory_path() /
-         ("serialclient-cli-" + std::to_string(::getpid()) + "-" + name);
+  return serialserver::test::scratch_path("cli-" + name);
 }
 
 /// Runs bin_dir()/`program` with `args`, stdin from `in` (or /dev/null), bounded by 60 s.
 Run run(const std::string& program, const std::vector<std::string>& args,
         const std::string& in = "/dev/null") {
-  const auto out_path = scratch("stdout");
-  const auto err_path = scratch("stderr");
-  const std::string path = bin_dir() + "/" + program;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int in_fd = ::open(in.c_str(), O_RDONLY);
-    const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(in_fd, 0);
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    std::vector<char*> argv{const_cast<char*>(path.c_str())};
-    for (const auto& a : args) {
-      argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-    ::execv(path.c_str(), argv.data());
-    ::_exit(127);
-  }
-  Run result;
-  const auto deadline = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
-      result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  result.out = slurp(out_path);
-  result.err = slurp(err_path);
-  std::filesystem::remove(out_path);
-  std::filesystem::remove(err_path);
-  return result;
+  serialserver::test::ProgramSetup setup;
+  setup.stdin_path = in;
+  return serialserver::test::run_program(program, args, setup);
 }
 
 /// The real demo server on a free port.
@@ -139,10 +87,10 @@ TEST_F(Cli, FileAndStdinInOutFile) {
   }
   auto r = run("serialctl", {"call", address_, "1", "--file", in.string(), "--out", out.string()});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(slurp(out), slurp(in));
+  EXPECT_EQ(read_whole(out), read_whole(in));
   r = run("serialctl", {"call", address_, "1", "--stdin"}, in.string());
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, slurp(in));
+  EXPECT_EQ(r.out, read_whole(in));
   std::filesystem::remove(in);
   std::filesystem::remove(out);
 }

@@ -3,9 +3,9 @@
 // command-line conventions and exit statuses.
 
 #include <serialserver/wire/block_encoder.hpp>
-#include "program_run.hpp"
 #include "raw_server.hpp"
 #include "support/loopback.hpp"
+#include "support/program_run.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -25,6 +25,10 @@ using namespace std::chrono_literals;
 using serialserver::test::bin_dir;
 using serialserver::test::ChildProcess;
 using serialserver::test::free_port;
+using serialserver::test::ProgramRun;
+using serialserver::test::ProgramSetup;
+using serialserver::test::run_program;
+using serialserver::test::scratch_path;
 using serialserver::test::wait_for_port;
 
 /// The real demo server on a free TCP port, or on a Unix socket path.

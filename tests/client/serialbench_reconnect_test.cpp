@@ -3,9 +3,9 @@
 // raw servers that answer Goodbye or drop a connection under a written request check which calls
 // are sent again (with and without --idempotent).
 
-#include "program_run.hpp"
 #include "raw_server.hpp"
 #include "support/loopback.hpp"
+#include "support/program_run.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -25,6 +25,8 @@ using namespace std::chrono_literals;
 using serialserver::test::bin_dir;
 using serialserver::test::ChildProcess;
 using serialserver::test::free_port;
+using serialserver::test::ProgramRun;
+using serialserver::test::run_program;
 using serialserver::test::wait_for_port;
 
 std::unique_ptr<ChildProcess> start_demo(std::uint16_t port) {

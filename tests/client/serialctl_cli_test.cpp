@@ -3,9 +3,9 @@
 // standard output, one line per error), and serialctl list.
 
 #include <serialserver/wire/block_encoder.hpp>
-#include "program_run.hpp"
 #include "raw_server.hpp"
 #include "support/loopback.hpp"
+#include "support/program_run.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -26,6 +26,10 @@ using namespace std::chrono_literals;
 using serialserver::test::bin_dir;
 using serialserver::test::ChildProcess;
 using serialserver::test::free_port;
+using serialserver::test::ProgramRun;
+using serialserver::test::ProgramSetup;
+using serialserver::test::run_program;
+using serialserver::test::scratch_path;
 using serialserver::test::wait_for_port;
 
 ProgramRun ctl(const std::vector<std::string>& args, const ProgramSetup& setup = {}) {

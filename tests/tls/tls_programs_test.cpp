@@ -2,16 +2,13 @@
 // to serialctl --tls and serialbench --tls, end to end, by exit status.
 
 #include "support/loopback.hpp"
+#include "support/program_run.hpp"
 #include "tls_certs.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -20,56 +17,13 @@
 namespace serialserver::test {
 namespace {
 
-struct ProgramRun {
-  int status = -1;
-  std::string err;
-};
-
-std::string slurp(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 /// Runs bin_dir()/`program` with `args` (stdout into `out_path` if given), bounded by 120 s.
 ProgramRun run(const std::string& program, const std::vector<std::string>& args,
-               const std::filesystem::path& err_path, const std::string& out_path = "/dev/null") {
-  const std::string path = bin_dir() + "/" + program;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int in_fd = ::open("/dev/null", O_RDONLY);
-    const int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(in_fd, 0);
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    std::vector<char*> argv{const_cast<char*>(path.c_str())};
-    for (const auto& a : args) {
-      argv.push_back(const_cast<char*>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-    ::execv(path.c_str(), argv.data());
-    ::_exit(127);
-  }
-  ProgramRun result;
-  const auto deadline = std::chrono::steady_clock::now() + 120s;
-  for (;;) {
-    int status = 0;
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) {
-      result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      break;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  result.err = slurp(err_path);
-  return result;
+               const std::string& out_path = "/dev/null") {
+  ProgramSetup setup;
+  setup.stdout_path = out_path;
+  setup.timeout = 120s;
+  return run_program(program, args, setup);
 }
 
 class TlsPrograms : public ::testing::Test {
@@ -87,7 +41,6 @@ class TlsPrograms : public ::testing::Test {
       demo_.reset();
     }
     std::filesystem::remove(certs_->path("demo.log"));
-    std::filesystem::remove(certs_->path("tool.err"));
     std::filesystem::remove(certs_->path("tool.out"));
   }
 
@@ -107,15 +60,13 @@ class TlsPrograms : public ::testing::Test {
         std::make_unique<ChildProcess>(bin_dir() + "/serialserver-demo", args, cert("demo.log"));
     ASSERT_TRUE(wait_for_port(port_)) << demo_log();
   }
-  std::string demo_log() const { return slurp(cert("demo.log")); }
+  std::string demo_log() const { return read_whole(cert("demo.log")); }
 
   ProgramRun serialctl(std::vector<std::string> args) {
-    return run("serialctl", args, cert("tool.err"), cert("tool.out"));
+    return run("serialctl", args, cert("tool.out"));
   }
-  ProgramRun serialbench(std::vector<std::string> args) {
-    return run("serialbench", args, cert("tool.err"));
-  }
-  std::string tool_out() const { return slurp(cert("tool.out")); }
+  ProgramRun serialbench(std::vector<std::string> args) { return run("serialbench", args); }
+  std::string tool_out() const { return read_whole(cert("tool.out")); }
 
   static TlsCerts* certs_;
   std::unique_ptr<ChildProcess> demo_;
@@ -192,14 +143,13 @@ TEST_F(TlsPrograms, MutualTls) {
 
 TEST_F(TlsPrograms, DemoRefusesMissingCertificateFiles) {
   const auto port = free_port();
-  const auto r = run("serialserver-demo",
-                     {"--listen", "127.0.0.1:" + std::to_string(port), "--tls-cert",
-                      cert("missing.pem"), "--tls-key", cert("server.key")},
-                     cert("tool.err"));
+  const auto r =
+      run("serialserver-demo", {"--listen", "127.0.0.1:" + std::to_string(port), "--tls-cert",
+                                cert("missing.pem"), "--tls-key", cert("server.key")});
   EXPECT_EQ(r.status, 64) << r.err;  // a usage error, found before anything starts
   EXPECT_NE(r.err.find("missing.pem"), std::string::npos) << r.err;
   // --tls-key is required with --tls-cert.
-  const auto usage = run("serialserver-demo", {"--tls-cert", cert("server.pem")}, cert("tool.err"));
+  const auto usage = run("serialserver-demo", {"--tls-cert", cert("server.pem")});
   EXPECT_NE(usage.status, 0);
 }
 

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-namespace serialclient::test {
+namespace serialserver::test {
 
 /// What a program did.
 struct ProgramRun {
@@ -31,6 +31,7 @@ struct ProgramRun {
 
 /// How to run it.
 struct ProgramSetup {
+  std::string stdin_path = "/dev/null";    // the program's standard input
   std::map<std::string, std::string> env;  // added to (or replacing in) the environment
   std::vector<std::string> unset_env;      // removed from the environment
   std::string stdout_path;                 // stdout here instead of a scratch file (not collected)
@@ -50,16 +51,16 @@ inline std::string read_whole(const std::filesystem::path& path) {
 /// A path in the temporary directory unique to this process and `name`.
 inline std::filesystem::path scratch_path(const std::string& name) {
   return std::filesystem::temp_directory_path() /
-         ("serialclient-prog-" + std::to_string(::getpid()) + "-" + name);
+         ("serialserver-prog-" + std::to_string(::getpid()) + "-" + name);
 }
 
-/// Runs serialserver::test::bin_dir()/`program` with `args` under `setup`.
+/// Runs bin_dir()/`program` with `args` under `setup`.
 inline ProgramRun run_program(const std::string& program, const std::vector<std::string>& args,
                               const ProgramSetup& setup = {}) {
   using namespace std::chrono_literals;
   const auto out_path = scratch_path(program + "-stdout");
   const auto err_path = scratch_path(program + "-stderr");
-  const std::string path = serialserver::test::bin_dir() + "/" + program;
+  const std::string path = bin_dir() + "/" + program;
   const pid_t pid = ::fork();
   if (pid == 0) {
     for (const auto& name : setup.unset_env) {
@@ -68,7 +69,7 @@ inline ProgramRun run_program(const std::string& program, const std::vector<std:
     for (const auto& [name, value] : setup.env) {
       ::setenv(name.c_str(), value.c_str(), 1);
     }
-    const int in_fd = ::open("/dev/null", O_RDONLY);
+    const int in_fd = ::open(setup.stdin_path.c_str(), O_RDONLY);
     const std::string out = setup.stdout_path.empty() ? out_path.string() : setup.stdout_path;
     const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -114,4 +115,4 @@ inline ProgramRun run_program(const std::string& program, const std::vector<std:
   return result;
 }
 
-}  // namespace serialclient::test
+}  // namespace serialserver::test
