@@ -2,7 +2,7 @@
 # bench/cache_misses.sh: first-level data cache misses per request in the demo server, from
 # callgrind's cache model. With many connections each request finds its connection's state out of
 # the cache, so the cache lines a request touches, more than its instructions, set its cost at
-# C=1000 (BENCHMARKS.md, runs K to Q). The model counts those lines at C=50 on any machine and does
+# C=1000 (bench/history.md, runs K to Q). The model counts those lines at C=50 on any machine and does
 # not move with the host's load, unlike requests per second.
 #
 # usage: bench/cache_misses.sh [BIN]   BIN: a release bin dir with serialserver-demo and serialbench
