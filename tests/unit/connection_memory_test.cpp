@@ -1,6 +1,7 @@
 // The connection state machine (detail::StreamConnection) over the in-memory stream:
 // docs/protocol.md sections 3, 4 and 8 under every input and output chunking, pipelining, draining,
 // requests cut off by the end of the stream, goodbye, timeouts and cancellation of a pending read,
+// the Client handle's cancel, close and disconnect called at every step of a pipelined workload,
 // and a failure injected at every single stream operation, over the standard test tasks of every
 // kind (support/task_fixtures.hpp). No sockets, no threads besides the worker pool of the blocking
 // tasks; every run is bounded in time.
@@ -748,6 +749,71 @@ TEST_F(ConnectionMemory, CancelReachesATaskWaitingForItsRequest) {
   ASSERT_TRUE(o.finished) << "the pending read was not cancelled";
   EXPECT_TRUE(o.reason) << "a cancelled task that fails drops the connection";
   EXPECT_TRUE(o.output.empty()) << hex(o.output);
+}
+
+// Client::cancel(), close() and disconnect() called from outside at every step of a pipelined
+// workload (every kind but blocking, whose timing varies from run to run): each run ends in
+// bounded time without throwing, and the client has received a prefix of the answers it would
+// have had without the call, then at most an unprompted Goodbye.
+TEST_F(ConnectionMemory, HandleCallsAtEveryStepEndCleanly) {
+  std::mt19937 rng(2026);
+  const Workload w = make_workload(mixed_requests(rng, 8, false), rng, false);
+  enum class Action { cancel, close, disconnect_now, disconnect_later };
+  for (const Action action :
+       {Action::cancel, Action::close, Action::disconnect_now, Action::disconnect_later}) {
+    int cut_short = 0;  // runs in which the call cost the client answers
+    int goodbyes = 0;   // runs that ended with an unprompted Goodbye
+    for (int step = 1;; ++step) {
+      SCOPED_TRACE("action " + std::to_string(static_cast<int>(action)) + " at step " +
+                   std::to_string(step));
+      asio::io_context io;
+      int pokes = 0;
+      bool acted = false;
+      const Outcome o = serve(server_, io, make_stream(io, w.input, 16, 64), 5000ms,
+                              [&](Conn& c, const MemoryStream::Peer&) {
+                                if (++pokes != step) {
+                                  return;
+                                }
+                                acted = true;
+                                switch (action) {
+                                  case Action::cancel:
+                                    c.cancel();
+                                    break;
+                                  case Action::close:
+                                    c.close();
+                                    break;
+                                  case Action::disconnect_now:
+                                    c.disconnect(0s);
+                                    break;
+                                  case Action::disconnect_later:
+                                    c.disconnect(10s);
+                                    break;
+                                }
+                              });
+      ASSERT_TRUE(o.finished);
+      EXPECT_FALSE(o.threw);
+      if (!acted) {  // the run ended before this step: every later step would too
+        EXPECT_EQ(o.output, w.expected);
+        break;
+      }
+      Bytes answers = o.output;
+      const bool disconnecting =
+          action == Action::disconnect_now || action == Action::disconnect_later;
+      if (disconnecting && !answers.empty() && answers.back() == 0x02 &&
+          !is_prefix(answers, w.expected)) {
+        answers.pop_back();  // the Goodbye after the last answer
+        ++goodbyes;
+      }
+      ASSERT_TRUE(is_prefix(answers, w.expected))
+          << "output:   " << hex(o.output) << "\nexpected: " << hex(w.expected);
+      cut_short += answers.size() < w.expected.size() ? 1 : 0;
+    }
+    // Each call reached the connection at some step, not only after the work was done.
+    EXPECT_GT(cut_short, 0);
+    if (action == Action::disconnect_now || action == Action::disconnect_later) {
+      EXPECT_GT(goodbyes, 0);
+    }
+  }
 }
 
 TEST_F(ConnectionMemory, InputArrivingLaterIsServed) {
