@@ -2,16 +2,17 @@
 // stream.
 //
 // The input is what a client sends, followed by a few bytes that choose how the stream delivers
-// it (bytes per read and per write, an injected I/O failure) and whether the server limits the
-// request size. The connection serves it with the standard tasks of support/task_fixtures.hpp,
-// of all three kinds: coroutine (echo, empty, coded error, streamed response, partial reader,
-// failing ones...), inline (echo, Error, throwing: run in the read's completion handler when the
-// request is all buffered and within the limit, else as a coroutine) and blocking (echo, Error,
-// throwing, on the server's worker pool). It must:
+// it (bytes per read and per write, an injected I/O failure), whether the server limits the
+// request size, and whether the Client handle's cancel, close or disconnect is called after a
+// number of handlers have run. The connection serves it with the standard tasks of
+// support/task_fixtures.hpp, of all three kinds: coroutine (echo, empty, coded error, streamed
+// response, partial reader, failing ones...), inline (echo, Error, throwing: run in the read's
+// completion handler when the request is all buffered and within the limit, else as a coroutine)
+// and blocking (echo, Error, throwing, on the server's worker pool). It must:
 // - end, in bounded time, with nothing left registered with the server;
 // - write exactly the responses that an independent model of docs/protocol.md sections 3-5 and of
 //   these tasks predicts, and end for the reason the model predicts (with an injected failure:
-//   a prefix of those responses);
+//   a prefix of those responses; with a handle call, such a prefix and at most a Goodbye);
 // - not leak, overflow or hit undefined behaviour (AddressSanitizer, UBSan).
 //
 // Blocking tasks run on another thread, so how the I/O thread's steps (the peer monitor's reads
@@ -179,6 +180,32 @@ Expected model(std::span<const std::uint8_t> input, bool limited) {
   }
 }
 
+bool is_prefix(const Bytes& prefix, const Bytes& whole) {
+  return prefix.size() <= whole.size() && std::equal(prefix.begin(), prefix.end(), whole.begin());
+}
+
+/// A call on the connection's Client handle, from outside its handlers.
+enum class HandleCall : std::uint8_t { none, cancel, close, disconnect_now, disconnect_later };
+
+void call(Conn& conn, HandleCall what) {
+  switch (what) {
+    case HandleCall::none:
+      break;
+    case HandleCall::cancel:
+      conn.cancel();
+      break;
+    case HandleCall::close:
+      conn.close();
+      break;
+    case HandleCall::disconnect_now:
+      conn.disconnect(std::chrono::seconds(0));
+      break;
+    case HandleCall::disconnect_later:
+      conn.disconnect(std::chrono::seconds(10));
+      break;
+  }
+}
+
 std::string hex(std::span<const std::uint8_t> data) {
   std::string s;
   char buf[4];
@@ -202,6 +229,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto write_choice = provider.ConsumeIntegral<std::uint8_t>();
   const auto flags = provider.ConsumeIntegral<std::uint8_t>();
   const auto fail_op = provider.ConsumeIntegral<std::uint8_t>();
+  const auto handle_choice = provider.ConsumeIntegral<std::uint8_t>();
+  const auto handle_step = provider.ConsumeIntegral<std::uint8_t>();
   const Bytes input = provider.ConsumeRemainingBytes<std::uint8_t>();
 
   // Bytes per read and per write: mostly unlimited, else 1..64 (64 + n: unlimited).
@@ -211,6 +240,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       write_choice < 128 ? MemoryStream::kUnlimited : write_choice % 64 + 1;
   const bool limited = (flags & 1) != 0;
   const bool inject = (flags & 6) == 6;  // a quarter of the runs fail one stream operation
+  // A quarter of the runs call the Client handle after `handle_step` handlers have run.
+  const HandleCall handle_call =
+      handle_choice < 192 ? HandleCall::none : static_cast<HandleCall>(handle_choice % 4 + 1);
 
   Server& srv = server(limited);
   asio::io_context io;
@@ -234,10 +266,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                          threw = e != nullptr;
                          result = ec;
                        }));
-    // Nothing here waits for a timer (the stream never pends): the run must end with the work,
-    // a blocking task's included, well within this bound (libFuzzer's -timeout would only say
-    // that the run was slow).
-    io.run_for(kRunBound);
+    // Nothing here waits for a timer (the stream never pends) but the linger after a Goodbye,
+    // which the end of the input ends: the run must end with the work, a blocking task's
+    // included, well within this bound (libFuzzer's -timeout would only say that the run was
+    // slow).
+    const auto deadline = std::chrono::steady_clock::now() + kRunBound;
+    if (handle_call != HandleCall::none) {
+      for (unsigned i = 0; i < handle_step && !io.stopped(); ++i) {
+        io.run_one_for(kRunBound);
+      }
+      call(*conn, handle_call);
+    }
+    io.run_until(deadline);
     FUZZ_CHECK(io.stopped());
     FUZZ_CHECK(result.has_value());
     FUZZ_CHECK(!threw);
@@ -245,15 +285,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Expected expected = model(input, limited);
     const Bytes& output = peer.output();
     const bool failed = peer.injected_failures() != 0;
-    const bool matches = failed
-                             ? output.size() <= expected.output.size() &&
-                                   std::equal(output.begin(), output.end(), expected.output.begin())
-                             : output == expected.output && *result == expected.end;
+    // A handle call may end the connection early: the answers before it, then at most the
+    // unprompted Goodbye of a disconnect.
+    const bool called = handle_call != HandleCall::none;
+    Bytes answers = output;
+    if (called && !answers.empty() && answers.back() == 0x02 &&
+        !is_prefix(answers, expected.output)) {
+      answers.pop_back();
+    }
+    const bool matches = failed || called ? is_prefix(answers, expected.output)
+                                          : output == expected.output && *result == expected.end;
     if (!matches) {
       std::fprintf(stderr,
-                   "limited=%d read_chunk=%zu write_chunk=%zu injected=%d\n"
+                   "limited=%d read_chunk=%zu write_chunk=%zu injected=%d handle_call=%d at %d\n"
                    "input:    %s\noutput:   %s\nexpected: %s\nend: %s, expected %s\n",
-                   limited ? 1 : 0, read_chunk, write_chunk, failed ? 1 : 0, hex(input).c_str(),
+                   limited ? 1 : 0, read_chunk, write_chunk, failed ? 1 : 0,
+                   static_cast<int>(handle_call), static_cast<int>(handle_step), hex(input).c_str(),
                    hex(output).c_str(), hex(expected.output).c_str(), result->message().c_str(),
                    expected.end.message().c_str());
       FUZZ_CHECK(matches);

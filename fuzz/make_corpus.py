@@ -130,9 +130,12 @@ def binary_reader():
 def connection():
     # Tail, in consumption order: bytes per read (<128: unlimited, else 1..64), bytes per write
     # (likewise), flags (bit 0: the server limits requests to 256 bytes; bits 1 and 2 both set:
-    # fail one stream operation, bit 3 chooses the error), which operation fails.
-    def tail(read=0, write=0, flags=0, fail=0):
-        return Tail().byte(read).byte(write).byte(flags).byte(fail).bytes()
+    # fail one stream operation, bit 3 chooses the error), which operation fails, a call on the
+    # Client handle (<192: none; else by its value mod 4: 0 cancel, 1 close, 2 disconnect(0),
+    # 3 disconnect(10s)), and after how many handlers it is made.
+    def tail(read=0, write=0, flags=0, fail=0, handle=0, step=0):
+        return (Tail().byte(read).byte(write).byte(flags).byte(fail).byte(handle).byte(step)
+                .bytes())
 
     worked = b"".join([
         bytes.fromhex("07 04 01 02 03 04 00"),     # task 7 with content 01 02 03 04 -> "hi"
@@ -202,6 +205,11 @@ def connection():
     write("connection", "blocking-cut-off", b"\x0D" + bytes([255]) + pattern(50) + tail())
     write("connection", "blocking-goodbye", b"\x0D" + blocks(b"x") + b"\xFF" + b"\x0D" +
           blocks(b"never") + tail())
+    # The Client handle called part-way: cancel, close, disconnect now and with a grace.
+    for value, name in [(192, "cancel"), (193, "close"), (194, "disconnect-now"),
+                        (195, "disconnect-later")]:
+        write("connection", "handle-" + name, kinds + tail(128 + 9, 0, handle=value, step=12))
+        write("connection", "handle-" + name + "-mix", mix + tail(handle=value, step=5))
     # Past the limit every kind answers Error 254, the throwing ones that read included.
     write("connection", "limit-kinds", b"\x0C" + blocks(big) + b"\x0D" + blocks(big) +
           b"\x0F" + blocks(pattern(300)) + b"\x11" + blocks(pattern(300)) + b"\x10" +
