@@ -466,7 +466,7 @@ class StreamConnection final : public Session,
   void probe();
   void start_monitor();
   void stop_monitor();
-  void on_monitor(std::uint64_t generation, std::error_code ec);
+  void on_monitor(std::uint64_t generation, std::uint64_t wait, std::error_code ec);
 
   // Fields that every request reads or writes come first, after the engine's.
   Stream stream_;
@@ -486,6 +486,7 @@ class StreamConnection final : public Session,
   bool cancel_emitted_ = false;
   bool producing_blocking_ = false;  // the producer in flight runs on the worker pool
   asio::cancellation_signal monitor_cancel_;
+  std::uint64_t monitor_wait_ = 0;  // numbers the waits: a cancelled one completes stale
   bool monitor_active_ = false;
   bool probe_pending_ = false;
   bool reading_request_ = false;  // the task waits in read_more for its request

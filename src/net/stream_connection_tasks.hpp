@@ -364,11 +364,11 @@ void StreamConnection<Stream>::start_monitor() {
     }
     monitor_active_ = true;
     auto self = std::static_pointer_cast<StreamConnection>(shared_from_this());
-    stream_.async_wait(
-        asio::socket_base::wait_read,
-        asio::bind_cancellation_slot(monitor_cancel_.slot(),
-                                     [self = std::move(self), gen = task_generation_](
-                                         std::error_code ec) { self->on_monitor(gen, ec); }));
+    stream_.async_wait(asio::socket_base::wait_read,
+                       asio::bind_cancellation_slot(
+                           monitor_cancel_.slot(),
+                           [self = std::move(self), gen = task_generation_, wait = ++monitor_wait_](
+                               std::error_code ec) { self->on_monitor(gen, wait, ec); }));
   }
 }
 
@@ -381,9 +381,13 @@ void StreamConnection<Stream>::stop_monitor() {
 }
 
 template <class Stream>
-void StreamConnection<Stream>::on_monitor(std::uint64_t generation, std::error_code ec) {
+void StreamConnection<Stream>::on_monitor(std::uint64_t generation, std::uint64_t wait,
+                                          std::error_code ec) {
   if constexpr (NonBlockingStream<Stream>) {
-    if (generation != task_generation_ || !monitor_active_) {
+    // A wait that stop_monitor() cancelled may complete after a new one has started for the
+    // same task (a blocking task's request read in between finished at once): its
+    // operation_aborted is not the peer's doing, and the new wait is the one that watches.
+    if (generation != task_generation_ || wait != monitor_wait_ || !monitor_active_) {
       if (ec && ec != asio::error::operation_aborted) {
         defer_error(ec);  // the stream's error, whichever task watched it
       }
