@@ -27,6 +27,7 @@
 #include <serialserver/serialserver.hpp>
 #include "fuzz_check.hpp"
 #include "net/stream_connection.hpp"
+#include "support/handle_call.hpp"
 #include "support/memory_stream.hpp"
 #include "support/task_fixtures.hpp"
 
@@ -53,6 +54,7 @@ namespace {
 
 using namespace serialserver;
 using Bytes = std::vector<std::uint8_t>;
+using test::HandleCall;
 using test::MemoryStream;
 namespace tasks = test::tasks;
 using Conn = detail::StreamConnection<MemoryStream>;
@@ -184,28 +186,6 @@ bool is_prefix(const Bytes& prefix, const Bytes& whole) {
   return prefix.size() <= whole.size() && std::equal(prefix.begin(), prefix.end(), whole.begin());
 }
 
-/// A call on the connection's Client handle, from outside its handlers.
-enum class HandleCall : std::uint8_t { none, cancel, close, disconnect_now, disconnect_later };
-
-void call(Conn& conn, HandleCall what) {
-  switch (what) {
-    case HandleCall::none:
-      break;
-    case HandleCall::cancel:
-      conn.cancel();
-      break;
-    case HandleCall::close:
-      conn.close();
-      break;
-    case HandleCall::disconnect_now:
-      conn.disconnect(std::chrono::seconds(0));
-      break;
-    case HandleCall::disconnect_later:
-      conn.disconnect(std::chrono::seconds(10));
-      break;
-  }
-}
-
 std::string hex(std::span<const std::uint8_t> data) {
   std::string s;
   char buf[4];
@@ -275,7 +255,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       for (unsigned i = 0; i < handle_step && !io.stopped(); ++i) {
         io.run_one_for(kRunBound);
       }
-      call(*conn, handle_call);
+      test::make_handle_call(*conn, handle_call);
     }
     io.run_until(deadline);
     FUZZ_CHECK(io.stopped());

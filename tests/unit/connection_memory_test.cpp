@@ -8,6 +8,7 @@
 
 #include <serialserver/serialserver.hpp>
 #include "net/stream_connection.hpp"
+#include "support/handle_call.hpp"
 #include "support/memory_stream.hpp"
 #include "support/task_fixtures.hpp"
 
@@ -758,9 +759,8 @@ TEST_F(ConnectionMemory, CancelReachesATaskWaitingForItsRequest) {
 TEST_F(ConnectionMemory, HandleCallsAtEveryStepEndCleanly) {
   std::mt19937 rng(2026);
   const Workload w = make_workload(mixed_requests(rng, 8, false), rng, false);
-  enum class Action { cancel, close, disconnect_now, disconnect_later };
-  for (const Action action :
-       {Action::cancel, Action::close, Action::disconnect_now, Action::disconnect_later}) {
+  for (const HandleCall action : {HandleCall::cancel, HandleCall::close, HandleCall::disconnect_now,
+                                  HandleCall::disconnect_later}) {
     int cut_short = 0;  // runs in which the call cost the client answers
     int goodbyes = 0;   // runs that ended with an unprompted Goodbye
     for (int step = 1;; ++step) {
@@ -775,20 +775,7 @@ TEST_F(ConnectionMemory, HandleCallsAtEveryStepEndCleanly) {
                                   return;
                                 }
                                 acted = true;
-                                switch (action) {
-                                  case Action::cancel:
-                                    c.cancel();
-                                    break;
-                                  case Action::close:
-                                    c.close();
-                                    break;
-                                  case Action::disconnect_now:
-                                    c.disconnect(0s);
-                                    break;
-                                  case Action::disconnect_later:
-                                    c.disconnect(10s);
-                                    break;
-                                }
+                                make_handle_call(c, action);
                               });
       ASSERT_TRUE(o.finished);
       EXPECT_FALSE(o.threw);
@@ -797,9 +784,7 @@ TEST_F(ConnectionMemory, HandleCallsAtEveryStepEndCleanly) {
         break;
       }
       Bytes answers = o.output;
-      const bool disconnecting =
-          action == Action::disconnect_now || action == Action::disconnect_later;
-      if (disconnecting && !answers.empty() && answers.back() == 0x02 &&
+      if (says_goodbye(action) && !answers.empty() && answers.back() == 0x02 &&
           !is_prefix(answers, w.expected)) {
         answers.pop_back();  // the Goodbye after the last answer
         ++goodbyes;
@@ -810,7 +795,7 @@ TEST_F(ConnectionMemory, HandleCallsAtEveryStepEndCleanly) {
     }
     // Each call reached the connection at some step, not only after the work was done.
     EXPECT_GT(cut_short, 0);
-    if (action == Action::disconnect_now || action == Action::disconnect_later) {
+    if (says_goodbye(action)) {
       EXPECT_GT(goodbyes, 0);
     }
   }
