@@ -186,7 +186,6 @@ class StreamConnection final : public Session,
   }
 
   void begin_disconnect(std::chrono::nanoseconds grace);
-
   void on_request_too_large() override { cancel_task(); }
 
   void close_now() noexcept {
