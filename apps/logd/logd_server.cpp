@@ -335,7 +335,12 @@ void LogdService::register_tasks(serialserver::Server& server) {
           std::vector<Record> records;
           for (;;) {
             const std::uint64_t seen = waiters->sequence(q.log);
-            records = co_await on_pool(*pool, [&] { return store->tail(q); });
+            // A tail caught up with its log is answered from memory, here; others query.
+            if (auto recent = store->recent_tail(q)) {
+              records = std::move(*recent);
+            } else {
+              records = co_await on_pool(*pool, [&] { return store->tail(q); });
+            }
             if (!records.empty() || ctx.stop_requested() ||
                 std::chrono::steady_clock::now() >= deadline) {
               break;

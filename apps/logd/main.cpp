@@ -80,6 +80,7 @@ struct Flags {
   logd::TaskLimits limits;
   std::string reader_idle = "30s";
   std::size_t max_cached_names = 4096;
+  std::size_t max_followed_logs = logd::RecentRecordsLimits{}.max_logs;
   unsigned retain_days = 0;
   std::string retain_interval = "10s";
   std::uint64_t retain_bytes = 0;
@@ -230,6 +231,12 @@ void add_options(CLI::App& app, Flags& f) {
                  "log names whose ids the writer keeps in memory")
       ->check(CLI::Range(std::size_t{1}, std::size_t{10000000}))
       ->capture_default_str();
+  app.add_option("--max-followed-logs", f.max_followed_logs,
+                 "logs whose latest records (at most 1024 and 256 KiB a log) are kept in memory "
+                 "for the tails that follow them, which are then answered without a query; a "
+                 "tail of a further log, or further behind, queries; 0: none")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{4096}))
+      ->capture_default_str();
   app.add_option("--retain-days", f.retain_days,
                  "delete messages older than this many days (by their time), in the background; "
                  "0: keep them")
@@ -366,6 +373,7 @@ int run_main(int argc, char** argv) {
     store_options.max_readers = logd::readers_needed(f.limits);
     store_options.reader_idle_timeout = reader_idle;
     store_options.max_cached_names = f.max_cached_names;
+    store_options.recent.max_logs = f.max_followed_logs;
     // The database, its WAL and shared-memory files hold the logs: readable by this user only
     // (SQLite creates the WAL and SHM files with the database file's mode).
     const mode_t old_mask = ::umask(077);

@@ -281,6 +281,13 @@ std::vector<Record> Store::tail(const TailQuery& q) {
   return collect(c->db, s);
 }
 
+std::optional<std::vector<Record>> Store::recent_tail(const TailQuery& q) {
+  if (q.after_id == kTailLast) {
+    return std::nullopt;
+  }
+  return recent_.after(q.log, q.after_id, q.limit);
+}
+
 std::unique_ptr<ListCursor> Store::list() {
   auto c = acquire_reader();
   sqlite3* db = c->db;

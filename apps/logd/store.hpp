@@ -6,6 +6,7 @@
 
 #include "logd_protocol.hpp"
 #include "reader_pool.hpp"
+#include "recent_records.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -48,6 +50,8 @@ struct StoreOptions {
   std::chrono::nanoseconds reader_idle_timeout = std::chrono::seconds(30);
   /// The most log names whose ids the writer keeps in memory.
   std::size_t max_cached_names = 4096;
+  /// The records kept in memory for the tails that follow a log.
+  RecentRecordsLimits recent;
 };
 
 /// The limits of one log; 0 means no limit of that kind for it.
@@ -183,6 +187,11 @@ class Store {
   /// The messages of a tail query now (it does not wait). Throws StorageError, StoreBusy.
   std::vector<Record> tail(const TailQuery& query);
 
+  /// The messages of a tail query from memory, without a query, if the store keeps every record
+  /// of the log after query.after_id (see RecentRecords); otherwise nullopt: call tail(). Never
+  /// blocks on the database. Marks the log as followed.
+  std::optional<std::vector<Record>> recent_tail(const TailQuery& query);
+
   /// Starts listing every log with its message count and last id, by name. Throws
   /// StorageError, StoreBusy.
   std::unique_ptr<ListCursor> list();
@@ -211,6 +220,8 @@ class Store {
   std::size_t open_readers() const { return readers_.open_count(); }
   /// Log names whose ids the writer keeps in memory now.
   std::size_t cached_names() const;
+  /// Records kept in memory for tails now.
+  std::size_t recent_records() const { return recent_.records(); }
 
   /// Stops taking appends (they throw StoreClosed) and lets the writer commit what is queued
   /// and end. Does not wait. Idempotent.
@@ -240,6 +251,8 @@ class Store {
 
   void writer_loop();
   void commit_group(std::vector<PendingPtr>& group);
+  /// Gives the records of `group` that committed to recent_.
+  void publish_recent(const std::vector<PendingPtr>& group, std::uint64_t generation);
   /// The names of the logs that `group` writes to, each once (in committed_logs_).
   const std::vector<std::string>& logs_of(const std::vector<PendingPtr>& group);
   std::int64_t log_id_for(const std::string& name);
@@ -258,6 +271,8 @@ class Store {
   std::atomic<std::size_t> cached_names_{0};
   std::function<void(const std::vector<std::string>&)> commit_listener_;
   std::vector<std::string> committed_logs_;  // the writer's: the logs of the last commit
+  std::vector<CommittedAppend> committed_;   // the writer's: the requests of the last commit
+  RecentRecords recent_{options_.recent};
 
   std::mutex queue_mutex_;  // guards queue_, closing_ and every PendingAppend's result
   std::condition_variable queue_cv_;

@@ -36,6 +36,7 @@ std::uint64_t Store::delete_before(const std::string& log, std::int64_t before_n
   }
   const std::int64_t log_id = sqlite3_column_int64(find, 0);
   sqlite3_reset(find);
+  const auto deletion = recent_.begin_deletion();
   remove = prepare(db, std::string("DELETE FROM messages WHERE id IN (SELECT id FROM messages "
                                    "WHERE log_id = ?1 AND (?2 = 9223372036854775807 OR time < ?2) "
                                    "LIMIT 2000) RETURNING log_id, ") +

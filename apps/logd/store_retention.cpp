@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -102,6 +103,10 @@ std::uint64_t Store::enforce_log_bytes(const RetentionOptions& retention) {
     }
     check(db, rc, "logs over their byte limit");
   }
+  if (over.empty()) {
+    return 0;
+  }
+  const auto deletion = recent_.begin_deletion();
   std::uint64_t deleted = 0;
   for (const auto& [log_id, limit] : over) {
     deleted += trim_log(log_id, limit);
@@ -172,6 +177,7 @@ std::uint64_t Store::enforce_total_bytes(std::uint64_t max_bytes) {
   remove = prepare(db, std::string("DELETE FROM messages WHERE id <= ?1 RETURNING log_id, ") +
                            schema::kMessageBytes);
   DeletedFromLogs deleted;
+  std::optional<RecentRecords::Deletion> deletion;
   const std::uint64_t total = in_small_transactions(db, [&]() -> std::uint64_t {
     if (sqlite3_step(used) != SQLITE_ROW) {
       sqlite3_reset(used);
@@ -189,6 +195,9 @@ std::uint64_t Store::enforce_total_bytes(std::uint64_t max_bytes) {
     }
     const std::int64_t last = sqlite3_column_int64(cutoff, 0);
     sqlite3_reset(cutoff);
+    if (!deletion) {
+      deletion.emplace(recent_);  // held until the last transaction has committed
+    }
     bind_i64(db, remove, 1, last);
     deleted.collect(db, remove);
     return deleted.apply(db);

@@ -57,7 +57,11 @@ void Store::writer_loop() {
         queue_.pop_front();
       }
     }
+    const std::uint64_t generation = recent_.generation();
     commit_group(group);
+    // Before the appends are answered and the tails woken: a client that has its OK, and a
+    // woken tail, find these records in memory as they would in the database.
+    publish_recent(group, generation);
     {
       std::lock_guard lock(queue_mutex_);
       for (auto& p : group) {
@@ -71,6 +75,16 @@ void Store::writer_loop() {
       commit_listener_(logs_of(group));
     }
   }
+}
+
+void Store::publish_recent(const std::vector<PendingPtr>& group, std::uint64_t generation) {
+  committed_.clear();
+  for (const auto& p : group) {
+    if (!p->failed && !p->messages.empty()) {
+      committed_.push_back(CommittedAppend{.messages = &p->messages, .first_id = p->first_id});
+    }
+  }
+  recent_.publish(committed_, generation);
 }
 
 const std::vector<std::string>& Store::logs_of(const std::vector<PendingPtr>& group) {
