@@ -11,8 +11,12 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <random>
 
 #include <asio/co_spawn.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 namespace logd {
@@ -199,6 +203,23 @@ class RowStream final : public serialserver::ResponseProducer {
   Slot slot_;
 };
 
+/// Waits a random time shorter than `longest`, and not past `deadline`. A commit to a log with
+/// many followers would otherwise make them all answer (and ask again) at once, a burst of work
+/// that the appends queue behind; spread out, each answer also gathers the commits of its wait.
+asio::awaitable<void> spread_out(std::chrono::nanoseconds longest,
+                                 std::chrono::steady_clock::time_point deadline) {
+  if (longest <= std::chrono::nanoseconds::zero()) {
+    co_return;
+  }
+  static thread_local std::minstd_rand random{std::random_device{}()};
+  const std::chrono::nanoseconds pause(
+      std::uniform_int_distribution<std::int64_t>(0, longest.count() - 1)(random));
+  asio::steady_timer timer(co_await asio::this_coro::executor,
+                           std::min(std::chrono::steady_clock::now() + pause, deadline));
+  std::error_code ignored;  // cancelled with its task: the loop then sees stop_requested
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+}
+
 /// The largest request of a read, tail or list: a name and a few numbers.
 constexpr std::size_t kMaxSmallRequest = 4096;
 
@@ -324,9 +345,10 @@ void LogdService::register_tasks(serialserver::Server& server) {
       },
       "read");
   auto waiters = waiters_;
+  const auto spread = limits_.tail_spread;
   server.register_task(
       kTaskTail,
-      [store, pool, waiters](TaskContext& ctx) -> asio::awaitable<Response> {
+      [store, pool, waiters, spread](TaskContext& ctx) -> asio::awaitable<Response> {
         co_return co_await guarded_async(ctx, [&]() -> asio::awaitable<Response> {
           const TailQuery q = decode_tail_query(co_await read_small_request(ctx, kMaxSmallRequest),
                                                 ctx.byte_order());
@@ -352,6 +374,7 @@ void LogdService::register_tasks(serialserver::Server& server) {
             if (outcome != WaitOutcome::committed || ctx.stop_requested()) {
               break;
             }
+            co_await spread_out(spread, deadline);
           }
           BinaryWriter w(ctx.byte_order());
           for (const auto& r : records) {

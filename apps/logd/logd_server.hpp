@@ -29,6 +29,10 @@ struct TaskLimits {
   std::size_t max_lists = 4;
   /// Tails waiting for a commit at once; beyond: Error 8 (busy).
   std::size_t max_waiting_tails = 4096;
+  /// A tail woken by a commit waits a random time up to 1 ms per tail that commit woke, and at
+  /// most this, before it answers: the followers of one log answer spread out, each gathering
+  /// the commits of that time, instead of all at once beside the appends. 0: at once.
+  std::chrono::nanoseconds tail_spread = std::chrono::milliseconds(100);
 };
 
 /// The reader connections a Store needs for `limits`: every read and list in progress holds

@@ -79,6 +79,7 @@ struct Flags {
   unsigned workers = 64;
   logd::TaskLimits limits;
   std::string reader_idle = "30s";
+  std::string tail_spread = "100ms";
   std::size_t max_cached_names = 4096;
   std::size_t max_followed_logs = logd::RecentRecordsLimits{}.max_logs;
   unsigned retain_days = 0;
@@ -223,6 +224,11 @@ void add_options(CLI::App& app, Flags& f) {
                  "tails waiting for new messages at once (no thread each); beyond: Error 8")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
       ->capture_default_str();
+  app.add_option("--tail-spread", f.tail_spread,
+                 "a tail woken by a commit waits a random time up to 1 ms for each tail woken "
+                 "with it, at most this, before it answers, so that many followers of one log "
+                 "do not answer at once (a lone follower answers at once); 0: never wait")
+      ->capture_default_str();
   app.add_option("--reader-idle-timeout", f.reader_idle,
                  "a reader connection idle this long is closed (the pool holds at most "
                  "max-reads + max-lists + query-threads)")
@@ -297,6 +303,7 @@ int run_main(int argc, char** argv) {
     options.task_deadline = duration_option(f.task_timeout, "--task-timeout");
     handshake_period = duration_option(f.handshake_timeout, "--handshake-timeout");
     reader_idle = duration_option(f.reader_idle, "--reader-idle-timeout");
+    f.limits.tail_spread = duration_option(f.tail_spread, "--tail-spread");
     retain_interval = duration_option(f.retain_interval, "--retain-interval");
     retention = retention_options(f);
     options.logger = serialserver::make_stderr_logger(serialserver::parse_log_level(f.log_level),
