@@ -8,7 +8,9 @@
 #include "logd_protocol.hpp"
 #include "support/loopback.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -208,6 +210,71 @@ TEST(Logd, AppendReadTailList) {
   ASSERT_EQ(logs.size(), 2U);
   EXPECT_EQ(logs[0], (logd::LogInfo{"other", 1, 102}));
   EXPECT_EQ(logs[1], (logd::LogInfo{"svc", 102, 103}));
+}
+
+// Eight followers of one log, as `tail --follow` runs: a commit wakes them all, and they answer
+// spread over --tail-spread, each with every message committed meanwhile. Their answers come
+// from the records the server keeps in memory for followed logs, and must be what a read (always
+// a database query) gives.
+TEST(Logd, FollowersOfOneLogAnswerSpreadOutWithWhatTheDatabaseHolds) {
+  LogdProcess logd(make_temp_dir(), {"--tail-spread", "300ms"});
+  auto writer = logd.client();
+  for (int i = 0; i < 5; ++i) {
+    writer.append(message("app", "before" + std::to_string(i)));
+  }
+  constexpr int kFollowers = 8;
+  // Each follower's next answer after `after_id`, and when it came.
+  struct Answer {
+    std::vector<logd::Record> records;
+    std::chrono::steady_clock::time_point at;
+  };
+  auto follow_once = [&](std::uint64_t after_id, const std::vector<logd::Message>& batch) {
+    std::vector<Answer> answers(kFollowers);
+    std::vector<std::thread> threads;
+    for (int f = 0; f < kFollowers; ++f) {
+      threads.emplace_back([&, f] {
+        logd::TailQuery q;
+        q.log = "app";
+        q.after_id = after_id;
+        q.wait_ms = 10000;
+        auto follower = logd.client();
+        answers[f].records = follower.tail(q);
+        answers[f].at = std::chrono::steady_clock::now();
+      });
+    }
+    std::this_thread::sleep_for(500ms);  // they are waiting
+    const auto committed = std::chrono::steady_clock::now();
+    writer.append_batch(batch);
+    for (auto& t : threads) {
+      t.join();
+    }
+    auto first = answers.front().at;
+    auto last = answers.front().at;
+    for (const Answer& a : answers) {
+      first = std::min(first, a.at);
+      last = std::max(last, a.at);
+      EXPECT_LT(a.at - committed, 5s);
+    }
+    // Eight pauses drawn from 300 ms all within 20 ms of each other: about 1 in 10^7.
+    EXPECT_GT(last - first, 20ms) << "the followers answered all at once";
+    return answers;
+  };
+
+  const auto round1 = follow_once(5, {message("app", "a"), message("app", "b")});
+  for (const Answer& a : round1) {
+    ASSERT_EQ(a.records.size(), 2U);
+    EXPECT_EQ(a.records[0].id, 6U);
+    EXPECT_EQ(a.records[1].text, "b");
+  }
+  logd::Message with_fields = message("app", "c", 4);
+  with_fields.fields = {{"k", "v"}};
+  const auto round2 = follow_once(7, {with_fields, message("app", "d", 1)});
+  const auto stored = read_all(writer, "app");
+  ASSERT_EQ(stored.size(), 9U);
+  const std::vector<logd::Record> last_two(stored.end() - 2, stored.end());
+  for (const Answer& a : round2) {
+    EXPECT_EQ(a.records, last_two);
+  }
 }
 
 TEST(Logd, LargeReadIsStreamed) {
