@@ -14,9 +14,6 @@
 #include <random>
 
 #include <asio/co_spawn.hpp>
-#include <asio/redirect_error.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
 namespace logd {
@@ -203,10 +200,11 @@ class RowStream final : public serialserver::ResponseProducer {
   Slot slot_;
 };
 
-/// Waits a random time shorter than `longest`, and not past `deadline`. A commit to a log with
-/// many followers would otherwise make them all answer (and ask again) at once, a burst of work
-/// that the appends queue behind; spread out, each answer also gathers the commits of its wait.
-asio::awaitable<void> spread_out(std::chrono::nanoseconds longest,
+/// Waits a random time shorter than `longest`, not past `deadline`, and not past shutdown. A
+/// commit to a log with many followers would otherwise make them all answer (and ask again) at
+/// once, a burst of work that the appends queue behind; spread out, each answer also gathers the
+/// commits of its wait.
+asio::awaitable<void> spread_out(TailWaiters& waiters, std::chrono::nanoseconds longest,
                                  std::chrono::steady_clock::time_point deadline) {
   if (longest <= std::chrono::nanoseconds::zero()) {
     co_return;
@@ -214,10 +212,7 @@ asio::awaitable<void> spread_out(std::chrono::nanoseconds longest,
   static thread_local std::minstd_rand random{std::random_device{}()};
   const std::chrono::nanoseconds pause(
       std::uniform_int_distribution<std::int64_t>(0, longest.count() - 1)(random));
-  asio::steady_timer timer(co_await asio::this_coro::executor,
-                           std::min(std::chrono::steady_clock::now() + pause, deadline));
-  std::error_code ignored;  // cancelled with its task: the loop then sees stop_requested
-  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  co_await waiters.pause(std::min(std::chrono::steady_clock::now() + pause, deadline));
 }
 
 /// The largest request of a read, tail or list: a name and a few numbers.
@@ -374,7 +369,7 @@ void LogdService::register_tasks(serialserver::Server& server) {
             if (outcome != WaitOutcome::committed || ctx.stop_requested()) {
               break;
             }
-            co_await spread_out(spread, deadline);
+            co_await spread_out(*waiters, spread, deadline);
           }
           BinaryWriter w(ctx.byte_order());
           for (const auto& r : records) {

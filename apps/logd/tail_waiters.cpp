@@ -61,6 +61,22 @@ asio::awaitable<WaitOutcome> TailWaiters::wait(std::string_view log, std::uint64
   co_return sequences_[bucket] != seen ? WaitOutcome::committed : WaitOutcome::timed_out;
 }
 
+asio::awaitable<void> TailWaiters::pause(std::chrono::steady_clock::time_point until) {
+  auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, kNoBucket);
+  waiter->timer.expires_at(until);
+  {
+    std::lock_guard lock(mutex_);
+    if (closing_) {
+      co_return;
+    }
+    waiters_.insert(waiter);
+  }
+  std::error_code ignored;  // cancelled by close() or with its task: either way, the pause ends
+  co_await waiter->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  std::lock_guard lock(mutex_);
+  waiters_.erase(waiter);
+}
+
 void TailWaiters::wake_locked(std::size_t bucket) {
   for (const auto& waiter : waiters_) {
     if (waiter->bucket == bucket) {

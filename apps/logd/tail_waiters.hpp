@@ -47,6 +47,11 @@ class TailWaiters {
   asio::awaitable<WaitOutcome> wait(std::string_view log, std::uint64_t seen,
                                     std::chrono::steady_clock::time_point deadline);
 
+  /// Waits on the calling coroutine's executor, holding no thread, until `until` or close()
+  /// (a commit does not end it): a woken tail's pause before it answers, which shutdown cuts
+  /// short. Counted among the tails waiting.
+  asio::awaitable<void> pause(std::chrono::steady_clock::time_point until);
+
   /// Called after every commit with the logs it wrote to: wakes the tails waiting on them.
   /// Never blocks on a waiter.
   void notify_commit(const std::vector<std::string>& logs);
@@ -63,6 +68,8 @@ class TailWaiters {
   /// fixed memory however many logs there are. Two logs in one bucket only wake each other's
   /// tails for a query that finds nothing and waits again.
   static constexpr std::size_t kBuckets = 1024;
+  /// The bucket of a pause: no commit wakes it.
+  static constexpr std::size_t kNoBucket = kBuckets;
   static std::size_t bucket_of(std::string_view log) noexcept;
   void wake_locked(std::size_t bucket);
   void wake_all_locked();

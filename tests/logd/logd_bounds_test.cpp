@@ -83,6 +83,24 @@ TEST(LogdBounds, WaitingTailsDoNotDelayAppendsAndShutdownAnswersThem) {
   EXPECT_EQ(logd.process().wait_exit(10000ms), 0);
 }
 
+// A tail woken by a commit pauses (up to --tail-spread, here a minute) before it answers; a
+// SIGTERM meanwhile makes it answer at once, with the message it was woken for.
+TEST(LogdBounds, ShutdownAnswersATailInItsPauseAtOnce) {
+  LogdProcess logd(make_temp_dir(), {"--tail-spread", "60s", "--grace", "20s"});
+  RawClient tail(logd.port());
+  raw_handshake(tail, 'B');
+  tail.send(tail_request("app", 0, 50000));
+  std::this_thread::sleep_for(300ms);  // the tail is waiting
+  auto c = logd.client();
+  c.append(message("app", "hello"));
+  std::this_thread::sleep_for(300ms);  // woken, and most likely in its pause
+  const auto stop_at = std::chrono::steady_clock::now();
+  logd.process().signal(SIGTERM);
+  EXPECT_EQ(tail.recv(1, 5000ms), bytes({0x00})) << "OK";
+  EXPECT_LT(std::chrono::steady_clock::now() - stop_at, 5s);
+  EXPECT_EQ(logd.process().wait_exit(10000ms), 0);
+}
+
 TEST(LogdBounds, CommitWakesAWaitingTail) {
   LogdProcess logd(make_temp_dir());
   RawClient tail(logd.port());

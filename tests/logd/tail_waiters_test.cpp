@@ -84,6 +84,25 @@ TEST_F(TailWaitersTest, CloseWakesEveryTailAndEveryLaterOne) {
   EXPECT_EQ(later, WaitOutcome::closing);
 }
 
+TEST_F(TailWaitersTest, APauseIsEndedByCloseButNotByACommit) {
+  bool paused = false;
+  auto pause = [&]() -> asio::awaitable<void> {
+    co_await waiters_.pause(std::chrono::steady_clock::now() + 5s);
+    paused = true;
+  };
+  asio::co_spawn(io_, pause(), asio::detached);
+  io_.poll();
+  io_.restart();
+  EXPECT_EQ(waiters_.waiting(), 1U);
+  waiters_.notify_commit({"app"});
+  run_posted();
+  EXPECT_FALSE(paused);
+  waiters_.close();
+  run_posted();
+  EXPECT_TRUE(paused);
+  EXPECT_EQ(waiters_.waiting(), 0U);
+}
+
 TEST_F(TailWaitersTest, BeyondTheLimitAWaitIsRefused) {
   TailWaiters one(1);
   std::optional<WaitOutcome> first;
