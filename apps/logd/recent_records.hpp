@@ -29,7 +29,7 @@ struct RecentRecordsLimits {
   /// Records kept of one log; a tail further behind queries the database.
   std::size_t max_records_per_log = 1024;
   /// Bytes of text and fields kept of one log.
-  std::size_t max_bytes_per_log = 256 * 1024;
+  std::size_t max_bytes_per_log = std::size_t{256} * 1024;
   /// A log no tail has asked for in this long is no longer kept.
   std::chrono::steady_clock::duration keep_for = std::chrono::seconds(60);
 };
