@@ -3,6 +3,7 @@
 #include "store_deletions.hpp"
 #include "store_schema.hpp"
 
+#include <limits>
 #include <string>
 
 #include <sqlite3.h>
@@ -36,6 +37,25 @@ std::uint64_t Store::delete_before(const std::string& log, std::int64_t before_n
   }
   const std::int64_t log_id = sqlite3_column_int64(find, 0);
   sqlite3_reset(find);
+  constexpr std::int64_t kAll = std::numeric_limits<std::int64_t>::max();
+  {
+    // Nothing to delete (retention asks about each log at every pass): keep the records kept
+    // for its tails.
+    sqlite3_stmt* any = nullptr;
+    const FinalizeOnExit finalize_any{&any};
+    any = prepare(db, before_ns == kAll
+                          ? "SELECT 1 FROM messages WHERE log_id = ?1 LIMIT 1"
+                          : "SELECT 1 FROM messages WHERE log_id = ?1 AND time < ?2 LIMIT 1");
+    bind_i64(db, any, 1, log_id);
+    if (before_ns != kAll) {
+      bind_i64(db, any, 2, before_ns);
+    }
+    const int rc = sqlite3_step(any);
+    check(db, rc, "find messages to delete");
+    if (rc != SQLITE_ROW) {
+      return 0;
+    }
+  }
   const auto deletion = recent_.begin_deletion();
   remove = prepare(db, std::string("DELETE FROM messages WHERE id IN (SELECT id FROM messages "
                                    "WHERE log_id = ?1 AND (?2 = 9223372036854775807 OR time < ?2) "

@@ -216,6 +216,16 @@ TEST_F(RecentInStore, DeletedRecordsAreNeverAnsweredFromMemory) {
   EXPECT_FALSE(remembered("app", first).has_value());
   EXPECT_TRUE(queried("app", first).empty());
 
+  // A delete that finds nothing to delete keeps them; one that deletes forgets them.
+  store_->append(messages("app", 1));  // times from 1000
+  const std::uint64_t kept_after = store_->append(messages("app", 2)) - 1;
+  ASSERT_EQ(remembered("app", kept_after).value().size(), 2U);
+  EXPECT_EQ(store_->delete_before("app", 1000), 0U);
+  EXPECT_EQ(remembered("app", kept_after).value().size(), 2U);
+  EXPECT_EQ(store_->delete_before("app", 1001), 2U);  // time 1000: the first of each append
+  EXPECT_FALSE(remembered("app", kept_after).has_value());
+  EXPECT_EQ(store_->delete_before("app", std::numeric_limits<std::int64_t>::max()), 1U);
+
   // Retention by the log's bytes forgets too.
   store_->append(messages("app", 1));
   const std::uint64_t after = store_->append(messages("app", 5)) - 1;
