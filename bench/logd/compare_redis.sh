@@ -9,34 +9,24 @@
 # BUILD_DIR holds bin/serialserver-logd and bin/logd_bench (default build/release). Needs
 # redis-server and redis-benchmark (Debian: redis-server, redis-tools).
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
-source "$(dirname "$0")/../../scripts/lib.sh"
-ss_install_bench_deps
+# shellcheck source=bench/logd/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-build=${1:-build/release}
+logd_bench_init "${1:-}"
 seconds=${2:-10}
-for tool in "$build/bin/serialserver-logd" "$build/bin/logd_bench"; do
-  [[ -x $tool ]] || { echo "compare_redis.sh: $tool not built" >&2; exit 1; }
-done
 for tool in redis-server redis-benchmark; do
   command -v "$tool" >/dev/null || { echo "compare_redis.sh: $tool not installed" >&2; exit 1; }
 done
 
-work=$(mktemp -d)
-logd_pid=""
 redis_pid=""
 cleanup() {
-  [[ -n $logd_pid ]] && kill "$logd_pid" 2>/dev/null && wait "$logd_pid" 2>/dev/null
   [[ -n $redis_pid ]] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
-  rm -rf "$work"
+  logd_bench_cleanup
 }
 trap cleanup EXIT
 
 echo "== serialserver-logd --synchronous full: 50 connections, batches of 100, ${seconds}s"
-"$build/bin/serialserver-logd" --listen 127.0.0.1:17070 --db "$work/logd.sqlite" \
-  --synchronous full --log-level warn &
-logd_pid=$!
-sleep 1
+logd_start 17070 --synchronous full
 "$build/bin/logd_bench" --addr 127.0.0.1:17070 --connections 50 --batch 100 \
   --seconds "$seconds" --text-bytes 60
 

@@ -10,37 +10,22 @@
 #
 # BUILD_DIR holds bin/serialserver-logd and bin/logd_bench (default build/release).
 set -euo pipefail
+# shellcheck source=bench/logd/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-build=${1:-build/release}
+logd_bench_init "${1:-}"
 seconds=${2:-8}
 rounds=${3:-3}
-for tool in "$build/bin/serialserver-logd" "$build/bin/logd_bench"; do
-  [[ -x $tool ]] || { echo "followers.sh: $tool not built" >&2; exit 1; }
-done
-
-work=$(mktemp -d)
-logd_pid=""
-cleanup() {
-  [[ -n $logd_pid ]] && kill "$logd_pid" 2>/dev/null && wait "$logd_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # One run: `$1` followers of the written log, the rest of the arguments to logd.
 run() {
   local followers=$1
   shift
-  rm -f "$work"/logd.sqlite*
-  "$build/bin/serialserver-logd" --listen 127.0.0.1:17073 --db "$work/logd.sqlite" \
-    --synchronous full --log-level warn "$@" &
-  logd_pid=$!
-  sleep 1
+  logd_start 17073 --synchronous full "$@"
   "$build/bin/logd_bench" --addr 127.0.0.1:17073 --connections 4 --batch 1 \
     --seconds "$seconds" --followers "$followers" --follow-log bench | tail -1 |
     sed -E 's/.*messages_per_second=([0-9]+) batch_latency_ms_p50=([0-9.]+) p99=([0-9.]+).*/\1 \2 \3/'
-  kill "$logd_pid"
-  wait "$logd_pid" 2>/dev/null || true
-  logd_pid=""
+  logd_stop
 }
 
 printf '| round | followers | logd flags | appends/s | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|\n'

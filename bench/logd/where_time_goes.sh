@@ -11,32 +11,16 @@
 # (Debian: linux-perf) and a kernel that lets this user record (perf_event_paranoid <= 1, or
 # root). Needs a quiet machine: the shares mean little on a busy one.
 set -euo pipefail
-# shellcheck source=scripts/lib.sh
-source "$(dirname "$0")/../../scripts/lib.sh"
-ss_install_bench_deps
+# shellcheck source=bench/logd/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-build=${1:-build/release}
+logd_bench_init "${1:-}"
 seconds=${2:-8}
-for tool in "$build/bin/serialserver-logd" "$build/bin/logd_bench"; do
-  [[ -x $tool ]] || { echo "where_time_goes.sh: $tool not built" >&2; exit 1; }
-done
-
-work=$(mktemp -d)
-logd_pid=""
-cleanup() {
-  [[ -n $logd_pid ]] && kill "$logd_pid" 2>/dev/null && wait "$logd_pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # One run: logd with `$1` as --synchronous, logd_bench for $seconds, perf on logd throughout.
 run() {
   local synchronous=$1
-  rm -f "$work"/logd.sqlite*
-  "$build/bin/serialserver-logd" --listen 127.0.0.1:17072 --db "$work/logd.sqlite" \
-    --synchronous "$synchronous" --log-level warn &
-  logd_pid=$!
-  sleep 1
+  logd_start 17072 --synchronous "$synchronous"
   perf record -q -F 999 -g -o "$work/perf.data" -p "$logd_pid" -- sleep "$seconds" \
     >/dev/null 2>&1 &
   local perf_pid=$!
@@ -45,9 +29,7 @@ run() {
   "$build/bin/logd_bench" --addr 127.0.0.1:17072 --connections 50 --batch 100 \
     --seconds "$seconds" --text-bytes 60 | tee "$work/bench.txt"
   wait "$perf_pid" "$stat_pid"
-  kill "$logd_pid"
-  wait "$logd_pid" 2>/dev/null || true
-  logd_pid=""
+  logd_stop
   local acked switches
   acked=$(grep -o 'acked_messages=[0-9]*' "$work/bench.txt" | cut -d= -f2)
   switches=$(awk '/context-switches/ {gsub(",", "", $1); print $1}' "$work/stat.txt")
