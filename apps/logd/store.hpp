@@ -220,8 +220,6 @@ class Store {
   std::size_t open_readers() const { return readers_.open_count(); }
   /// Log names whose ids the writer keeps in memory now.
   std::size_t cached_names() const;
-  /// Records kept in memory for tails now.
-  std::size_t recent_records() const { return recent_.records(); }
 
   /// Stops taking appends (they throw StoreClosed) and lets the writer commit what is queued
   /// and end. Does not wait. Idempotent.
