@@ -71,8 +71,11 @@ TEST(SerialbenchReconnect, RetryRidesThroughARestart) {
         {"--retry", "--idempotent", "-c", "20", "-d", "4s", "-e", engine, "--json", "-q"});
     EXPECT_EQ(run.status, 0) << run.out << run.err;
     const auto summary = parse_json(run);
+    // No call is lost and every connection comes back. Whether any call is sent again depends
+    // on timing: a draining server says Goodbye only to idle connections, so a call is retried
+    // only if the client wrote it while that Goodbye was on its way. The retry of such calls
+    // has tests of its own below, against raw servers that make it certain.
     EXPECT_EQ(summary.value("errors", -1), 0) << run.out;
-    EXPECT_GT(summary.value("retries", 0), 0) << run.out;
     EXPECT_GT(summary.value("reconnects", 0), 0) << run.out;
     EXPECT_GT(summary.value("requests", 0), 0) << run.out;
     EXPECT_EQ(summary["answers"].value("goodbye", -1), 0) << run.out;
