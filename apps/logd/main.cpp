@@ -57,6 +57,7 @@ struct Flags {
   std::string listen = "127.0.0.1:7070";
   std::string db = "./logd.sqlite";
   std::string db_uri;
+  std::string db_wait = "30s";
   std::string wait_timeout = "30m";
   std::string read_timeout = "5s";
   std::string write_timeout = "5s";
@@ -91,6 +92,46 @@ struct Flags {
   std::string task_timeout = "0";
   bool no_describe = false;
 };
+
+/// The store, with its files readable by this user only. While another server holds the
+/// database file (the old one of a --reuse-port hand-over, draining), tries again every 100 ms
+/// for up to `wait`. Returns nullptr if SIGINT or SIGTERM comes meanwhile. Throws what the Store
+/// throws: DatabaseInUse once `wait` has passed.
+std::shared_ptr<logd::Store> open_store(const logd::StoreOptions& options,
+                                        std::chrono::nanoseconds wait, const sigset_t& signals,
+                                        serialserver::Logger& log) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  bool warned = false;
+  for (;;) {
+    // The database, its WAL and shared-memory files hold the logs: readable by this user only
+    // (SQLite creates the WAL and SHM files with the database file's mode).
+    const mode_t old_mask = ::umask(077);
+    try {
+      auto store = std::make_shared<logd::Store>(options);
+      ::umask(old_mask);
+      return store;
+    } catch (const logd::DatabaseInUse& e) {
+      ::umask(old_mask);
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw;
+      }
+      if (!warned) {
+        log.warn("{}; waiting up to {} for it to stop (--db-wait)", e.what(),
+                 serialserver::format_duration(wait));
+        warned = true;
+      }
+    } catch (...) {
+      ::umask(old_mask);
+      throw;
+    }
+    timespec pause{};
+    pause.tv_nsec = 100'000'000;
+    const int signal_number = ::sigtimedwait(&signals, nullptr, &pause);
+    if (signal_number == SIGINT || signal_number == SIGTERM) {
+      return nullptr;
+    }
+  }
+}
 
 /// CLI11's check of a byte count: decimal digits only (CLI11 would take "-1" for 2^64 - 1).
 CLI::Validator byte_count_check() {
@@ -140,6 +181,10 @@ void add_options(CLI::App& app, Flags& f) {
   app.add_option("--db-uri", f.db_uri,
                  "the database as an SQLite URI (file:PATH?...), instead of --db")
       ->excludes(db);
+  app.add_option("--db-wait", f.db_wait,
+                 "while another serialserver-logd holds the database file (the old server of a "
+                 "--reuse-port hand-over, draining), how long to wait for it before giving up")
+      ->capture_default_str();
   app.add_option("--wait-timeout", f.wait_timeout, "longest wait for the next task code")
       ->capture_default_str();
   app.add_option("--read-timeout", f.read_timeout, "rolling read timeout within a request")
@@ -289,6 +334,7 @@ int run_main(int argc, char** argv) {
   serialserver::ServerOptions options;
   std::chrono::nanoseconds grace_period{};
   std::chrono::nanoseconds handshake_period{};
+  std::chrono::nanoseconds db_wait{};
   std::chrono::nanoseconds reader_idle{};
   std::chrono::nanoseconds retain_interval{};
   logd::RetentionOptions retention;
@@ -302,6 +348,7 @@ int run_main(int argc, char** argv) {
     grace_period = duration_option(f.grace, "--grace");
     options.task_deadline = duration_option(f.task_timeout, "--task-timeout");
     handshake_period = duration_option(f.handshake_timeout, "--handshake-timeout");
+    db_wait = duration_option(f.db_wait, "--db-wait");
     reader_idle = duration_option(f.reader_idle, "--reader-idle-timeout");
     f.limits.tail_spread = duration_option(f.tail_spread, "--tail-spread");
     retain_interval = duration_option(f.retain_interval, "--retain-interval");
@@ -381,21 +428,18 @@ int run_main(int argc, char** argv) {
     store_options.reader_idle_timeout = reader_idle;
     store_options.max_cached_names = f.max_cached_names;
     store_options.recent.max_logs = f.max_followed_logs;
-    // The database, its WAL and shared-memory files hold the logs: readable by this user only
-    // (SQLite creates the WAL and SHM files with the database file's mode).
-    const mode_t old_mask = ::umask(077);
-    try {
-      store = std::make_shared<logd::Store>(store_options);
-    } catch (...) {
-      ::umask(old_mask);
-      throw;
-    }
-    ::umask(old_mask);
+    store = open_store(store_options, db_wait, signals, *server.log());
   } catch (const std::exception& e) {
     std::cerr << kProgram << ": " << e.what() << "\n";
     listener.shutdown(std::chrono::nanoseconds(0));
     listener.wait();
     return 1;
+  }
+  if (!store) {
+    server.log()->info("stopped by a signal before the database was open");
+    listener.shutdown(std::chrono::nanoseconds(0));
+    listener.wait();
+    return serialserver::apps::finish_stdout(kProgram, 0);
   }
   // Declared after the store: destroyed first (the server's connections end before, in wait()).
   logd::LogdService service(store, f.limits, retention, retain_interval, server.log());

@@ -119,6 +119,8 @@ Store::Store(StoreOptions options)
       readers_([this] { return open_reader(); }, options_.max_readers,
                options_.reader_idle_timeout) {
   try {
+    const char* file = sqlite3_db_filename(writer_, "main");
+    lock_.emplace(file != nullptr ? file : "");
     exec("PRAGMA journal_mode=WAL");
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     exec(schema::kTables);

@@ -4,6 +4,7 @@
 // appends of many connections together (group commit), and a pool of reader connections for
 // reads, tails and the list. WAL mode, so readers never wait for the writer.
 
+#include "database_lock.hpp"
 #include "logd_protocol.hpp"
 #include "reader_pool.hpp"
 #include "recent_records.hpp"
@@ -258,6 +259,8 @@ class Store {
   void add_bytes_column();
 
   StoreOptions options_;
+  // Taken first and released last: after every connection to the file is closed.
+  std::optional<DatabaseLock> lock_;
 
   // Writer state: the connection and statements are used by the writer thread only.
   sqlite3* writer_ = nullptr;
