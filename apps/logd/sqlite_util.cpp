@@ -33,6 +33,15 @@ void exec_on(sqlite3* db, const char* sql) {
   }
 }
 
+std::int64_t select_int(sqlite3* db, const char* sql) {
+  sqlite3_stmt* s = prepare(db, sql);
+  const int rc = sqlite3_step(s);
+  const std::int64_t value = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+  sqlite3_finalize(s);
+  check(db, rc, "select");
+  return value;
+}
+
 sqlite3* open_db(const std::string& path, bool uri, bool create) {
   sqlite3* db = nullptr;
   const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |

@@ -20,6 +20,9 @@ void check(sqlite3* db, int rc, const char* what);
 sqlite3_stmt* prepare(sqlite3* db, const std::string& sql);
 /// Runs SQL without results. Throws StorageError.
 void exec_on(sqlite3* db, const char* sql);
+/// The integer in the first column of the first row of `sql`; 0 if there is no row. Throws
+/// StorageError.
+std::int64_t select_int(sqlite3* db, const char* sql);
 /// Opens the database: `path` is a plain file name unless `uri`. Throws StorageError.
 sqlite3* open_db(const std::string& path, bool uri, bool create);
 /// Binds text that outlives the statement's use.

@@ -125,9 +125,18 @@ Store::Store(StoreOptions options)
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     exec(schema::kTables);
     add_bytes_column();
+    // An id is never given twice. SQLite gives the largest id + 1, which is an id given before
+    // once the newest messages are deleted (a tail that saw it would miss the new message); the
+    // writer then moves the message to next_id_. logs.last_id keeps each log's largest id
+    // through deletes.
+    next_id_ = select_int(writer_,
+                          "SELECT max((SELECT coalesce(max(last_id), 0) FROM logs), "
+                          "(SELECT coalesce(max(id), 0) FROM messages))") +
+               1;
     insert_message_ = prepare(writer_,
                               "INSERT INTO messages(log_id, time, level, text, fields) "
                               "VALUES(?1, ?2, ?3, ?4, ?5)");
+    move_message_ = prepare(writer_, "UPDATE messages SET id = ?2 WHERE id = ?1");
     insert_log_ = prepare(writer_, "INSERT OR IGNORE INTO logs(name) VALUES(?1)");
     select_log_ = prepare(writer_, "SELECT id FROM logs WHERE name = ?1");
     update_log_ = prepare(
@@ -146,7 +155,8 @@ Store::Store(StoreOptions options)
                          ")");
     }
   } catch (...) {
-    for (sqlite3_stmt* s : {insert_message_, insert_log_, select_log_, update_log_}) {
+    for (sqlite3_stmt* s :
+         {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(writer_);
@@ -157,7 +167,7 @@ Store::Store(StoreOptions options)
 
 Store::~Store() {
   close();
-  for (sqlite3_stmt* s : {insert_message_, insert_log_, select_log_, update_log_}) {
+  for (sqlite3_stmt* s : {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
     sqlite3_finalize(s);
   }
   readers_.clear();

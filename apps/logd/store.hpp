@@ -255,6 +255,9 @@ class Store {
   /// The names of the logs that `group` writes to, each once (in committed_logs_).
   const std::vector<std::string>& logs_of(const std::vector<PendingPtr>& group);
   std::int64_t log_id_for(const std::string& name);
+  /// The id of the message just inserted as SQLite gave it, or moved to next_id_ if that id
+  /// was given before; advances next_id_. Writer thread only. Throws StorageError.
+  std::int64_t id_never_given(std::int64_t inserted);
   void exec(const char* sql);
   void add_bytes_column();
 
@@ -268,6 +271,8 @@ class Store {
   sqlite3_stmt* insert_log_ = nullptr;
   sqlite3_stmt* select_log_ = nullptr;
   sqlite3_stmt* update_log_ = nullptr;
+  sqlite3_stmt* move_message_ = nullptr;
+  std::int64_t next_id_ = 1;  // the id of the next message: larger than every id ever given
   std::unordered_map<std::string, std::int64_t> log_ids_;  // at most max_cached_names
   std::atomic<std::size_t> cached_names_{0};
   std::function<void(const std::vector<std::string>&)> commit_listener_;

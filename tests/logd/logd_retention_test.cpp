@@ -7,8 +7,10 @@
 #include "logd_protocol.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,6 +220,39 @@ TEST(LogdRetention, BadRetentionFlagsAreUsageErrors) {
       "--retain-log-bytes 0 --retain-log 'a=b=0:0' --retain-log app=100000:9223372036854775807");
   EXPECT_EQ(status, 1) << output;
   EXPECT_NE(output.find("cannot open /nonexistent-dir/x.sqlite"), std::string::npos) << output;
+}
+
+// Ids only grow, across deletes and restarts: a tail that saw the newest message must see the
+// next one even if that newest message was deleted in between (SQLite alone would give its id
+// again, as the largest id + 1).
+TEST(LogdRetention, IdsOfDeletedMessagesAreNeverGivenAgain) {
+  logd_test::RemoveOnExit dir(make_temp_dir());
+  LogdProcess logd(dir.path());
+  auto c = logd.client();
+  c.append(message("other", "older"));
+  const std::uint64_t newest = c.append(message("app", "newest"));
+  logd::DeleteQuery everything;
+  everything.log = "app";
+  EXPECT_EQ(c.delete_messages(everything), 1U);
+
+  const std::uint64_t next = c.append(message("app", "next"));
+  EXPECT_EQ(next, newest + 1);
+  logd::TailQuery after_the_deleted;
+  after_the_deleted.log = "app";
+  after_the_deleted.after_id = newest;
+  const auto seen = c.tail(after_the_deleted);
+  ASSERT_EQ(seen.size(), 1U);
+  EXPECT_EQ(seen[0].text, "next");
+
+  // The same after a restart, with the newest message deleted again.
+  EXPECT_EQ(c.delete_messages(everything), 1U);
+  logd.process().signal(SIGTERM);
+  ASSERT_EQ(logd.process().wait_exit(15000ms), std::optional<int>(0));
+  logd.start();
+  auto again = logd.client();
+  EXPECT_EQ(again.append(message("app", "after the restart")), next + 1);
+  EXPECT_EQ(again.append_batch(std::vector<logd::Message>{message("b", "1"), message("b", "2")}),
+            next + 2);
 }
 
 }  // namespace
