@@ -126,7 +126,7 @@ std::int64_t Store::log_id_for(const std::string& name) {
 }
 
 std::int64_t Store::id_never_given(std::int64_t inserted) {
-  // Binding every id costs a B-tree search per insert (5-8 % fewer messages a second in
+  // Binding every id costs a B-tree search per insert (3-14 % fewer messages a second in
   // logd_bench); SQLite's own choice only goes wrong after a delete of the newest messages.
   if (inserted < next_id_) {
     ResetOnExit reset{move_message_};
