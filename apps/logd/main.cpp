@@ -12,10 +12,9 @@
 #include "common/tls_reload.hpp"
 #include "handshake.hpp"
 #include "logd_server.hpp"
+#include "open_store.hpp"
 #include "retention_flags.hpp"
 #include "store.hpp"
-
-#include <sys/stat.h>
 
 #include <csignal>
 #include <iostream>
@@ -92,46 +91,6 @@ struct Flags {
   std::string task_timeout = "0";
   bool no_describe = false;
 };
-
-/// The store, with its files readable by this user only. While another server holds the
-/// database file (the old one of a --reuse-port hand-over, draining), tries again every 100 ms
-/// for up to `wait`. Returns nullptr if SIGINT or SIGTERM comes meanwhile. Throws what the Store
-/// throws: DatabaseInUse once `wait` has passed.
-std::shared_ptr<logd::Store> open_store(const logd::StoreOptions& options,
-                                        std::chrono::nanoseconds wait, const sigset_t& signals,
-                                        serialserver::Logger& log) {
-  const auto deadline = std::chrono::steady_clock::now() + wait;
-  bool warned = false;
-  for (;;) {
-    // The database, its WAL and shared-memory files hold the logs: readable by this user only
-    // (SQLite creates the WAL and SHM files with the database file's mode).
-    const mode_t old_mask = ::umask(077);
-    try {
-      auto store = std::make_shared<logd::Store>(options);
-      ::umask(old_mask);
-      return store;
-    } catch (const logd::DatabaseInUse& e) {
-      ::umask(old_mask);
-      if (std::chrono::steady_clock::now() >= deadline) {
-        throw;
-      }
-      if (!warned) {
-        log.warn("{}; waiting up to {} for it to stop (--db-wait)", e.what(),
-                 serialserver::format_duration(wait));
-        warned = true;
-      }
-    } catch (...) {
-      ::umask(old_mask);
-      throw;
-    }
-    timespec pause{};
-    pause.tv_nsec = 100'000'000;
-    const int signal_number = ::sigtimedwait(&signals, nullptr, &pause);
-    if (signal_number == SIGINT || signal_number == SIGTERM) {
-      return nullptr;
-    }
-  }
-}
 
 /// CLI11's check of a byte count: decimal digits only (CLI11 would take "-1" for 2^64 - 1).
 CLI::Validator byte_count_check() {
@@ -428,7 +387,7 @@ int run_main(int argc, char** argv) {
     store_options.reader_idle_timeout = reader_idle;
     store_options.max_cached_names = f.max_cached_names;
     store_options.recent.max_logs = f.max_followed_logs;
-    store = open_store(store_options, db_wait, signals, *server.log());
+    store = logd::open_store(store_options, db_wait, signals, *server.log());
   } catch (const std::exception& e) {
     std::cerr << kProgram << ": " << e.what() << "\n";
     listener.shutdown(std::chrono::nanoseconds(0));
