@@ -195,11 +195,7 @@ void Store::exec(const char* sql) { exec_on(writer_, sql); }
 void Store::add_bytes_column() {
   // A database made before logs.bytes existed gets the column, counted once from its messages.
   const auto has_bytes = [this] {
-    sqlite3_stmt* s =
-        prepare(writer_, "SELECT 1 FROM pragma_table_info('logs') WHERE name = 'bytes'");
-    const bool found = sqlite3_step(s) == SQLITE_ROW;
-    sqlite3_finalize(s);
-    return found;
+    return select_int(writer_, "SELECT 1 FROM pragma_table_info('logs') WHERE name = 'bytes'") == 1;
   };
   if (has_bytes()) {
     return;

@@ -12,7 +12,6 @@
 #include <fstream>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -84,14 +83,8 @@ TEST(DatabaseLock, ASecondServerOnTheSameFileExitsAndTheFirstServesOn) {
 
 /// Waits up to 20 s for `text` in the file at `path`; true if it came.
 bool wait_for_text(const fs::path& path, const std::string& text) {
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (file_text(path).find(text) == std::string::npos) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+  return serialserver::test::eventually(
+      [&] { return file_text(path).find(text) != std::string::npos; }, 20s);
 }
 
 TEST(DatabaseLock, AHandOverWithReusePortWaitsForTheOldServerToStop) {
