@@ -155,10 +155,7 @@ Store::Store(StoreOptions options)
                          ")");
     }
   } catch (...) {
-    for (sqlite3_stmt* s :
-         {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
-      sqlite3_finalize(s);
-    }
+    finalize_writer_statements();
     sqlite3_close_v2(writer_);
     throw;
   }
@@ -167,9 +164,7 @@ Store::Store(StoreOptions options)
 
 Store::~Store() {
   close();
-  for (sqlite3_stmt* s : {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
-    sqlite3_finalize(s);
-  }
+  finalize_writer_statements();
   readers_.clear();
   sqlite3_close_v2(maintenance_);
   sqlite3_close_v2(writer_);
@@ -187,6 +182,12 @@ void Store::close() {
   refuse_appends();
   if (writer_thread_.joinable()) {
     writer_thread_.join();
+  }
+}
+
+void Store::finalize_writer_statements() noexcept {
+  for (sqlite3_stmt* s : {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
+    sqlite3_finalize(s);  // a no-op on a statement never prepared (nullptr)
   }
 }
 

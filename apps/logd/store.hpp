@@ -260,6 +260,8 @@ class Store {
   std::int64_t id_never_given(std::int64_t inserted);
   void exec(const char* sql);
   void add_bytes_column();
+  /// Finalizes the writer's prepared statements, in the constructor's failure and the destructor.
+  void finalize_writer_statements() noexcept;
 
   StoreOptions options_;
   // Taken first and released last: after every connection to the file is closed.
