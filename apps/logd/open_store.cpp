@@ -7,6 +7,21 @@
 #include <ctime>
 
 namespace logd {
+namespace {
+
+/// Sets the umask for its lifetime and restores the previous one however the scope ends.
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : previous_(::umask(mask)) {}
+  ~ScopedUmask() { ::umask(previous_); }
+  ScopedUmask(const ScopedUmask&) = delete;
+  ScopedUmask& operator=(const ScopedUmask&) = delete;
+
+ private:
+  mode_t previous_;
+};
+
+}  // namespace
 
 std::shared_ptr<Store> open_store(const StoreOptions& options, std::chrono::nanoseconds wait,
                                   const sigset_t& signals, serialserver::Logger& log) {
@@ -15,13 +30,10 @@ std::shared_ptr<Store> open_store(const StoreOptions& options, std::chrono::nano
   for (;;) {
     // The database, its WAL and shared-memory files hold the logs: readable by this user only
     // (SQLite creates the WAL and SHM files with the database file's mode).
-    const mode_t old_mask = ::umask(077);
     try {
-      auto store = std::make_shared<Store>(options);
-      ::umask(old_mask);
-      return store;
+      const ScopedUmask private_files(077);
+      return std::make_shared<Store>(options);
     } catch (const DatabaseInUse& e) {
-      ::umask(old_mask);
       if (std::chrono::steady_clock::now() >= deadline) {
         throw;
       }
@@ -30,9 +42,6 @@ std::shared_ptr<Store> open_store(const StoreOptions& options, std::chrono::nano
                  serialserver::format_duration(wait));
         warned = true;
       }
-    } catch (...) {
-      ::umask(old_mask);
-      throw;
     }
     timespec pause{};
     pause.tv_nsec = 100'000'000;
