@@ -123,6 +123,9 @@ Store::Store(StoreOptions options)
     lock_.emplace(file != nullptr ? file : "");
     exec("PRAGMA journal_mode=WAL");
     exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    // The journal that undoes a multi-row insert or a request's savepoint in memory, not in a
+    // temporary file: it holds at most the pages one request changes.
+    exec("PRAGMA temp_store=MEMORY");
     exec(schema::kTables);
     add_bytes_column();
     // An id is never given twice. SQLite gives the largest id + 1, which is an id given before
@@ -133,9 +136,7 @@ Store::Store(StoreOptions options)
                           "SELECT max((SELECT coalesce(max(last_id), 0) FROM logs), "
                           "(SELECT coalesce(max(id), 0) FROM messages))") +
                1;
-    insert_message_ = prepare(writer_,
-                              "INSERT INTO messages(log_id, time, level, text, fields) "
-                              "VALUES(?1, ?2, ?3, ?4, ?5)");
+    insert_messages_.emplace(writer_);
     move_message_ = prepare(writer_, "UPDATE messages SET id = ?2 WHERE id = ?1");
     insert_log_ = prepare(writer_, "INSERT OR IGNORE INTO logs(name) VALUES(?1)");
     select_log_ = prepare(writer_, "SELECT id FROM logs WHERE name = ?1");
@@ -186,7 +187,8 @@ void Store::close() {
 }
 
 void Store::finalize_writer_statements() noexcept {
-  for (sqlite3_stmt* s : {insert_message_, move_message_, insert_log_, select_log_, update_log_}) {
+  insert_messages_.reset();
+  for (sqlite3_stmt* s : {move_message_, insert_log_, select_log_, update_log_}) {
     sqlite3_finalize(s);  // a no-op on a statement never prepared (nullptr)
   }
 }

@@ -6,6 +6,7 @@
 
 #include "database_lock.hpp"
 #include "logd_protocol.hpp"
+#include "message_inserter.hpp"
 #include "reader_pool.hpp"
 #include "recent_records.hpp"
 
@@ -255,9 +256,10 @@ class Store {
   /// The names of the logs that `group` writes to, each once (in committed_logs_).
   const std::vector<std::string>& logs_of(const std::vector<PendingPtr>& group);
   std::int64_t log_id_for(const std::string& name);
-  /// The id of the message just inserted as SQLite gave it, or moved to next_id_ if that id
-  /// was given before; advances next_id_. Writer thread only. Throws StorageError.
-  std::int64_t id_never_given(std::int64_t inserted);
+  /// The ids of `count` messages just inserted, from `first` on as SQLite gave them, or moved
+  /// to next_id_ and after if those ids were given before; returns the first and advances
+  /// next_id_. Writer thread only. Throws StorageError.
+  std::int64_t ids_never_given(std::int64_t first, std::size_t count);
   void exec(const char* sql);
   void add_bytes_column();
   /// Finalizes the writer's prepared statements, in the constructor's failure and the destructor.
@@ -269,7 +271,7 @@ class Store {
 
   // Writer state: the connection and statements are used by the writer thread only.
   sqlite3* writer_ = nullptr;
-  sqlite3_stmt* insert_message_ = nullptr;
+  std::optional<MessageInserter> insert_messages_;
   sqlite3_stmt* insert_log_ = nullptr;
   sqlite3_stmt* select_log_ = nullptr;
   sqlite3_stmt* update_log_ = nullptr;

@@ -2,7 +2,6 @@
 // is queued together (group commit), each request in a savepoint of its own so that a bad one
 // is undone alone.
 
-#include <serialserver/binary_writer.hpp>
 #include "sqlite_util.hpp"
 #include "store.hpp"
 #include "store_pending.hpp"
@@ -11,7 +10,9 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
+#include <span>
 #include <string_view>
 #include <unordered_set>
 #include <utility>
@@ -125,18 +126,22 @@ std::int64_t Store::log_id_for(const std::string& name) {
   return id;
 }
 
-std::int64_t Store::id_never_given(std::int64_t inserted) {
+std::int64_t Store::ids_never_given(std::int64_t first, std::size_t count) {
   // Binding every id costs a B-tree search per insert (3-14 % fewer messages a second in
   // logd_bench); SQLite's own choice only goes wrong after a delete of the newest messages.
-  if (inserted < next_id_) {
-    ResetOnExit reset{move_message_};
-    bind_i64(writer_, move_message_, 1, inserted);
-    bind_i64(writer_, move_message_, 2, next_id_);
-    check(writer_, sqlite3_step(move_message_), "move message");
-    inserted = next_id_;
+  const auto n = static_cast<std::int64_t>(count);
+  if (first < next_id_) {
+    // The last first: each moves above every message not moved yet, so none lands on another.
+    for (std::int64_t i = n - 1; i >= 0; --i) {
+      ResetOnExit reset{move_message_};
+      bind_i64(writer_, move_message_, 1, first + i);
+      bind_i64(writer_, move_message_, 2, next_id_ + i);
+      check(writer_, sqlite3_step(move_message_), "move message");
+    }
+    first = next_id_;
   }
-  next_id_ = inserted + 1;
-  return inserted;
+  next_id_ = first + n;
+  return first;
 }
 
 void Store::commit_group(std::vector<PendingPtr>& group) {
@@ -167,7 +172,7 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
     std::uint64_t bytes = 0;
   };
   std::map<std::int64_t, Touched> touched;
-  serialserver::BinaryWriter fields(serialserver::ByteOrder::big_endian);
+  std::array<std::int64_t, MessageInserter::kMaxRows> log_ids{};
   const bool savepoints = group.size() > 1;
   try {
     for (auto& p : group) {
@@ -177,33 +182,26 @@ void Store::commit_group(std::vector<PendingPtr>& group) {
         if (savepoints) {
           exec("SAVEPOINT append");
         }
-        for (std::size_t i = 0; i < p->messages.size(); ++i) {
-          const Message& m = p->messages[i];
-          const std::int64_t log_id = log_id_for(m.log);
-          ResetOnExit reset{insert_message_};
-          bind_i64(writer_, insert_message_, 1, log_id);
-          bind_i64(writer_, insert_message_, 2, m.time_ns);
-          bind_i64(writer_, insert_message_, 3, m.level);
-          bind_text(writer_, insert_message_, 4, m.text);
-          std::size_t fields_bytes = 0;
-          if (!m.fields.empty()) {
-            fields.clear();
-            encode_fields(fields, m.fields);
-            check(writer_,
-                  sqlite3_bind_blob64(insert_message_, 5, fields.data().data(),
-                                      fields.data().size(), SQLITE_STATIC),
-                  "bind");
-            fields_bytes = fields.data().size();
+        const std::span<const Message> messages(p->messages);
+        for (std::size_t done = 0; done < messages.size();) {
+          const auto rows =
+              messages.subspan(done, MessageInserter::rows_for(messages.size() - done));
+          for (std::size_t i = 0; i < rows.size(); ++i) {
+            log_ids[i] = log_id_for(rows[i].log);
           }
-          check(writer_, sqlite3_step(insert_message_), "insert message");
-          const std::int64_t id = id_never_given(sqlite3_last_insert_rowid(writer_));
-          if (i == 0) {
-            p->first_id = static_cast<std::uint64_t>(id);
+          const std::int64_t first = ids_never_given(
+              insert_messages_->insert(rows, std::span(log_ids).first(rows.size())), rows.size());
+          if (done == 0) {
+            p->first_id = static_cast<std::uint64_t>(first);
           }
-          auto& t = mine[log_id];
-          ++t.count;
-          t.last_id = std::max(t.last_id, id);
-          t.bytes += schema::message_bytes(m.text.size(), fields_bytes);
+          done += rows.size();
+          for (std::size_t i = 0; i < rows.size(); ++i) {
+            auto& t = mine[log_ids[i]];
+            ++t.count;
+            t.last_id = std::max(t.last_id, first + static_cast<std::int64_t>(i));
+            t.bytes +=
+                schema::message_bytes(rows[i].text.size(), insert_messages_->fields_bytes(i));
+          }
         }
         if (savepoints) {
           exec("RELEASE append");

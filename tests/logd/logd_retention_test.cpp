@@ -251,8 +251,27 @@ TEST(LogdRetention, IdsOfDeletedMessagesAreNeverGivenAgain) {
   logd.start();
   auto again = logd.client();
   EXPECT_EQ(again.append(message("app", "after the restart")), next + 1);
-  EXPECT_EQ(again.append_batch(std::vector<logd::Message>{message("b", "1"), message("b", "2")}),
-            next + 2);
+
+  // A batch is inserted several rows at a time (64, 32, then 4 rows for 100): each of its rows
+  // is moved past the ids given before, in order, with its own text and fields.
+  std::vector<logd::Message> batch;
+  for (int i = 0; i < 100; ++i) {
+    batch.push_back(message("b", std::to_string(i)));
+    if (i % 3 == 0) {
+      batch.back().fields = {{"i", std::to_string(i)}};
+    }
+  }
+  EXPECT_EQ(again.append_batch(batch), next + 2);
+  logd::TailQuery all_of_b;
+  all_of_b.log = "b";
+  all_of_b.limit = 1000;
+  const auto b = again.tail(all_of_b);
+  ASSERT_EQ(b.size(), 100U);
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    EXPECT_EQ(b[i].id, next + 2 + i);
+    EXPECT_EQ(b[i].text, std::to_string(i));
+    EXPECT_EQ(b[i].fields, batch[i].fields) << i;
+  }
 }
 
 }  // namespace
