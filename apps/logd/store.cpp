@@ -137,6 +137,7 @@ Store::Store(StoreOptions options)
                           "(SELECT coalesce(max(id), 0) FROM messages))") +
                1;
     insert_messages_.emplace(writer_);
+    checkpointer_.emplace(writer_, options_.path, options_.uri, options_.synchronous_full);
     move_message_ = prepare(writer_, "UPDATE messages SET id = ?2 WHERE id = ?1");
     insert_log_ = prepare(writer_, "INSERT OR IGNORE INTO logs(name) VALUES(?1)");
     select_log_ = prepare(writer_, "SELECT id FROM logs WHERE name = ?1");

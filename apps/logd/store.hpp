@@ -9,6 +9,7 @@
 #include "message_inserter.hpp"
 #include "reader_pool.hpp"
 #include "recent_records.hpp"
+#include "wal_checkpointer.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -272,6 +273,9 @@ class Store {
   // Writer state: the connection and statements are used by the writer thread only.
   sqlite3* writer_ = nullptr;
   std::optional<MessageInserter> insert_messages_;
+  // Declared after writer_ and destroyed after the destructor closes it: no commit calls its
+  // hook once it is gone.
+  std::optional<WalCheckpointer> checkpointer_;
   sqlite3_stmt* insert_log_ = nullptr;
   sqlite3_stmt* select_log_ = nullptr;
   sqlite3_stmt* update_log_ = nullptr;
