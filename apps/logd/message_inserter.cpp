@@ -16,7 +16,10 @@ namespace {
 constexpr int kColumns = 5;  // log_id, time, level, text, fields
 
 std::string insert_sql(std::size_t rows) {
-  std::string sql = "INSERT INTO messages(log_id, time, level, text, fields) VALUES";
+  // OR FAIL: a failed statement keeps the rows it inserted before, so SQLite keeps no journal
+  // to undo the statement alone; the writer undoes the request's savepoint or the whole
+  // transaction instead, after any failure.
+  std::string sql = "INSERT OR FAIL INTO messages(log_id, time, level, text, fields) VALUES";
   for (std::size_t r = 0; r < rows; ++r) {
     sql += r == 0 ? "(?,?,?,?,?)" : ",(?,?,?,?,?)";
   }

@@ -252,6 +252,10 @@ class Store {
 
   void writer_loop();
   void commit_group(std::vector<PendingPtr>& group);
+  /// One transaction for `group`, each request in a savepoint if `savepoints`. False when a
+  /// request failed without savepoints among others: nothing is written, and the group is to
+  /// be written again with them. Else each request has its result.
+  bool write_group(std::vector<PendingPtr>& group, bool savepoints);
   /// Gives the records of `group` that committed to recent_.
   void publish_recent(const std::vector<PendingPtr>& group, std::uint64_t generation);
   /// The names of the logs that `group` writes to, each once (in committed_logs_).
