@@ -36,8 +36,10 @@ WalCheckpointer::~WalCheckpointer() {
 int WalCheckpointer::on_commit(void* self, sqlite3* writer, const char* schema, int wal_pages) {
   auto& checkpointer = *static_cast<WalCheckpointer*>(self);
   if (wal_pages >= kWriterCheckpointPages) {
-    // PASSIVE never waits: busy (the thread is checkpointing) just means the next commit tries
-    // again. Most pages are copied already by the thread, so this copies few.
+    // Waits for the thread's checkpoint in progress, which would make this one busy: a thread
+    // slower than the writes would leave the WAL growing. The thread has copied most pages
+    // already, so this copies few.
+    std::lock_guard running(checkpointer.checkpointing_);
     sqlite3_wal_checkpoint_v2(writer, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   } else if (wal_pages >= kBackgroundCheckpointPages) {
     {
@@ -59,8 +61,12 @@ void WalCheckpointer::run() {
     }
     requested_ = false;
     lock.unlock();
-    // PASSIVE: copies what no reader still needs, without blocking the writer or the readers.
-    sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    {
+      // PASSIVE: copies what no reader still needs, and never waits for the writer or a
+      // reader (so the writer may wait for it).
+      std::lock_guard running(checkpointing_);
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    }
     lock.lock();
   }
 }

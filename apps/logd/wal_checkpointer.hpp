@@ -4,8 +4,8 @@
 // runs inside the commit that passes 1000 WAL pages: it copies those pages and waits for the
 // database file's fsync before the writer can answer anyone, a pause in every group commit's
 // path. Here the writer's commit only wakes this thread, and checkpoints itself only when the
-// WAL has grown past kWriterCheckpointPages, so that the WAL stays bounded when this thread
-// cannot keep up.
+// WAL has grown past kWriterCheckpointPages (after the thread's checkpoint in progress, if
+// any), so that the WAL stays bounded when this thread cannot keep up.
 
 #include <condition_variable>
 #include <mutex>
@@ -41,8 +41,9 @@ class WalCheckpointer {
   static int on_commit(void* self, sqlite3* writer, const char* schema, int wal_pages);
   void run();
 
-  sqlite3* db_;       // the thread's own connection
-  std::mutex mutex_;  // guards the two flags
+  sqlite3* db_;               // the thread's own connection
+  std::mutex checkpointing_;  // held by the thread, or the writer, while it checkpoints
+  std::mutex mutex_;          // guards the two flags
   std::condition_variable wake_;
   bool requested_ = false;
   bool stopping_ = false;

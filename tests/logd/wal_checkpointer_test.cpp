@@ -61,9 +61,9 @@ TEST(WalCheckpointer, TheWalStaysBoundedUnderWritesThatNeverPause) {
   writing = false;
   watcher.join();
 
-  // The writer's own checkpoint starts at kWriterCheckpointPages (4 KiB pages), plus one commit
-  // of at most 1000 messages and their index pages, plus slack for the commit that is under way
-  // when a checkpoint is busy.
+  // The writer's own checkpoint starts at kWriterCheckpointPages (4 KiB pages), after the
+  // thread's checkpoint in progress: plus one commit of at most 1000 messages and their index
+  // pages, and slack.
   const std::uintmax_t bound =
       static_cast<std::uintmax_t>(logd::WalCheckpointer::kWriterCheckpointPages) * 4096 + 8'000'000;
   EXPECT_GT(largest_wal, 0U);
