@@ -3,7 +3,7 @@
 // The writer's insert of messages: several rows with one INSERT statement rather than one
 // statement a row. A statement opens its cursors on the table and its two indexes once; kept
 // open from row to row, they append at the end without a search from the B-trees' roots, and
-// the statement's set-up and tear-down are paid once per rows rather than once per row.
+// the statement's set-up and tear-down are paid once for many rows rather than for each.
 
 #include <serialserver/binary_writer.hpp>
 #include "logd_protocol.hpp"
@@ -54,7 +54,7 @@ class MessageInserter {
   sqlite3* db_;
   std::array<sqlite3_stmt*, kStatements> statements_{};  // [k] inserts 2^k rows
   // The rows' encoded fields, one after the other: bound without a copy, so kept until the
-  // statement has run. fields_end_[i + 1] is where row i's end.
+  // statement has run. Row i's are at [fields_end_[i], fields_end_[i + 1]).
   serialserver::BinaryWriter fields_{serialserver::ByteOrder::big_endian};
   std::array<std::size_t, kMaxRows + 1> fields_end_{};
 };
