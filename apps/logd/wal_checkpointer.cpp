@@ -35,13 +35,22 @@ WalCheckpointer::~WalCheckpointer() {
 
 int WalCheckpointer::on_commit(void* self, sqlite3* writer, const char* schema, int wal_pages) {
   auto& checkpointer = *static_cast<WalCheckpointer*>(self);
+  if (wal_pages < checkpointer.asked_at_pages_) {
+    checkpointer.asked_at_pages_ = 0;  // the WAL started over
+  }
+  // One checkpoint for each kBackgroundCheckpointPages written, as SQLite's own: small commits
+  // asking for one each would have the database file fsynced thousands of times a second.
+  if (wal_pages < checkpointer.asked_at_pages_ + kBackgroundCheckpointPages) {
+    return SQLITE_OK;
+  }
+  checkpointer.asked_at_pages_ = wal_pages;
   if (wal_pages >= kWriterCheckpointPages) {
     // Waits for the thread's checkpoint in progress, which would make this one busy: a thread
     // slower than the writes would leave the WAL growing. The thread has copied most pages
     // already, so this copies few.
     std::lock_guard running(checkpointer.checkpointing_);
     sqlite3_wal_checkpoint_v2(writer, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-  } else if (wal_pages >= kBackgroundCheckpointPages) {
+  } else {
     {
       std::lock_guard lock(checkpointer.mutex_);
       checkpointer.requested_ = true;

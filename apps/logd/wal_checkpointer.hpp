@@ -21,12 +21,13 @@ namespace logd {
 /// connection's last commit, and is destroyed before the writer connection is closed or after.
 class WalCheckpointer {
  public:
-  /// Pages in the WAL after a commit that wake the checkpoint thread (SQLite's own default
-  /// for its automatic checkpoint).
+  /// Pages written to the WAL, since it started over or since the last checkpoint asked for,
+  /// after which a commit asks for a checkpoint (SQLite's own default for its automatic one).
   static constexpr int kBackgroundCheckpointPages = 1000;
-  /// Pages in the WAL after a commit at which the writer checkpoints itself, as SQLite's
-  /// automatic checkpoint does: the bound on the WAL when the thread falls behind (writes that
-  /// never pause leave it no moment at which everything is copied and the WAL can start over).
+  /// Pages in the WAL from which the checkpoint a commit asks for is the writer's own, as
+  /// SQLite's automatic checkpoint does: the bound on the WAL (within kBackgroundCheckpointPages)
+  /// when the thread falls behind. Writes that never pause leave the thread no moment at which
+  /// everything is copied and the WAL can start over.
   static constexpr int kWriterCheckpointPages = 4 * kBackgroundCheckpointPages;
 
   /// Opens a connection of its own to the database at `path` (a URI if `uri`), starts the
@@ -43,6 +44,7 @@ class WalCheckpointer {
 
   sqlite3* db_;               // the thread's own connection
   std::mutex checkpointing_;  // held by the thread, or the writer, while it checkpoints
+  int asked_at_pages_ = 0;    // the WAL's pages at the last checkpoint asked for (writer's)
   std::mutex mutex_;          // guards the two flags
   std::condition_variable wake_;
   bool requested_ = false;
