@@ -34,16 +34,16 @@ MessageInserter::MessageInserter(sqlite3* db) : db_(db) {
       statements_[k] = prepare(db_, insert_sql(std::size_t{1} << k));
     }
   } catch (...) {
-    for (sqlite3_stmt* s : statements_) {
-      sqlite3_finalize(s);  // a no-op on null
-    }
+    finalize_statements();
     throw;
   }
 }
 
-MessageInserter::~MessageInserter() {
+MessageInserter::~MessageInserter() { finalize_statements(); }
+
+void MessageInserter::finalize_statements() noexcept {
   for (sqlite3_stmt* s : statements_) {
-    sqlite3_finalize(s);
+    sqlite3_finalize(s);  // a no-op on a statement never prepared (nullptr)
   }
 }
 

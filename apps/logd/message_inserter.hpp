@@ -50,6 +50,7 @@ class MessageInserter {
  private:
   static constexpr std::size_t kStatements = 7;  // 1, 2, 4, ..., kMaxRows rows
   static_assert(std::size_t{1} << (kStatements - 1) == kMaxRows);
+  void finalize_statements() noexcept;
 
   sqlite3* db_;
   std::array<sqlite3_stmt*, kStatements> statements_{};  // [k] inserts 2^k rows

@@ -25,6 +25,11 @@ void exec_on(sqlite3* db, const char* sql);
 std::int64_t select_int(sqlite3* db, const char* sql);
 /// Opens the database: `path` is a plain file name unless `uri`. Throws StorageError.
 sqlite3* open_db(const std::string& path, bool uri, bool create);
+/// The PRAGMA that sets a writing connection's fsyncs: FULL if `full`, else NORMAL. Every
+/// connection that writes or checkpoints sets the same.
+constexpr const char* synchronous_pragma(bool full) {
+  return full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
+}
 /// Binds text that outlives the statement's use.
 void bind_text(sqlite3* db, sqlite3_stmt* s, int index, const std::string& text);
 /// Binds text that SQLite copies (for statements that outlive the text).

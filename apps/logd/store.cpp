@@ -122,9 +122,9 @@ Store::Store(StoreOptions options)
     const char* file = sqlite3_db_filename(writer_, "main");
     lock_.emplace(file != nullptr ? file : "");
     exec("PRAGMA journal_mode=WAL");
-    exec(options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    // The journal that undoes a multi-row insert or a request's savepoint in memory, not in a
-    // temporary file: it holds at most the pages one request changes.
+    exec(synchronous_pragma(options_.synchronous_full));
+    // The journal of a request's savepoint, when a group is written again after a failure, in
+    // memory rather than in a temporary file: it holds at most the pages one request changes.
     exec("PRAGMA temp_store=MEMORY");
     exec(schema::kTables);
     add_bytes_column();

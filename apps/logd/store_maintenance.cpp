@@ -18,8 +18,7 @@ using namespace sql;  // NOLINT(google-build-using-namespace): this file is all 
 sqlite3* Store::maintenance_connection() {
   if (maintenance_ == nullptr) {
     maintenance_ = open_db(options_.path, options_.uri, false);
-    exec_on(maintenance_,
-            options_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    exec_on(maintenance_, synchronous_pragma(options_.synchronous_full));
   }
   return maintenance_;
 }

@@ -13,7 +13,7 @@ WalCheckpointer::WalCheckpointer(sqlite3* writer, const std::string& path, bool 
     : db_(sql::open_db(path, uri, false)) {
   try {
     // The checkpoint's fsyncs, as the writer's own would be.
-    sql::exec_on(db_, synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    sql::exec_on(db_, sql::synchronous_pragma(synchronous_full));
   } catch (...) {
     sqlite3_close_v2(db_);
     throw;
